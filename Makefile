@@ -1,0 +1,32 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.passkit-installed
+MODELS ?= $(abspath ../shared/models)
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps facenet-pytorch==2.6.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# Builds the embedded demo release from real HTTP downloads, then audits it.
+demo: setup
+	$(BIN)/passkit build pipelines/demo.yaml
+	$(BIN)/passkit audit releases/demo-1.0.0
+
+test: setup
+	PASSKIT_MODELS=$(MODELS) $(BIN)/python -m pytest -q -ra tests
+
+lint: setup
+	$(BIN)/ruff check passkit tests benchmarks
+
+clean:
+	rm -rf releases work .pytest_cache
