@@ -57,11 +57,15 @@ class FetchSpec(_Model):
     threads: int = Field(16, ge=1, le=512)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(20.0, gt=0)
+    total_timeout: float = Field(60.0, gt=0, description="wall-clock limit for one download, slow drips included")
     max_bytes: int = Field(25_000_000, ge=1024)
     retries: int = Field(2, ge=0, le=10)
     backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each try")
     user_agent: str = "passkit/0.1 (+https://github.com/passkit/passkit; dataset builder)"
-    optout_headers: list[str] = Field(default_factory=lambda: ["noai", "noimageai"])
+    optout_headers: list[str] = Field(
+        default_factory=lambda: ["noai", "noimageai"],
+        description="X-Robots-Tag directives that opt a page out of AI training",
+    )
 
 
 class ImageSpec(_Model):

@@ -12,6 +12,8 @@ import urllib.parse
 from dataclasses import dataclass
 from functools import cache
 
+from passkit.records import REQUIRED_ATTRIBUTION, Attribution, Candidate
+
 FAMILIES = ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd")
 VERSIONS = ("1.0", "2.0", "2.5", "3.0", "4.0")
 # BY-NC-ND 1.0 was published as "by-nd-nc"; the other families kept their order.
@@ -230,3 +232,44 @@ def attribution_sentence(
             f"To view a copy of this license, visit {lic.url}"
         )
     return f"{s}. Source: {landing_url}" if landing_url else s
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = re.sub(r"<[^>]+>", "", str(value))  # creators sometimes arrive as HTML links
+    value = re.sub(r"\s+", " ", value).strip()
+    return value or None
+
+
+def gate(c: Candidate, pol: Policy) -> Attribution | tuple[str, str]:
+    """Attribution for an allowed, fully attributed candidate, or (reason, detail) for a rejection.
+
+    Runs before any download: an image we may not use is never fetched.
+    """
+    try:
+        lic = normalise(c.license, c.license_version, c.license_url)
+    except LicenseError as e:
+        return e.reason, e.detail
+    if not pol.allows(lic):
+        return "license_not_allowed", f"{lic.name} is not allowed by policy {pol.name!r}"
+    a = Attribution(
+        title=_clean(c.title),
+        creator=_clean(c.creator),
+        creator_url=(c.creator_url or None),
+        landing_url=(c.landing_url or None),
+        provider=_clean(c.provider),
+        license_id=lic.id,
+        license_url=lic.url,
+        license_name=lic.name,
+    )
+    missing = [f for f in REQUIRED_ATTRIBUTION if not getattr(a, f)]
+    if lic.needs_title and not a.title:
+        missing.append("title")
+    if missing:
+        return "attribution_incomplete", f"missing {', '.join(missing)}"
+    a.sentence = attribution_sentence(lic, a.title, a.creator, a.landing_url)
+    return a

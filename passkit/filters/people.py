@@ -1,0 +1,487 @@
+"""People filter: an ensemble of face and person detectors; an image is rejected when any detector fires.
+
+Each detector turns an RGB image into boxes `[x0, y0, x1, y1, score]` (pixels of the image it was
+given, best first) with a score in [0, 1]; its *top* score is compared with its threshold from the spec.
+An image "has a person" when at least one detector fires (a logical OR: for a people-free dataset a
+miss costs more than a false rejection).
+
+Detectors (names as in `passkit.config.DetectorName`):
+
+- ``mtcnn``: faces, facenet-pytorch's MTCNN (weights inside the package). Score: the O-net face
+  probability (MTCNN only reports faces whose probability is >= 0.7, so the score is 0 or >= 0.7).
+- ``hog``: whole people, OpenCV's Dalal-Triggs HOG + linear SVM (coefficients inside OpenCV, so it
+  needs no download). The image is first resized so its longer side is `HOG_SIDE` px, so a person
+  about a quarter of a 512 px image tall still covers the 64x128 window. Score: a logistic of the SVM
+  margin `m` of the best window, `1 / (1 + exp(-HOG_SLOPE * (m - HOG_MARGIN0)))`; monotone in `m`,
+  0.5 at `m = HOG_MARGIN0`.
+- ``yolox_nano``: people (COCO class 0), YOLOX-nano ONNX on onnxruntime; score = obj * cls_person.
+- ``yunet``: faces, YuNet-n through `cv2.FaceDetectorYN`; score = YuNet's face score.
+- ``yolo_fastest_body``: people, Yolo-Fastest 1.1 body (Darknet) through `cv2.dnn`; score = obj * p(body)
+  (OpenCV zeroes scores under ~0.2, so the score is 0 or >= 0.2).
+
+Threads: nothing here changes the process-wide thread settings of torch or OpenCV. ONNX Runtime
+sessions get `threads` intra-op threads (default: `torch.get_num_threads()` at construction), so
+a worker that calls `torch.set_num_threads(n)` before building the filter gets n everywhere it can.
+Build one `PeopleFilter` per process, after the fork (models hold native thread pools).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from passkit import models
+from passkit.config import DetectorSpec, PeopleSpec
+
+MAX_BOXES = 5  # boxes kept per detector per image (best first)
+NMS_IOU = 0.45
+
+# HOG: working size and the margin -> score map (see the module docstring; chosen by measurement on
+# person_dev and person_dev_coco resized to 512 px, see tests/test_people.py)
+HOG_SIDE = 768
+HOG_MARGIN0 = 1.0
+HOG_SLOPE = 4.0
+HOG_HIT_FLOOR = -0.5  # windows with a lower margin are not reported at all (score < ~0.002)
+HOG_WIN_STRIDE = (8, 8)
+HOG_PADDING = (16, 16)
+HOG_SCALE = 1.05
+
+MTCNN_MIN_SIDE = 40  # MTCNN (min face 20 px) crashes on images under 20 px; smaller ones are upsampled
+
+
+class PeopleFilterError(RuntimeError):
+    """The people filter cannot be built as specified (e.g. a required detector's weights are missing)."""
+
+
+@dataclass(slots=True)
+class PeopleResult:
+    scores: dict[str, float]  # detector name -> top person/face score in [0, 1] (0.0 when nothing found)
+    boxes: dict[str, list[list[float]]] = field(default_factory=dict)  # [[x0, y0, x1, y1, score], ...]
+    fired: list[str] = field(default_factory=list)  # detectors whose top score >= their threshold
+
+    @property
+    def has_person(self) -> bool:
+        return bool(self.fired)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    if img.mode != "RGB":
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, rgba)
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU, top: int = MAX_BOXES) -> list[int]:
+    """Greedy NMS on xyxy boxes; indices of the kept boxes, best first, at most `top`."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = np.maximum(0, x1 - x0) * np.maximum(0, y1 - y0)
+    while order.size and len(keep) < top:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0, np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]))
+        h = np.maximum(0, np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]))
+        inter = w * h
+        union = area[i] + area[rest] - inter
+        order = rest[inter <= iou * np.maximum(union, 1e-9)]
+    return keep
+
+
+def _box_list(boxes: np.ndarray, scores: np.ndarray, keep: Sequence[int]) -> list[list[float]]:
+    return [[*(round(float(v), 1) for v in boxes[i]), round(float(scores[i]), 4)] for i in keep]
+
+
+def _ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+# ----------------------------------------------------------------------------- detectors
+
+
+class Detector:
+    """One detector with its model loaded once. `detect` takes RGB uint8 arrays (H, W, 3)."""
+
+    name: str = ""
+    task: str = ""
+
+    def __init__(self, weights: str, sha256: str | None, version: str | None = None):
+        self.weights = weights  # what the manifest records: sha256 or "package==version"
+        self.sha256 = sha256
+        self.version = version
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        raise NotImplementedError
+
+
+class MTCNNDetector(Detector):
+    name, task = "mtcnn", "face"
+
+    def __init__(self, device: str = "cpu"):
+        try:
+            import facenet_pytorch
+            from facenet_pytorch import MTCNN
+        except ImportError as e:  # pragma: no cover - install problem
+            raise PeopleFilterError(
+                "detector 'mtcnn' needs facenet-pytorch (pip install --no-deps facenet-pytorch==2.6.0)"
+            ) from e
+        ident = models.identity("mtcnn")
+        super().__init__(ident, None, ident.split("==", 1)[1])
+        self.package_dir = Path(facenet_pytorch.__file__).parent
+        self.device = device
+        self.model = MTCNN(keep_all=True, device=device)
+        self.model.eval()
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        import torch
+
+        out: list[list[list[float]]] = [[] for _ in images]
+        prepared: list[tuple[np.ndarray, float]] = []
+        for arr in images:
+            h, w = arr.shape[:2]
+            up = MTCNN_MIN_SIDE / min(h, w) if min(h, w) < MTCNN_MIN_SIDE else 1.0
+            if up != 1.0:
+                size = (max(1, round(w * up)), max(1, round(h * up)))
+                arr = np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+            prepared.append((arr, up))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (arr, _) in enumerate(prepared):
+            groups.setdefault(arr.shape[:2], []).append(i)
+        with torch.inference_mode():
+            for idx in groups.values():
+                batch = np.stack([prepared[i][0] for i in idx])
+                boxes, probs = self.model.detect(batch)
+                for j, i in enumerate(idx):
+                    b, p = boxes[j], probs[j]
+                    if b is None or p is None:
+                        continue
+                    b = np.asarray(b, dtype=np.float32).reshape(-1, 4) / prepared[i][1]
+                    p = np.asarray(p, dtype=np.float32).reshape(-1)
+                    ok = np.isfinite(p)
+                    b, p = b[ok], p[ok]
+                    order = np.argsort(-p, kind="stable")[:MAX_BOXES]
+                    out[i] = _box_list(b, np.clip(p, 0, 1), order)
+        return out
+
+
+class HOGDetector(Detector):
+    name, task = "hog", "person"
+
+    def __init__(
+        self,
+        side: int = HOG_SIDE,
+        margin0: float = HOG_MARGIN0,
+        slope: float = HOG_SLOPE,
+    ):
+        import cv2
+
+        super().__init__(models.identity("hog"), None, cv2.__version__)
+        self.weights = f"opencv=={cv2.__version__} builtin HOGDescriptor_getDefaultPeopleDetector"
+        self.side, self.margin0, self.slope = side, margin0, slope
+        self.hog = cv2.HOGDescriptor()  # 64x128 window, 9 bins: the Dalal-Triggs people detector
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def score_of(self, margin: float) -> float:
+        """SVM margin -> [0, 1]: logistic, 0.5 at `margin0`."""
+        return 1.0 / (1.0 + math.exp(-self.slope * (margin - self.margin0)))
+
+    def margins(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw windows (xyxy in `arr` pixels) and their SVM margins, ungrouped."""
+        import cv2
+
+        h, w = arr.shape[:2]
+        f = self.side / max(h, w)
+        bgr = np.ascontiguousarray(arr[:, :, ::-1])
+        if f != 1.0:
+            interp = cv2.INTER_LINEAR if f > 1 else cv2.INTER_AREA
+            bgr = cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
+        if bgr.shape[0] < 128 or bgr.shape[1] < 64:  # pad so at least one window fits
+            ph, pw = max(0, 128 - bgr.shape[0]), max(0, 64 - bgr.shape[1])
+            bgr = cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        rects, weights = self.hog.detectMultiScale(
+            bgr,
+            hitThreshold=HOG_HIT_FLOOR,
+            winStride=HOG_WIN_STRIDE,
+            padding=HOG_PADDING,
+            scale=HOG_SCALE,
+            groupThreshold=0,
+        )
+        if len(rects) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        r = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
+        xyxy = np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], axis=1) / f
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+        return xyxy, np.asarray(weights, dtype=np.float32).reshape(-1)
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        out = []
+        for arr in images:
+            boxes, m = self.margins(arr)
+            if not len(m):
+                out.append([])
+                continue
+            scores = np.array([self.score_of(float(v)) for v in m], dtype=np.float32)
+            out.append(_box_list(boxes, scores, _nms(boxes, scores, 0.3)))
+        return out
+
+
+class YOLOXNanoDetector(Detector):
+    name, task = "yolox_nano", "person"
+    size = 416
+    strides = (8, 16, 32)
+    floor = 0.01  # candidates under this are dropped before NMS
+
+    def __init__(self, path: Path, threads: int):
+        super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
+        self.session = _ort_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        grids, strides = [], []
+        for s in self.strides:
+            n = self.size // s
+            gy, gx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            grids.append(np.stack([gx.ravel(), gy.ravel()], axis=1))
+            strides.append(np.full((n * n, 1), s))
+        self.grid = np.concatenate(grids).astype(np.float32)
+        self.stride = np.concatenate(strides).astype(np.float32)
+
+    def preprocess(self, arr: np.ndarray) -> tuple[np.ndarray, float]:
+        import cv2
+
+        h, w = arr.shape[:2]
+        r = min(self.size / h, self.size / w)
+        nw, nh = max(1, int(w * r)), max(1, int(h * r))
+        bgr = np.ascontiguousarray(arr[:, :, ::-1])
+        resized = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((self.size, self.size, 3), 114, dtype=np.uint8)
+        canvas[:nh, :nw] = resized
+        return canvas.transpose(2, 0, 1)[None].astype(np.float32), r
+
+    def decode(self, raw: np.ndarray, r: float) -> list[list[float]]:
+        pred = raw.reshape(-1, raw.shape[-1])
+        score = pred[:, 4] * pred[:, 5]
+        keep = score >= self.floor
+        if not keep.any():
+            return []
+        p, score = pred[keep], score[keep]
+        g, s = self.grid[keep], self.stride[keep]
+        cxy = (p[:, 0:2] + g) * s
+        wh = np.exp(np.minimum(p[:, 2:4], 20.0)) * s
+        boxes = np.concatenate([cxy - wh / 2, cxy + wh / 2], axis=1) / r
+        return _box_list(boxes, score, _nms(boxes, score))
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        out = []
+        for arr in images:
+            x, r = self.preprocess(arr)
+            (raw,) = self.session.run(None, {self.input_name: x})
+            out.append(self.decode(raw, r))
+        return out
+
+
+class YuNetDetector(Detector):
+    name, task = "yunet", "face"
+    floor = 0.3  # FaceDetectorYN's own score threshold: faces under it are not reported
+
+    def __init__(self, path: Path):
+        import cv2
+
+        super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
+        self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.floor, 0.3, 100)
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        out = []
+        for arr in images:
+            h, w = arr.shape[:2]
+            bgr = np.ascontiguousarray(arr[:, :, ::-1])
+            self.det.setInputSize((w, h))
+            _, faces = self.det.detect(bgr)
+            if faces is None or not len(faces):
+                out.append([])
+                continue
+            f = np.asarray(faces, dtype=np.float32).reshape(-1, 15)
+            boxes = np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2], f[:, 1] + f[:, 3]], axis=1)
+            scores = np.clip(f[:, 14], 0, 1)
+            order = np.argsort(-scores, kind="stable")[:MAX_BOXES]
+            out.append(_box_list(boxes, scores, order))
+        return out
+
+
+class YoloFastestBodyDetector(Detector):
+    name, task = "yolo_fastest_body", "person"
+    size = 320
+
+    def __init__(self, weights: Path, cfg: Path):
+        import cv2
+
+        super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
+        self.net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.outs = self.net.getUnconnectedOutLayersNames()
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        import cv2
+
+        out = []
+        for arr in images:
+            h, w = arr.shape[:2]
+            # the network wants RGB: blobFromImage on an RGB array without swapRB
+            blob = cv2.dnn.blobFromImage(arr, 1 / 255.0, (self.size, self.size), swapRB=False, crop=False)
+            self.net.setInput(blob)
+            pred = np.concatenate([o.reshape(-1, o.shape[-1]) for o in self.net.forward(self.outs)])
+            score = pred[:, 5]
+            keep = score > 0
+            if not keep.any():
+                out.append([])
+                continue
+            p, score = pred[keep], score[keep]
+            cx, cy, bw, bh = p[:, 0] * w, p[:, 1] * h, p[:, 2] * w, p[:, 3] * h
+            boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+            out.append(_box_list(boxes, score, _nms(boxes, score)))
+        return out
+
+
+def _needs_files_msg(name: str, base: Path, absent: list[str]) -> str:
+    return (
+        f"people filter: detector {name!r} is required but its weights are not in {base} "
+        f"(missing: {', '.join(absent)}). Set {models.ENV_VAR} to a folder that holds them, or run "
+        f"`passkit models fetch {name}`; or mark the detector `required: false` in the spec to skip it."
+    )
+
+
+def build_detector(spec: DetectorSpec, device: str, base: Path, threads: int) -> Detector:
+    """Load one detector; raises `FileNotFoundError` when its weights are absent (checked by the caller)."""
+    name = spec.name
+    if name == "mtcnn":
+        return MTCNNDetector(device)
+    if name == "hog":
+        return HOGDetector()
+    model = models.get(name)
+    path = models.find(name, base)  # ChecksumError propagates: a wrong file is never silently skipped
+    if path is None:
+        raise FileNotFoundError(_needs_files_msg(name, base, models.missing(name, base)))
+    if name == "yolox_nano":
+        return YOLOXNanoDetector(path, threads)
+    if name == "yunet":
+        return YuNetDetector(path)
+    if name == "yolo_fastest_body":
+        cfg = next(f for f in model.files if f.role == "config")
+        return YoloFastestBodyDetector(path, base / cfg.path)
+    raise PeopleFilterError(f"no detector implementation for {name!r}")  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------- the filter
+
+
+class PeopleFilter:
+    """The detector ensemble of a `PeopleSpec`, models loaded once. Build one per worker process."""
+
+    def __init__(self, spec: PeopleSpec, models_dir: Path | None = None, *, threads: int | None = None):
+        self.spec = spec
+        self.models_dir = Path(models_dir) if models_dir is not None else models.models_dir()
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        self.threads = threads
+        self.detectors: list[Detector] = []
+        self.thresholds: dict[str, float] = {}
+        self.skipped: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for d in spec.detectors:
+            if d.name in seen:
+                raise PeopleFilterError(f"people filter: detector {d.name!r} is listed twice")
+            seen.add(d.name)
+            try:
+                det = build_detector(d, spec.device, self.models_dir, threads)
+            except FileNotFoundError as e:
+                if d.required:
+                    raise PeopleFilterError(str(e)) from None
+                absent = models.missing(d.name, self.models_dir)
+                self.skipped.append(
+                    (d.name, f"weights not found in {self.models_dir} (missing: {', '.join(absent)})")
+                )
+                continue
+            self.detectors.append(det)
+            self.thresholds[d.name] = d.threshold
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.detectors]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One entry per detector in the spec, for the release manifest (skipped ones say why)."""
+        out: list[dict[str, Any]] = []
+        for det in self.detectors:
+            m = models.get(det.name)
+            out.append(
+                {
+                    "name": det.name,
+                    "task": det.task,
+                    "threshold": self.thresholds[det.name],
+                    "weights": det.weights,
+                    "sha256": det.sha256,
+                    "version": det.version,
+                    "license": m.license,
+                    "source": m.source,
+                    "status": "active",
+                }
+            )
+        for name, why in self.skipped:
+            m = models.get(name)
+            thr = next(d.threshold for d in self.spec.detectors if d.name == name)
+            out.append(
+                {
+                    "name": name,
+                    "task": m.task,
+                    "threshold": thr,
+                    "weights": models.identity(name),
+                    "sha256": m.main.sha256 if m.main else None,
+                    "version": None,
+                    "license": m.license,
+                    "source": m.source,
+                    "status": "skipped",
+                    "reason": why,
+                }
+            )
+        return out
+
+    def detect(self, images: list[Image.Image]) -> dict[str, list[list[list[float]]]]:
+        """Raw boxes per detector per image (every box each detector reports, up to MAX_BOXES)."""
+        arrays = [_to_rgb_array(im) for im in images]
+        return {det.name: det.detect(arrays) for det in self.detectors}
+
+    def combine(self, boxes: dict[str, list[list[float]]]) -> PeopleResult:
+        """One image's boxes per detector -> scores, fired, has_person (the ensemble rule)."""
+        scores = {name: (float(b[0][4]) if b else 0.0) for name, b in boxes.items()}
+        fired = [name for name in boxes if scores[name] >= self.thresholds[name]]
+        return PeopleResult(scores=scores, boxes=boxes, fired=fired)
+
+    def score(self, images: list[Image.Image]) -> list[PeopleResult]:
+        """Score RGB images of any size (the pipeline passes the resized <= 512 px images)."""
+        if not images:
+            return []
+        per_det = self.detect(images)
+        return [self.combine({name: per_det[name][i] for name in self.names}) for i in range(len(images))]

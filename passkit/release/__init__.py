@@ -1,0 +1,1 @@
+"""Release: staging -> shards, manifest, index, attribution."""

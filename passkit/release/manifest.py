@@ -1,0 +1,98 @@
+"""The release manifest: what a release is, how it was made, and the checksums that prove it."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from passkit.config import PipelineSpec
+
+SCHEMA_VERSION = 1
+
+
+def schema_path() -> Path:
+    """manifests/manifest.schema.json in the source tree (the package is installed editable)."""
+    here = Path(__file__).resolve().parents[2] / "manifests" / "manifest.schema.json"
+    if not here.is_file():
+        raise FileNotFoundError(
+            f"manifest schema not found at {here}; passkit expects its source tree (pip install -e .)"
+        )
+    return here
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(schema_path().read_text(encoding="utf-8"))
+
+
+def validation_errors(m: dict[str, Any]) -> list[str]:
+    v = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+            for e in sorted(v.iter_errors(m), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def passkit_version() -> str:
+    try:
+        return metadata.version("passkit")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def make(
+    *,
+    spec: PipelineSpec,
+    created: str,
+    source: dict[str, Any],
+    detectors: list[dict[str, Any]],
+    detectors_skipped: list[dict[str, str]],
+    counts: dict[str, Any],
+    shards: list[dict[str, Any]],
+    files: dict[str, dict[str, Any]],
+    removals: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    from passkit.images import modification_note
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "version": spec.version,
+        "release": spec.release_name,
+        "created": created,
+        "passkit_version": passkit_version(),
+        "description": spec.description,
+        "spec_hash": spec.spec_hash(),
+        "spec": spec.canonical(),
+        "source": source,
+        "policy": spec.license.build().describe(),
+        "detectors": detectors,
+        "detectors_skipped": detectors_skipped,
+        "image": {
+            "max_side": spec.image.max_side,
+            "jpeg_quality": spec.image.jpeg_quality,
+            "modification": modification_note(spec.image),
+        },
+        "counts": counts,
+        "shards": shards,
+        "files": files,
+        "removals": removals or [],
+        "validation": [],
+    }
+
+
+def write(path: Path, m: dict[str, Any]) -> None:
+    errors = validation_errors(m)
+    if errors:
+        raise ValueError("refusing to write a manifest that fails its schema:\n  " + "\n  ".join(errors))
+    path.write_text(json.dumps(m, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load(release_dir: Path) -> dict[str, Any]:
+    p = Path(release_dir) / "manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{release_dir}: no manifest.json — is this a passkit release folder?")
+    return json.loads(p.read_text(encoding="utf-8"))

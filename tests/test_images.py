@@ -1,0 +1,78 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from passkit.config import ImageSpec
+from passkit.images import ImageReject, check, phash
+
+
+def _jpeg(w=800, h=600, exif=True, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((h, w, 3)) * 255).astype("uint8")
+    im = Image.fromarray(arr)
+    buf = io.BytesIO()
+    if exif:
+        ex = Image.Exif()
+        ex[0x010F] = "CameraMaker"  # Make
+        ex[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}  # GPS IFD
+        im.save(buf, "JPEG", exif=ex, quality=80)
+    else:
+        im.save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def test_resizes_strips_metadata_and_hashes():
+    data = _jpeg()
+    assert Image.open(io.BytesIO(data)).getexif()
+    out = check(data, ImageSpec(max_side=256))
+    im = Image.open(io.BytesIO(out.info.jpeg))
+    assert max(im.size) == 256 and im.size == (256, 192)
+    assert not im.getexif() and "icc_profile" not in im.info and "xmp" not in im.info
+    assert (out.info.orig_width, out.info.orig_height) == (800, 600)
+    assert len(out.info.sha256) == 64 and len(out.info.phash) == 16
+    assert check(data, ImageSpec(max_side=256)).info.jpeg == out.info.jpeg  # deterministic
+
+
+def test_png_with_alpha_becomes_rgb():
+    im = Image.new("RGBA", (300, 200), (10, 20, 30, 0))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    out = check(buf.getvalue(), ImageSpec())
+    assert Image.open(io.BytesIO(out.info.jpeg)).mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"<html><body>not an image</body></html>", "decode_error"),
+        (_jpeg()[:2000], "decode_error"),
+    ],
+)
+def test_bad_bytes_are_rejected_with_reason(data, reason):
+    with pytest.raises(ImageReject) as e:
+        check(data, ImageSpec())
+    assert e.value.reason == reason
+
+
+def test_too_small_and_pixel_bomb():
+    small = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(small, "PNG")
+    with pytest.raises(ImageReject, match="too_small"):
+        check(small.getvalue(), ImageSpec(min_side=64))
+    big = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(big, "PNG")  # tiny file, 144 MP
+    with pytest.raises(ImageReject) as e:
+        check(big.getvalue(), ImageSpec(max_pixels=50_000_000))
+    assert e.value.reason == "too_many_pixels"
+
+
+def test_phash_is_robust_to_resize_and_differs_across_images():
+    a = Image.open(io.BytesIO(_jpeg(exif=False, seed=1)))
+    b = a.resize((400, 300))
+    c = Image.open(io.BytesIO(_jpeg(exif=False, seed=2)))
+    ham = lambda x, y: bin(int(phash(x), 16) ^ int(phash(y), 16)).count("1")  # noqa: E731
+    assert ham(a, b) <= 6
+    assert ham(a, c) > 12
