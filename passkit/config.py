@@ -26,6 +26,11 @@ class DemoSourceSpec(_Model):
     kind: Literal["demo"] = "demo"
     queries: list[str] = Field(default_factory=lambda: ["*"])
     page_size: int = Field(20, ge=1, le=500)
+    port: int | None = Field(
+        None, ge=0, le=65535,
+        description="catalog port; None: $PASSKIT_DEMO_PORT or 28731, 0: any free port. Image URLs carry "
+        "the port, so a fixed one lets a rerun resume and rebuild byte-identical shards",
+    )
 
 
 SourceSpec = Annotated[DemoSourceSpec, Field(discriminator="kind")]

@@ -215,7 +215,10 @@ def make_release(
         for _, _, meta in samples:
             wr.writerow([meta[c] for c in cols])
 
-    files = {p: _file_entry(root / p) for p in ("index.parquet", "rejected.parquet", "ATTRIBUTION.md", "attribution.csv")}
+    files = {
+        p: _file_entry(root / p)
+        for p in ("index.parquet", "rejected.parquet", "ATTRIBUTION.md", "attribution.csv")
+    }
     pol = licenses.policy(policy)
     manifest = {
         "schema_version": 1,

@@ -1,0 +1,444 @@
+"""passkit.audit on small releases written by tests/releasefactory.py, clean and tampered with."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from passkit import licenses
+from passkit.audit import CODES, AuditReport, Finding, audit, info, schema_path
+
+try:  # tests/ is a plain folder that pytest puts on sys.path, or a package
+    from releasefactory import (
+        jpeg,
+        json_bytes,
+        load_manifest,
+        make_release,
+        read_shard,
+        rewrite_shard,
+        sample_key,
+        save_manifest,
+        update_shard_in_manifest,
+    )
+except ImportError:  # pragma: no cover
+    from tests.releasefactory import (
+        jpeg,
+        json_bytes,
+        load_manifest,
+        make_release,
+        read_shard,
+        rewrite_shard,
+        sample_key,
+        save_manifest,
+        update_shard_in_manifest,
+    )
+
+SHARD0 = "shards/test-000000.tar"
+SHARD1 = "shards/test-000001.tar"
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    return make_release(tmp_path / "releases", n=12, shard_max=5)
+
+
+def codes(report: AuditReport) -> set[str]:
+    return {f.code for f in report.findings}
+
+
+def member_offset(tar_path: Path, name: str) -> tuple[int, int]:
+    with tarfile.open(tar_path) as tar:
+        m = tar.getmember(name)
+        return m.offset_data, m.size
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x55]))
+
+
+def shard_keys(release: Path, rel: str) -> list[str]:
+    return [k for k, _ in read_shard(release / rel)]
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# ----------------------------------------------------------------------------- clean
+
+
+def test_clean_release_is_ok(release: Path) -> None:
+    report = audit(release)
+    assert report.ok, [str(f) for f in report.findings]
+    assert report.findings == []
+    assert report.stats.shards == 3 and report.stats.shards_read == 3
+    assert report.stats.samples == 12
+    assert report.stats.seconds >= 0
+    d = report.to_dict()
+    assert json.loads(json.dumps(d))["ok"] is True
+    assert d["name"] == "test" and d["version"] == "1.0.0"
+    assert d["stats"]["samples"] == 12
+
+
+def test_every_code_is_documented() -> None:
+    assert all(c.islower() and " " not in c for c in CODES)
+    assert str(Finding("shard_sha256", "m", SHARD0, "k")) == f"[shard_sha256] {SHARD0} k: m"
+
+
+def test_schema_is_found() -> None:
+    assert schema_path().is_file()
+
+
+# ----------------------------------------------------------------------------- bytes changed
+
+
+def test_byte_flip_in_image_names_the_sample(release: Path) -> None:
+    key = shard_keys(release, SHARD1)[2]
+    off, size = member_offset(release / SHARD1, f"{key}.jpg")
+    flip_byte(release / SHARD1, off + size // 2)
+
+    report = audit(release)
+    assert not report.ok
+    assert {"shard_sha256", "image_sha256", "index_sha256"} <= codes(report)
+    sha = report.by_code("shard_sha256")
+    assert len(sha) == 1 and sha[0].shard == SHARD1 and sha[0].key == key and key in sha[0].message
+    assert report.keys() == {key}
+    assert all(f.shard == SHARD1 for f in report.findings)
+
+
+def test_byte_flip_in_json_names_the_sample(release: Path) -> None:
+    key = shard_keys(release, SHARD0)[1]
+    off, _ = member_offset(release / SHARD0, f"{key}.json")
+    flip_byte(release / SHARD0, off)  # the opening brace
+
+    report = audit(release)
+    assert {"shard_sha256", "json_invalid"} <= codes(report)
+    assert report.keys() == {key}
+    assert report.by_code("shard_sha256")[0].key == key
+
+
+def test_byte_flip_in_tar_header_is_unsafe_or_named(release: Path) -> None:
+    flip_byte(release / SHARD0, 148)  # the first header's checksum field
+    report = audit(release)
+    assert not report.ok
+    assert "shard_unsafe" in codes(report) or "shard_sha256" in codes(report)
+    # the samples of an unreadable shard are covered by the shard finding, not listed one by one
+    assert "index_extra_key" not in codes(report)
+
+
+# ----------------------------------------------------------------------------- licence edits
+
+
+def _edit_license(release: Path, key: str, new_id: str, careful: bool) -> None:
+    """Change one sample's licence in its json; a careful attacker keeps url/name/sentence in line."""
+
+    def edit(samples):
+        out = []
+        for k, group in samples:
+            if k == key:
+                meta = json.loads(group["json"])
+                meta["license"] = new_id
+                if careful:
+                    lic = licenses.by_id(new_id)
+                    meta["license_url"] = lic.url
+                    meta["license_name"] = lic.name
+                    meta["attribution"] = licenses.attribution_sentence(
+                        lic, meta["title"], meta["creator"], meta["landing_url"]
+                    )
+                group = {**group, "json": json_bytes(meta)}
+            out.append((k, group))
+        return out
+
+    rewrite_shard(release / SHARD1, edit)
+
+
+@pytest.mark.parametrize("update_manifest", [False, True], ids=["old-manifest", "manifest-updated"])
+@pytest.mark.parametrize("careful", [False, True], ids=["license-only", "consistent-json"])
+def test_license_edit_in_json_names_the_sample(release: Path, careful: bool, update_manifest: bool) -> None:
+    key = shard_keys(release, SHARD1)[0]
+    _edit_license(release, key, "cc-by-nc-2.0", careful)
+    if update_manifest:
+        update_shard_in_manifest(release, SHARD1)
+
+    report = audit(release)
+    found = codes(report)
+    assert not report.ok
+    assert report.keys() == {key}
+    assert "license_not_allowed" in found
+    assert "index_mismatch" in found  # index.parquet still has the original licence
+    if careful:
+        assert "attribution_mismatch" not in found and "license_inconsistent" not in found
+    else:
+        assert {"attribution_mismatch", "license_inconsistent"} <= found
+    if update_manifest:
+        assert "shard_sha256" not in found and "shard_size" not in found
+    else:
+        sha = report.by_code("shard_sha256")
+        assert sha and sha[0].shard == SHARD1 and sha[0].key == key
+
+
+def test_license_swap_to_allowed_licence_still_shows(release: Path) -> None:
+    key = next(k for k, g in read_shard(release / SHARD0) if json.loads(g["json"])["license"] == "cc-by-2.0")
+
+    def edit(samples):
+        return [
+            (
+                k,
+                {**g, "json": json_bytes({**json.loads(g["json"]), "license": "cc-by-4.0"})}
+                if k == key
+                else g,
+            )
+            for k, g in samples
+        ]
+
+    rewrite_shard(release / SHARD0, edit)
+    update_shard_in_manifest(release, SHARD0)
+    report = audit(release)
+    assert {"attribution_mismatch", "license_inconsistent", "index_mismatch"} <= codes(report)
+    assert report.keys() == {key}
+
+
+def test_unknown_licence_and_incomplete_tasl(release: Path) -> None:
+    keys = shard_keys(release, SHARD0)
+
+    def edit(samples):
+        out = []
+        for k, g in samples:
+            meta = json.loads(g["json"])
+            if k == keys[0]:
+                meta["license"] = "cc-by-9.9"
+            if k == keys[1]:
+                meta["creator"] = ""
+            out.append((k, {**g, "json": json_bytes(meta)}))
+        return out
+
+    rewrite_shard(release / SHARD0, edit)
+    report = audit(release)
+    assert [f.key for f in report.by_code("license_unknown")] == [keys[0]]
+    assert [f.key for f in report.by_code("attribution_incomplete")] == [keys[1]]
+    assert "creator" in report.by_code("attribution_incomplete")[0].message
+
+
+# ----------------------------------------------------------------------------- hostile tars
+
+
+def _hostile_tar(path: Path, kind: str) -> None:
+    ok = jpeg(16, 16, seed=1)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("aaa.jpg")
+        info.size = len(ok)
+        tar.addfile(info, io.BytesIO(ok))
+        if kind == "traversal":
+            info = tarfile.TarInfo("../evil")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "absolute":
+            info = tarfile.TarInfo("/tmp/passkit-audit-evil")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "symlink":
+            info = tarfile.TarInfo("evil.jpg")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+        elif kind == "hardlink":
+            info = tarfile.TarInfo("evil.jpg")
+            info.type = tarfile.LNKTYPE
+            info.linkname = "../../outside"
+            tar.addfile(info)
+
+
+@pytest.mark.parametrize("kind", ["traversal", "symlink", "absolute", "hardlink"])
+def test_hostile_tar_is_unsafe_and_nothing_is_extracted(
+    release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    cwd = tmp_path / "releases" / "test-1.0.0" / "shards" / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    shard = release / SHARD1
+    shard.unlink()
+    _hostile_tar(shard, kind)
+    before = tree(tmp_path)
+
+    report = audit(release)
+    assert tree(tmp_path) == before
+    assert not Path("/tmp/passkit-audit-evil").exists()
+    unsafe = report.by_code("shard_unsafe")
+    assert len(unsafe) == 1 and unsafe[0].shard == SHARD1
+    assert "evil" in unsafe[0].message
+    # the rest of the release is still audited
+    assert report.stats.shards_read == 2 and report.stats.samples == 7
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize("update_manifest", [False, True])
+def test_dropped_sample_is_named(release: Path, update_manifest: bool) -> None:
+    keys = shard_keys(release, SHARD1)
+    dropped = keys[3]
+    rewrite_shard(release / SHARD1, lambda samples: [s for s in samples if s[0] != dropped])
+    if update_manifest:
+        update_shard_in_manifest(release, SHARD1, samples=4)
+
+    report = audit(release)
+    extra = report.by_code("index_extra_key")
+    assert [f.key for f in extra] == [dropped] and extra[0].shard == SHARD1
+    if not update_manifest:
+        assert {"shard_count", "shard_sha256", "shard_size"} <= codes(report)
+        sha = report.by_code("shard_sha256")[0]
+        assert sha.key == dropped and f"samples missing: {dropped}" in sha.message
+    else:
+        assert codes(report) == {"index_extra_key"}
+
+
+def test_half_a_sample(release: Path) -> None:
+    key = shard_keys(release, SHARD0)[2]
+    rewrite_shard(release / SHARD0, lambda s: [(k, {"jpg": g["jpg"]} if k == key else g) for k, g in s])
+    update_shard_in_manifest(release, SHARD0)
+    report = audit(release)
+    assert [f.key for f in report.by_code("sample_incomplete")] == [key]
+    assert f"{key}.json" in report.by_code("sample_incomplete")[0].message
+
+
+def test_duplicate_key_across_shards(release: Path) -> None:
+    first = read_shard(release / SHARD0)[0]
+    rewrite_shard(release / SHARD1, lambda s: [*s, first])
+    update_shard_in_manifest(release, SHARD1, samples=6)
+    report = audit(release)
+    dup = report.by_code("key_duplicate")
+    assert [f.key for f in dup] == [first[0]] and dup[0].shard == SHARD1 and SHARD0 in dup[0].message
+    assert "sample_order" in codes(report) and "index_shard" in codes(report)
+
+
+def test_missing_and_unlisted_shards(release: Path) -> None:
+    shutil.copy(release / SHARD0, release / "shards" / "test-000009.tar")
+    (release / SHARD1).unlink()
+    report = audit(release)
+    assert [f.shard for f in report.by_code("shard_missing")] == [SHARD1]
+    assert [f.shard for f in report.by_code("shard_unlisted")] == ["shards/test-000009.tar"]
+    assert "index_extra_key" not in codes(report)  # covered by shard_missing
+
+
+def test_removed_key_still_present(release: Path) -> None:
+    key = shard_keys(release, SHARD0)[0]
+    m = load_manifest(release)
+    m["removals"] = [{"key": key, "reason": "takedown request"}]
+    save_manifest(release, m)
+    report = audit(release)
+    assert codes(report) == {"removed_present"}
+    assert report.by_code("removed_present")[0].key == key
+    assert "takedown request" in report.by_code("removed_present")[0].message
+
+
+def test_release_file_tampered(release: Path) -> None:
+    with open(release / "ATTRIBUTION.md", "a", encoding="utf-8") as f:
+        f.write("- extra\n")
+    (release / "attribution.csv").unlink()
+    report = audit(release)
+    assert codes(report) == {"file_sha256", "file_size", "file_missing"}
+    assert "ATTRIBUTION.md" in report.by_code("file_sha256")[0].message
+
+
+def test_index_rows_must_match(release: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(release / "index.parquet")
+    dropped = table.column("key")[4].as_py()
+    pq.write_table(
+        table.filter([k != dropped for k in table.column("key").to_pylist()]), release / "index.parquet"
+    )
+    report = audit(release)
+    assert [f.key for f in report.by_code("index_missing_key")] == [dropped]
+    assert "file_sha256" in codes(report)  # the manifest recorded the old index
+
+
+def test_image_with_exif_is_flagged(release: Path) -> None:
+    key = shard_keys(release, SHARD0)[0]
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010E] = "GPS here"
+    Image.new("RGB", (64, 48), "red").save(buf, "JPEG", exif=exif.tobytes())
+    rewrite_shard(
+        release / SHARD0, lambda s: [(k, {**g, "jpg": buf.getvalue()} if k == key else g) for k, g in s]
+    )
+    report = audit(release)
+    assert [f.key for f in report.by_code("image_metadata")] == [key]
+    assert {"image_sha256", "index_sha256"} <= codes(report)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def test_schema_invalid_manifest(release: Path) -> None:
+    m = load_manifest(release)
+    m["schema_version"] = 2
+    del m["spec_hash"]
+    m["shards"][0]["sha256"] = "not-a-sha"
+    save_manifest(release, m)
+    report = audit(release)
+    schema = report.by_code("manifest_schema")
+    assert len(schema) == 3
+    text = " ".join(f.message for f in schema)
+    assert "spec_hash" in text and "schema_version" in text and "shards/0/sha256" in text
+    assert not report.ok
+
+
+def test_manifest_missing_or_not_json(release: Path) -> None:
+    (release / "manifest.json").write_text("{not json", encoding="utf-8")
+    assert codes(audit(release)) == {"manifest_invalid_json"}
+    (release / "manifest.json").unlink()
+    report = audit(release)
+    assert codes(report) == {"manifest_missing"} and not report.ok
+
+
+def test_unknown_policy(release: Path) -> None:
+    m = load_manifest(release)
+    m["policy"]["name"] = "anything-goes"
+    save_manifest(release, m)
+    assert codes(audit(release)) == {"policy_invalid"}
+
+
+def test_cc_by_policy_refuses_cc0(tmp_path: Path) -> None:
+    rel = make_release(tmp_path, n=6, shard_max=6, policy="cc-by")
+    report = audit(rel)
+    assert codes(report) == {"license_not_allowed"}
+    assert len(report.by_code("license_not_allowed")) == 2  # samples 2 and 5 are CC0
+    assert report.keys() == {sample_key(2), sample_key(5)}
+
+
+def test_findings_over_the_limit_are_counted(tmp_path: Path) -> None:
+    rel = make_release(tmp_path, n=6, shard_max=6, policy="cc-by")
+    report = audit(rel, limit=1)
+    assert len(report.by_code("license_not_allowed")) == 1
+    assert report.suppressed == {"license_not_allowed": 1}
+    assert report.counts() == {"license_not_allowed": 2}
+    assert not report.ok
+
+
+def test_manifest_shard_path_outside_release(release: Path) -> None:
+    m = load_manifest(release)
+    m["shards"][0]["path"] = "../outside.tar"
+    save_manifest(release, m)
+    report = audit(release)
+    assert "shard_path_invalid" in codes(report) and "manifest_schema" in codes(report)
+    assert "shard_unlisted" in codes(report)  # test-000000.tar is now on disk but not listed
+
+
+def test_info(release: Path) -> None:
+    d = info(release)
+    assert d["name"] == "test" and d["shards"] == 3 and d["samples"] == 12
+    assert d["by_license"] == {"cc-by-2.0": 4, "cc-by-4.0": 4, "cc0-1.0": 4}
+    assert json.loads(json.dumps(d)) == d
+    assert os.path.isdir(d["release"])
