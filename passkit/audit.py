@@ -108,10 +108,6 @@ class SchemaNotFound(FileNotFoundError):
     pass
 
 
-class ReleaseError(ValueError):
-    """The folder is not a readable release (no manifest, or a manifest that is not JSON)."""
-
-
 # ----------------------------------------------------------------------------- report
 
 
@@ -247,20 +243,6 @@ def schema_errors(manifest: Any, schema: dict[str, Any] | None = None) -> list[s
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def read_manifest(release_dir: Path) -> dict[str, Any]:
-    """The parsed manifest.json, or ReleaseError with a clear reason."""
-    path = Path(release_dir) / MANIFEST
-    if not path.is_file():
-        raise ReleaseError(f"{release_dir}: no {MANIFEST}; is this a release folder?")
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReleaseError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise ReleaseError(f"{path}: not a JSON object")
-    return m
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -691,48 +673,3 @@ class _Audit:
                 self.add(
                     "index_extra_key", f"{INDEX} row (shard {shard}) has no sample in the shards", shard, key
                 )
-
-
-# ----------------------------------------------------------------------------- info
-
-
-def info(release_dir: Path) -> dict[str, Any]:
-    """A summary of a release for `passkit info`: manifest facts plus licence and provider counts.
-
-    Reads manifest.json and (when present) two columns of index.parquet; verifies nothing (that is
-    `audit`). Raises ReleaseError when the folder has no readable manifest.
-    """
-    root = Path(release_dir)
-    m = read_manifest(root)
-    shards = [s for s in m.get("shards") or [] if isinstance(s, dict)]
-    out: dict[str, Any] = {
-        "release": str(root),
-        "name": m.get("name"),
-        "version": m.get("version"),
-        "created": m.get("created"),
-        "passkit_version": m.get("passkit_version"),
-        "description": m.get("description"),
-        "policy": m.get("policy"),
-        "detectors": m.get("detectors"),
-        "counts": m.get("counts"),
-        "shards": len(shards),
-        "samples": sum(int(s.get("samples") or 0) for s in shards),
-        "bytes": sum(int(s.get("bytes") or 0) for s in shards),
-        "removals": len(m.get("removals") or []),
-        "files": sorted((m.get("files") or {}).keys()),
-        "validation": m.get("validation") or [],
-    }
-    index = root / INDEX
-    if index.is_file():
-        import pyarrow.parquet as pq
-
-        try:
-            names = pq.read_schema(index).names
-            cols = [c for c in ("license", "provider", "source") if c in names]
-            table = pq.read_table(index, columns=cols)
-            for c in cols:
-                counts = Counter(table.column(c).to_pylist())
-                out[f"by_{c}"] = {str(k): v for k, v in counts.most_common()}
-        except Exception as e:
-            out["index_error"] = str(e)
-    return out

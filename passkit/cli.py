@@ -91,8 +91,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     try:
         info = summarize(Path(args.release))
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        console.print(f"[red]error:[/] {args.release} is not a readable release ({type(e).__name__}: {e}); "
+                      "run `passkit audit` on it for details", highlight=False)
         return 2
     if args.json:
         out.print_json(json.dumps(info))

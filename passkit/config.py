@@ -98,7 +98,7 @@ class PeopleSpec(_Model):
         default_factory=lambda: [
             DetectorSpec(name="mtcnn", threshold=0.90),
             DetectorSpec(name="hog", threshold=0.50),
-            DetectorSpec(name="yolox_nano", threshold=0.30, required=False),
+            DetectorSpec(name="yolox_nano", threshold=0.55, required=False),
         ]
     )
 

@@ -110,7 +110,7 @@ def sample_meta(i: int, data: bytes, width: int, height: int, license_id: str) -
         "key": sample_key(i),
         "title": title,
         "creator": creator,
-        "creator_url": f"https://example.org/people/{i % 4}",
+        "creator_url": None if i % 3 == 1 else f"https://example.org/people/{i % 4}",  # optional field
         "source_url": f"https://example.org/images/{i}.jpg",
         "landing_url": landing,
         "provider": "example",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 
 from passkit import licenses
-from passkit.audit import CODES, AuditReport, Finding, audit, info, schema_path
+from passkit.audit import CODES, AuditReport, Finding, audit, schema_path
 
 try:  # tests/ is a plain folder that pytest puts on sys.path, or a package
     from releasefactory import (
@@ -434,11 +433,3 @@ def test_manifest_shard_path_outside_release(release: Path) -> None:
     report = audit(release)
     assert "shard_path_invalid" in codes(report) and "manifest_schema" in codes(report)
     assert "shard_unlisted" in codes(report)  # test-000000.tar is now on disk but not listed
-
-
-def test_info(release: Path) -> None:
-    d = info(release)
-    assert d["name"] == "test" and d["shards"] == 3 and d["samples"] == 12
-    assert d["by_license"] == {"cc-by-2.0": 4, "cc-by-4.0": 4, "cc0-1.0": 4}
-    assert json.loads(json.dumps(d)) == d
-    assert os.path.isdir(d["release"])

@@ -23,7 +23,7 @@ def test_default_policy_is_cc_by():
     ("patch", "expected"),
     [
         ({"fetch": {"thredas": 3}}, "fetch.thredas: unknown field; allowed here: backoff"),
-        ({"source": {"kind": "demo", "qureies": []}}, "source.qureies: unknown field; allowed here: kind, page_size, queries"),
+        ({"source": {"kind": "demo", "qureies": []}}, "source.qureies: unknown field; allowed here: kind, page_size, port, queries"),
         ({"people": {"detectors": [{"name": "mtcnn", "threshold": 2}]}}, "people.detectors.0.threshold"),
         ({"people": {"detectors": [{"name": "facefinder", "threshold": 0.5}]}}, "'mtcnn', 'hog'"),
         ({"license": {"policy": "anything-goes"}}, "license.policy: Input should be 'cc-by' or 'by-or-public-domain'"),

@@ -170,8 +170,9 @@ def test_hf_dataset_has_image_and_attribution_columns(
     assert r["image"].size == (r["width"], r["height"])
     assert r["attribution"].startswith('"Test image') and isinstance(r["scores"], dict)
     assert set(r["scores"]) == {"mtcnn", "yolox"}
+    assert any(r["creator_url"] is None for r in rows) and any(r["creator_url"] for r in rows)
     if not streaming:
         assert ds.num_rows == N - 1
-        raw = ds.cast_column("image", datasets.Image(decode=False))
-        for row in raw:  # the JPEG bytes are the shard's, not re-encoded
-            assert hashlib.sha256(row["image"]["bytes"]).hexdigest() == row["sha256"]
+    raw = ds.cast_column("image", datasets.Image(decode=False))
+    for row in raw:  # the JPEG bytes are the shard's, not re-encoded
+        assert hashlib.sha256(row["image"]["bytes"]).hexdigest() == row["sha256"]

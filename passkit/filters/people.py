@@ -45,7 +45,7 @@ NMS_IOU = 0.45
 # HOG: working size and the margin -> score map (see the module docstring; chosen by measurement on
 # person_dev and person_dev_coco resized to 512 px, see tests/test_people.py)
 HOG_SIDE = 768
-HOG_MARGIN0 = 1.0
+HOG_MARGIN0 = 0.9
 HOG_SLOPE = 4.0
 HOG_HIT_FLOOR = -0.5  # windows with a lower margin are not reported at all (score < ~0.002)
 HOG_WIN_STRIDE = (8, 8)
@@ -53,6 +53,7 @@ HOG_PADDING = (16, 16)
 HOG_SCALE = 1.05
 
 MTCNN_MIN_SIDE = 40  # MTCNN (min face 20 px) crashes on images under 20 px; smaller ones are upsampled
+MTCNN_MAX_SIDE = 2048  # ... but never past this long side (a 1 px wide strip is padded instead)
 
 
 class PeopleFilterError(RuntimeError):
@@ -130,6 +131,7 @@ class Detector:
         self.weights = weights  # what the manifest records: sha256 or "package==version"
         self.sha256 = sha256
         self.version = version
+        self.params: dict[str, Any] = {}  # settings that change scores, recorded in the manifest
 
     def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
         raise NotImplementedError
@@ -160,11 +162,15 @@ class MTCNNDetector(Detector):
         prepared: list[tuple[np.ndarray, float]] = []
         for arr in images:
             h, w = arr.shape[:2]
-            up = MTCNN_MIN_SIDE / min(h, w) if min(h, w) < MTCNN_MIN_SIDE else 1.0
-            if up != 1.0:
+            up = 1.0
+            if min(h, w) < MTCNN_MIN_SIDE:
+                up = max(1.0, min(MTCNN_MIN_SIDE / min(h, w), MTCNN_MAX_SIDE / max(h, w)))
                 size = (max(1, round(w * up)), max(1, round(h * up)))
                 arr = np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
-            prepared.append((arr, up))
+                ph, pw = max(0, MTCNN_MIN_SIDE - arr.shape[0]), max(0, MTCNN_MIN_SIDE - arr.shape[1])
+                if ph or pw:  # still too thin: pad (bottom/right, so box coordinates are unchanged)
+                    arr = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode="edge")
+            prepared.append((np.ascontiguousarray(arr), up))
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (arr, _) in enumerate(prepared):
             groups.setdefault(arr.shape[:2], []).append(i)
@@ -199,6 +205,12 @@ class HOGDetector(Detector):
         super().__init__(models.identity("hog"), None, cv2.__version__)
         self.weights = f"opencv=={cv2.__version__} builtin HOGDescriptor_getDefaultPeopleDetector"
         self.side, self.margin0, self.slope = side, margin0, slope
+        self.params = {
+            "side": side,
+            "score": f"1/(1+exp(-{slope}*(margin-{margin0})))",
+            "win_stride": list(HOG_WIN_STRIDE),
+            "scale": HOG_SCALE,
+        }
         self.hog = cv2.HOGDescriptor()  # 64x128 window, 9 bins: the Dalal-Triggs people detector
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
@@ -432,40 +444,27 @@ class PeopleFilter:
         return [d.name for d in self.detectors]
 
     def describe(self) -> list[dict[str, Any]]:
-        """One entry per detector in the spec, for the release manifest (skipped ones say why)."""
+        """The active detectors, in spec order, for the release manifest (skipped ones: `skipped`).
+
+        Deterministic for a given spec, models folder content and package versions, so every worker
+        process describes the ensemble identically.
+        """
         out: list[dict[str, Any]] = []
         for det in self.detectors:
             m = models.get(det.name)
-            out.append(
-                {
-                    "name": det.name,
-                    "task": det.task,
-                    "threshold": self.thresholds[det.name],
-                    "weights": det.weights,
-                    "sha256": det.sha256,
-                    "version": det.version,
-                    "license": m.license,
-                    "source": m.source,
-                    "status": "active",
-                }
-            )
-        for name, why in self.skipped:
-            m = models.get(name)
-            thr = next(d.threshold for d in self.spec.detectors if d.name == name)
-            out.append(
-                {
-                    "name": name,
-                    "task": m.task,
-                    "threshold": thr,
-                    "weights": models.identity(name),
-                    "sha256": m.main.sha256 if m.main else None,
-                    "version": None,
-                    "license": m.license,
-                    "source": m.source,
-                    "status": "skipped",
-                    "reason": why,
-                }
-            )
+            entry: dict[str, Any] = {
+                "name": det.name,
+                "task": det.task,
+                "threshold": self.thresholds[det.name],
+                "weights": det.weights,
+                "sha256": det.sha256,
+                "version": det.version,
+                "license": m.license,
+                "source": m.source,
+            }
+            if det.params:
+                entry["params"] = dict(det.params)
+            out.append(entry)
         return out
 
     def detect(self, images: list[Image.Image]) -> dict[str, list[list[list[float]]]]:

@@ -17,8 +17,12 @@ Implementation notes (datasets 5.x):
 - features are given explicitly: the builder would otherwise infer them from the first 5 samples
   of the first shard, where a field that happens to be null (or a detector missing from `scores`)
   breaks later shards;
-- the json struct is flattened with Arrow operations, never with a per-example Python `map`, which
-  would re-encode every JPEG (lossy) through datasets.Image.encode_example;
+- the json struct is flattened without ever handing a decoded PIL image back to datasets, which
+  would re-encode every JPEG (lossy) through datasets.Image.encode_example: Arrow `flatten` when not
+  streaming; when streaming, a batched map over undecoded images, then `cast` to the final features
+  (a map given `features=` counts as already decoded, and its images would stay {bytes, path}
+  dicts); Arrow-formatted streaming maps are avoided too, since they type each example on its own and
+  fail on a field that is null in one sample and a string in the next;
 - non-streaming loads write an Arrow cache (default ~/.cache/huggingface/datasets; `cache_dir`
   moves it); streaming writes nothing.
 """
@@ -124,17 +128,19 @@ def dataset(
     )
     removed = sorted(release.removed) if apply_removals else []
     if streaming:
+        # Python-level batched map on undecoded images (the JPEG bytes pass through untouched),
+        # left untyped and then cast: a map given `features=` is treated as already decoded, so
+        # its Image column would come out as {bytes, path} dicts (datasets 5.2).
         out = datasets.Features({IMAGE_COLUMN: datasets.Image(), **meta})
         return (
-            ds.with_format("arrow")
+            ds.cast_column("jpg", datasets.Image(decode=False))
             .map(
-                _flatten_table,
+                _flatten_batch,
                 batched=True,
-                fn_kwargs={"removed": removed},
+                fn_kwargs={"fields": list(meta), "removed": frozenset(removed)},
                 remove_columns=list(raw),
-                features=out,
             )
-            .with_format(None)
+            .cast(out)
         )
     ds = ds.flatten().remove_columns(["__key__", "__url__"])
     ds = ds.rename_columns({"jpg": IMAGE_COLUMN, **{f"json.{f}": f for f in meta}})
@@ -144,17 +150,12 @@ def dataset(
     return ds
 
 
-def _flatten_table(table: Any, removed: list[str]) -> Any:
-    """Arrow batch {jpg, json{...}, __key__, __url__} -> {image, <json fields>}, removed keys dropped.
-
-    Works on Arrow data, so the JPEG bytes pass through untouched (a Python map would re-encode)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if removed:
-        table = table.filter(pc.invert(pc.is_in(table.column("__key__"), value_set=pa.array(removed))))
-    js = table.column("json").combine_chunks()
-    cols = {IMAGE_COLUMN: table.column("jpg")}
-    for i, f in enumerate(js.type):
-        cols[f.name] = js.field(i)
-    return pa.table(cols)
+def _flatten_batch(
+    batch: dict[str, list[Any]], fields: list[str], removed: frozenset[str]
+) -> dict[str, list[Any]]:
+    """{jpg, json{...}, __key__, __url__} -> {image, <json fields>}, removed keys dropped."""
+    keep = [i for i, k in enumerate(batch["__key__"]) if k not in removed]
+    out: dict[str, list[Any]] = {IMAGE_COLUMN: [batch["jpg"][i] for i in keep]}
+    for f in fields:
+        out[f] = [(batch["json"][i] or {}).get(f) for i in keep]
+    return out

@@ -1,0 +1,177 @@
+"""MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder trained with InfoNCE against a
+momentum-updated key encoder and a queue of K past keys, with an MLP head and "aug+" views.
+
+Options from "Improving Contrastive Learning by Visualizing Feature Transformation" (Zhu et al.,
+ICCV 2021), both off by default:
+- positive extrapolation: q' = l*q + (1-l)*k and k' = l*k + (1-l)*q with l ~ Beta(2,2) + 1 (l > 1
+  pushes the pair apart: harder positives), re-normalised;
+- negative interpolation: each queue entry is mixed with a random other one,
+  n' = l*n_i + (1-l)*n_j with l ~ Beta(1.6,1.6), re-normalised; the mixed negatives replace the
+  queue's in the loss (K is unchanged, so the chance-level loss stays ln(K+1)), the stored queue is not changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from passkit.recipes.augment import two_views
+from passkit.recipes.backbones import build_backbone, mlp_head
+from passkit.recipes.recipe import StepOutput
+
+
+@dataclass(slots=True)
+class MoCoConfig:
+    arch: str = "resnet50"
+    small_stem: bool = False
+    image_size: int = 224
+    dim: int = 128  # projection dimension
+    queue: int = 65536  # K
+    momentum: float = 0.999  # m, key encoder EMA
+    temperature: float = 0.2  # T (MoCo v2)
+    bn_splits: int = 8  # single-process shuffled-BN emulation (1 under DDP: keys are shuffled across ranks)
+    ft_positive: bool = False
+    ft_negative: bool = False
+    ft_pos_alpha: float = 2.0  # l+ ~ Beta(a, a) + 1
+    ft_neg_alpha: float = 1.6  # l- ~ Beta(a, a)
+    hist_negatives: int = 4096  # negative similarities kept per step for the histograms
+
+    @property
+    def chance_loss(self) -> float:
+        """InfoNCE of an encoder that cannot tell the positive from K negatives: ln(K+1)."""
+        return math.log(self.queue + 1)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    if not _distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+class MoCo(nn.Module):
+    def __init__(self, cfg: MoCoConfig):
+        super().__init__()
+        self.cfg = cfg
+        splits = 1 if _distributed() else cfg.bn_splits
+        backbone, feat = build_backbone(cfg.arch, small_stem=cfg.small_stem, bn_splits=splits)
+        self.backbone = backbone
+        self.encoder_q = nn.Sequential(backbone, mlp_head(feat, feat, cfg.dim))
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for p in self.encoder_k.parameters():
+            p.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.feature_dim = feat
+
+    @torch.no_grad()
+    def momentum_update(self, m: float | None = None) -> None:
+        m = self.cfg.momentum if m is None else m
+        for pq, pk in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
+            pk.mul_(m).add_(pq.detach(), alpha=1 - m)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        keys = concat_all_gather(keys)
+        n, k = keys.shape[0], self.cfg.queue
+        if n >= k:
+            self.queue.copy_(keys[-k:].T)
+            self.queue_ptr.zero_()
+            return
+        idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % k  # wraps: any batch size works
+        self.queue[:, idx] = keys.T.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % k)
+
+    @torch.no_grad()
+    def _keys(self, im_k: torch.Tensor) -> torch.Tensor:
+        """Key embeddings computed on a shuffled batch (shuffled BN), returned in the input order."""
+        if _distributed():
+            return self._keys_ddp(im_k)
+        perm = torch.randperm(im_k.shape[0], device=im_k.device)
+        k = self.encoder_k(im_k[perm])
+        return F.normalize(k.float(), dim=1)[torch.argsort(perm)]
+
+    @torch.no_grad()
+    def _keys_ddp(self, im_k: torch.Tensor) -> torch.Tensor:
+        n = im_k.shape[0]
+        all_k = concat_all_gather(im_k)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        perm = torch.randperm(all_k.shape[0], device=im_k.device)
+        dist.broadcast(perm, src=0)
+        mine = perm.view(world, -1)[rank]
+        k = F.normalize(self.encoder_k(all_k[mine]).float(), dim=1)
+        k_all = concat_all_gather(k)
+        return k_all[torch.argsort(perm)].view(world, n, -1)[rank]
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> StepOutput:
+        cfg = self.cfg
+        q = F.normalize(self.encoder_q(im_q).float(), dim=1)
+        k = k_clean = self._keys(im_k)
+        negatives = self.queue.clone().detach()
+        if self.training and cfg.ft_positive:
+            lam = torch.distributions.Beta(cfg.ft_pos_alpha, cfg.ft_pos_alpha).sample((q.shape[0], 1)).to(q) + 1
+            q, k = F.normalize(lam * q + (1 - lam) * k, dim=1), F.normalize(lam * k + (1 - lam) * q.detach(), dim=1)
+        if self.training and cfg.ft_negative:
+            lam = torch.distributions.Beta(cfg.ft_neg_alpha, cfg.ft_neg_alpha).sample((1, cfg.queue)).to(negatives)
+            other = negatives[:, torch.randperm(cfg.queue, device=negatives.device)]
+            negatives = F.normalize(lam * negatives + (1 - lam) * other, dim=0)
+        l_pos = (q * k).sum(1, keepdim=True)
+        l_neg = q @ negatives
+        logits = torch.cat([l_pos, l_neg], dim=1) / cfg.temperature
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        loss = F.cross_entropy(logits, labels)
+        if self.training:
+            self.enqueue(k_clean)  # with positive extrapolation the loss saw mixed keys; store clean ones
+        with torch.no_grad():
+            acc = (logits.argmax(1) == 0).float().mean()
+            nh = min(cfg.hist_negatives, l_neg.numel())
+            neg_sample = l_neg.reshape(-1)[torch.randint(l_neg.numel(), (nh,), device=l_neg.device)]
+        return StepOutput(
+            loss=loss,
+            metrics={"acc": acc, "pos_sim": l_pos.detach().mean(), "neg_sim": l_neg.detach().mean(),
+                     "z_std": q.detach().std(0).mean() * math.sqrt(cfg.dim)},
+            embeddings=q.detach(), pos_sim=l_pos.detach().reshape(-1), neg_sim=neg_sample.detach(),
+        )
+
+
+class MoCoV2:
+    """The MoCo v2 recipe for passkit.recipes.engine."""
+
+    name = "moco_v2"
+
+    def __init__(self, cfg: MoCoConfig | None = None):
+        self.cfg = cfg or MoCoConfig()
+
+    def build_model(self) -> MoCo:
+        return MoCo(self.cfg)
+
+    def transform(self) -> Callable[[Any], tuple[torch.Tensor, ...]]:
+        return two_views(self.cfg.image_size)
+
+    def training_step(self, model: nn.Module, views: Sequence[torch.Tensor], step: int) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"MoCo v2 needs 2 views per sample, got {len(views)}")
+        return model(views[0], views[1])
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        model.momentum_update()  # type: ignore[operator]
+
+    def features(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model.backbone(images)  # type: ignore[operator]
+
+    def describe(self) -> dict[str, Any]:
+        return {"recipe": self.name, **asdict(self.cfg)}
