@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps facenet-pytorch==2.6.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@# facenet-pytorch 2.6.0 declares stale pins (torch<2.3, numpy<2, Pillow<10.3) yet works with
+	@# current versions: installed last and without its dependencies, so pip never downgrades torch.
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps facenet-pytorch==2.6.0
 	@touch $(STAMP)
 
 # Builds the embedded demo release from real HTTP downloads, then audits it.

@@ -41,9 +41,9 @@ from typing import Any
 
 from passkit import licenses
 from passkit.records import REQUIRED_ATTRIBUTION
+from passkit.release.manifest import SchemaNotFound, schema_path
 from passkit.shards import UnsafeTarError, check_tar, iter_samples, sha256_file
 
-SCHEMA_NAME = "manifest.schema.json"
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
 
@@ -102,10 +102,6 @@ INDEX_REQUIRED = ("key", "shard", "sha256")
 # JSON field that holds each REQUIRED_ATTRIBUTION record field.
 JSON_FIELD = {"license_id": "license"}
 METADATA_BLOCKS = ("exif", "xmp", "icc_profile", "comment", "photoshop")
-
-
-class SchemaNotFound(FileNotFoundError):
-    pass
 
 
 # ----------------------------------------------------------------------------- report
@@ -206,22 +202,6 @@ class _Collector:
 
 
 # ----------------------------------------------------------------------------- schema
-
-
-def schema_path() -> Path:
-    """The manifest JSON Schema: the repository's manifests/ folder, else a packaged copy."""
-    import passkit
-
-    pkg = Path(passkit.__file__).resolve().parent
-    candidates = [pkg.parent / "manifests" / SCHEMA_NAME, pkg / "data" / SCHEMA_NAME]
-    for p in candidates:
-        if p.is_file():
-            return p
-    raise SchemaNotFound(
-        "manifest JSON Schema not found; looked in "
-        + ", ".join(str(p) for p in candidates)
-        + " (install passkit from a source checkout, or ship manifests/manifest.schema.json as passkit/data/)"
-    )
 
 
 def load_schema() -> dict[str, Any]:

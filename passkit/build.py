@@ -1,13 +1,18 @@
 """A whole build: source -> work units on an executor -> release.
 
 Resumable by construction: finished units (ledger present, fingerprint unchanged) are skipped,
-so rerunning after a crash redoes at most the units that were in flight.
+so rerunning after a crash redoes at most the units that were in flight. A source that grew gets
+new units for its new candidates; a unit whose candidate list changed keeps the outcomes of the
+candidates it already had (see UnitRunner._previous). `retry_failed` reruns, in finished units, only
+the candidates that ended in a transient failure (timeouts, 5xx, 429, resets), then rebuilds the
+release. Timings go to <work dir>/stats.json and the CLI, never into the release.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from passkit.config import PipelineSpec
-from passkit.executors import run_local
-from passkit.pipeline import Unit, UnitResult, stage_settings, summarize_ledger, unit_done
+from passkit.executors import run_local, run_ray
+from passkit.pipeline import Unit, UnitResult, ledger_transient, stage_settings, summarize_ledger, unit_done
 from passkit.release.build import ReleaseSummary, build_release
 from passkit.sources import open_source
 
@@ -27,21 +32,49 @@ class BuildProgress:
 
     units_done: int = 0
     units_skipped: int = 0
+    units_retried: int = 0
     candidates: int = 0
     kept: int = 0
+    fetched: int = 0  # candidates downloaded by this run (resumed and reused ones excluded)
+    transient: int = 0  # candidates that ended in a transient failure (see --retry-failed)
     reasons: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
-    def add(self, r: UnitResult) -> None:
+    def add(self, r: UnitResult, retried: bool = False) -> None:
         self.units_done += 1
         self.units_skipped += int(r.skipped)
+        self.units_retried += int(retried)
         self.candidates += r.candidates
         self.kept += r.kept
+        self.fetched += r.fetched
+        self.transient += r.transient
         self.reasons.update(r.reasons)
 
     @property
     def seconds(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def images_per_second(self) -> float:
+        """Downloads this run finished per second (what the crawler does, resumed units excluded)."""
+        return self.fetched / max(self.seconds, 1e-9)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of candidates kept so far."""
+        return self.kept / self.candidates if self.candidates else 0.0
+
+    def top_failures(self, n: int = 3) -> list[tuple[str, int]]:
+        return [(k.split(":", 1)[-1], v) for k, v in self.reasons.most_common(n)]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "units": self.units_done, "units_resumed": self.units_skipped, "units_retried": self.units_retried,
+            "candidates": self.candidates, "kept": self.kept, "fetched": self.fetched,
+            "transient": self.transient, "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "reasons": dict(sorted(self.reasons.items())),
+        }
 
 
 @dataclass(slots=True)
@@ -60,24 +93,49 @@ def _units(candidates: Iterator, size: int) -> Iterator[Unit]:
         yield Unit(i, chunk)
 
 
+def _clean_leftovers(units_dir: Path, release_dir: Path) -> None:
+    """Remove what a killed run left half-written: temp files beside units, partial releases."""
+    for tmp in units_dir.glob(".unit-*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+    if release_dir.parent.is_dir():
+        for pattern in (f".{release_dir.name}.partial-*", f".{release_dir.name}.old-*"):
+            for d in release_dir.parent.glob(pattern):
+                shutil.rmtree(d, ignore_errors=True)
+
+
 def build(
     spec: PipelineSpec,
     base: Path | None = None,
     workers: int | None = None,
     on_unit: Callable[[BuildProgress, UnitResult], None] | None = None,
     on_shard: Callable[[int, int], None] | None = None,
+    executor: str | None = None,
+    address: str | None = None,
+    retry_failed: bool = False,
 ) -> BuildResult:
+    """Build the release a spec describes, resuming whatever an earlier run finished.
+
+    `executor` ("local" or "ray") and `address` (a Ray cluster) default to the spec's work section;
+    `retry_failed` refetches the transient failures of finished units.
+    """
     t0 = time.monotonic()
     work_dir = spec.work_dir(base)
     units_dir = work_dir / "units"
     units_dir.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(units_dir, spec.release_dir(base))
+    executor = executor or spec.work.executor
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor {executor!r}; use local or ray")
+    n_workers = workers or spec.work.workers
     (work_dir / "spec.json").write_text(json.dumps(spec.canonical(), indent=2, sort_keys=True) + "\n")
     settings = stage_settings(spec)
     progress = BuildProgress()
     indices: list[int] = []
 
+    retrying: set[int] = set()
+
     def done(r: UnitResult) -> None:
-        progress.add(r)
+        progress.add(r, retried=r.index in retrying)
         if on_unit:
             on_unit(progress, r)
 
@@ -88,13 +146,26 @@ def build(
             for unit in _units(iter(src.candidates()), spec.work.unit_size):
                 indices.append(unit.index)
                 if unit_done(units_dir, unit, settings):
-                    done(summarize_ledger(units_dir / f"{unit.name}.parquet"))
+                    ledger = units_dir / f"{unit.name}.parquet"
+                    if retry_failed and ledger_transient(ledger):
+                        unit.retry = True
+                        retrying.add(unit.index)
+                        yield unit
+                        continue
+                    done(summarize_ledger(ledger))
                     continue
                 yield unit
 
-        run_local(todo(), spec, units_dir, workers or spec.work.workers, done)
+        if executor == "ray":
+            run_ray(todo(), spec, units_dir, n_workers, done, address=address or spec.work.ray_address)
+        else:
+            run_local(todo(), spec, units_dir, n_workers, done)
 
     release = build_release(
         spec, units_dir, sorted(indices), spec.release_dir(base), source_description, on_shard=on_shard
     )
-    return BuildResult(release, progress, work_dir, time.monotonic() - t0)
+    seconds = time.monotonic() - t0
+    stats = {**progress.to_dict(), "executor": executor, "workers": n_workers, "retry_failed": retry_failed,
+             "total_seconds": round(seconds, 3), "release_seconds": round(release.seconds, 3)}
+    (work_dir / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return BuildResult(release, progress, work_dir, seconds)

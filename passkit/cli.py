@@ -35,15 +35,22 @@ def _cmd_build(args: argparse.Namespace) -> int:
         shards = bar.add_task("release", total=None, stats="", visible=False)
 
         def on_unit(p: BuildProgress, r: UnitResult) -> None:
-            rate = p.candidates / max(p.seconds, 1e-9)
-            top = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in p.reasons.most_common(3))
+            top = ", ".join(f"{reason} {v}" for reason, v in p.top_failures(3)) or "none"
             bar.update(units, completed=p.units_done,
-                       stats=f"{p.candidates} candidates · {p.kept} kept · {rate:.1f}/s · {top}")
+                       stats=f"{p.images_per_second:.1f} img/s · {p.kept}/{p.candidates} kept "
+                             f"({100 * p.success_rate:.0f}%) · failures: {top}")
 
         def on_shard(done: int, total: int) -> None:
             bar.update(shards, completed=done, total=total, visible=True, stats="shards")
 
-        result = build(spec, workers=args.workers, on_unit=on_unit, on_shard=on_shard)
+        from passkit.executors import ExecutorError
+
+        try:
+            result = build(spec, workers=args.workers, on_unit=on_unit, on_shard=on_shard,
+                           executor=args.executor, address=args.address, retry_failed=args.retry_failed)
+        except ExecutorError as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+            return 2
     _print_build_summary(result)
     return 0
 
@@ -59,8 +66,12 @@ def _print_build_summary(result: Any) -> None:
     t.add_row("[bold]kept", f"[bold]{rel.kept}")
     t.add_row("shards", str(rel.shards))
     t.add_row("work units (resumed)", f"{p.units_done} ({p.units_skipped})")
+    if p.units_retried:
+        t.add_row("work units retried (--retry-failed)", str(p.units_retried))
+    t.add_row("downloaded this run", str(p.fetched))
+    t.add_row("transient failures (--retry-failed)", str(p.transient))
     t.add_row("seconds", f"{result.seconds:.1f}")
-    t.add_row("images/s", f"{rel.candidates / max(result.seconds, 1e-9):.1f}")
+    t.add_row("images/s", f"{p.fetched / max(result.seconds, 1e-9):.1f}")
     out.print(t)
     ran = ", ".join(f"{d['name']} (threshold {d['threshold']}, {d['weights']})" for d in rel.detectors) or "none"
     out.print(f"people detectors that ran: {ran}", highlight=False)
@@ -123,6 +134,13 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a release from a pipeline spec")
     b.add_argument("spec", help="pipeline spec YAML, e.g. pipelines/demo.yaml")
     b.add_argument("--workers", type=int, default=None, help="worker processes (default: the spec's work.workers)")
+    b.add_argument("--retry-failed", action="store_true",
+                   help="refetch only the candidates that ended in transient failures (timeouts, 5xx, 429, "
+                        "resets), then rebuild the release; permanent rejections stay as they are")
+    b.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="run work units on a local process pool or on Ray (default: the spec's work.executor)")
+    b.add_argument("--address", default=None,
+                   help="Ray cluster address for --executor ray, e.g. ray://head:10001 or auto")
     b.set_defaults(func=_cmd_build)
     a = sub.add_parser("audit", help="verify a release against its manifest and policy")
     a.add_argument("release", help="release folder, e.g. releases/demo-1.0.0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,15 +33,209 @@ class DemoSourceSpec(_Model):
     )
 
 
-SourceSpec = Annotated[DemoSourceSpec, Field(discriminator="kind")]
+class _ApiSourceSpec(_Model):
+    """Settings every API client shares: who we are, how long we wait, how politely we ask."""
+
+    user_agent: str | None = Field(
+        None, description="User-Agent for API calls; None: passkit's identifying default (APIs ask for one)"
+    )
+    timeout: float = Field(30.0, gt=0, description="seconds for one API request")
+    request_interval: float = Field(1.0, ge=0, description="minimum seconds between two API requests")
+    max_retries: int = Field(4, ge=0, le=20, description="retries after 429/5xx or a network error")
+    max_retry_wait: float = Field(
+        120.0, ge=0, description="longest Retry-After waited in place; a longer one stops with a clear error"
+    )
+
+
+URLLIST_FIELDS = (
+    "id", "url", "license", "license_version", "license_url", "title", "creator", "creator_url",
+    "landing_url", "provider",
+)
+
+
+class UrlListSourceSpec(_Model):
+    """A table of image URLs with licence and attribution columns: csv, tsv, jsonl or parquet."""
+
+    kind: Literal["urllist"] = "urllist"
+    paths: list[str] = Field(
+        ..., min_length=1,
+        description="local paths or fsspec URLs (s3://, gs://, https://); .gz/.bz2/.xz/.zst read transparently",
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        "auto", description="auto: from the file name (.csv, .tsv, .jsonl/.ndjson, .parquet, before any .gz)"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="candidate field -> column name in the file, for fields whose column is named differently; "
+        f"fields: {', '.join(URLLIST_FIELDS)}",
+    )
+    provider: str | None = Field(None, description="provider written on rows without a provider column")
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, cols: dict[str, str]) -> dict[str, str]:
+        bad = sorted(set(cols) - set(URLLIST_FIELDS))
+        if bad:
+            raise ValueError(f"unknown field(s) {', '.join(bad)}; map any of: {', '.join(URLLIST_FIELDS)}")
+        return cols
+
+
+class Yfcc100mSourceSpec(_Model):
+    """The YFCC100M `yfcc100m_dataset` file(s): 23 columns (2014 Webscope) or 25 (2016 AWS release)."""
+
+    kind: Literal["yfcc100m"] = "yfcc100m"
+    paths: list[str] = Field(..., min_length=1, description="dataset files, plain or compressed; local or fsspec")
+    layout: Literal["auto", "23", "25"] = Field(
+        "auto", description="columns per line; auto: read from each file's first line"
+    )
+    max_per_creator: int | None = Field(
+        80, ge=1, description="at most this many candidates per Flickr user (PASS kept 80); None: no cap"
+    )
+    licenses: list[str] = Field(
+        default_factory=list,
+        description="pre-filter: only rows whose licence is one of these registry families (by, by-sa, cc0) "
+        "or ids (cc-by-2.0) become candidates; the others are counted, not listed. Empty: every row",
+    )
+    limit: int | None = Field(None, ge=1, description="stop after this many lines (sampling, tests)")
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("licenses")
+    @classmethod
+    def _known_licenses(cls, items: list[str]) -> list[str]:
+        for item in items:
+            if item in licenses.FAMILIES or item in ("cc0", "pdm"):
+                continue
+            try:
+                licenses.by_id(item)
+            except licenses.LicenseError as e:
+                raise ValueError(f"{item!r} is neither a licence family (by, by-sa, ..., cc0, pdm) nor {e.detail}") from e
+        return items
+
+
+OPENVERSE_LICENSES = ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd", "cc0", "pdm", "sampling+", "nc-sampling+")
+
+
+class OpenverseSourceSpec(_ApiSourceSpec):
+    """Openverse image search (GET /v1/images/): anonymous, or with OAuth2 client credentials."""
+
+    kind: Literal["openverse"] = "openverse"
+    api_url: str = Field("https://api.openverse.org", description="API root; tests point it at 127.0.0.1")
+    queries: list[str] = Field(..., min_length=1, description="search terms, one search each")
+    page_size: int | None = Field(
+        None, ge=1, le=500, description="results per page; None: 20 anonymous, 500 with a token (more than 20 "
+        "needs a token)",
+    )
+    max_pages: int = Field(20, ge=1, le=20, description="pages per query (Openverse serves at most 20)")
+    license: list[Literal[OPENVERSE_LICENSES]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="Openverse licence filter, e.g. [by, cc0]; empty: no filter"
+    )
+    license_type: list[Literal["all", "all-cc", "commercial", "modification"]] = Field(default_factory=list)
+    params: dict[str, str] = Field(
+        default_factory=dict, description="further search filters, e.g. {source: flickr, extension: jpg}"
+    )
+    client_id_env: str = Field("OPENVERSE_CLIENT_ID", description="env var holding the OAuth2 client id")
+    client_secret_env: str = Field("OPENVERSE_CLIENT_SECRET", description="env var holding the client secret")
+    cursor: str | None = Field(
+        None, description="page journal (JSONL): pages fetched once are replayed from it, so a rerun "
+        "resumes where the last one stopped without asking the API again",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _no_paging(cls, p: dict[str, str]) -> dict[str, str]:
+        clash = sorted(set(p) & {"q", "page", "page_size", "license", "license_type"})
+        if clash:
+            raise ValueError(f"set {', '.join(clash)} with their own fields, not in params")
+        return p
+
+
+class CommonsSourceSpec(_ApiSourceSpec):
+    """Wikimedia Commons through the MediaWiki API: all files, or the files of one category."""
+
+    kind: Literal["commons"] = "commons"
+    api_url: str = Field("https://commons.wikimedia.org/w/api.php", description="api.php URL")
+    category: str | None = Field(None, description="e.g. 'Photographs by Pascal Seibt'; None: all files")
+    start: str | None = Field(None, description="allimages: first file name (gaifrom)")
+    batch: int = Field(50, ge=1, le=50, description="files per request (extmetadata allows 50)")
+    max_images: int | None = Field(None, ge=1, description="stop after this many files")
+    maxlag: int | None = Field(5, ge=0, description="MediaWiki maxlag: back off while the replicas lag")
+
+
+class FlickrSourceSpec(_ApiSourceSpec):
+    """flickr.photos.search with licence ids and owner/licence/URL extras; the key comes from the env."""
+
+    kind: Literal["flickr"] = "flickr"
+    api_url: str = Field("https://api.flickr.com/services/rest/", description="REST endpoint")
+    api_key_env: str = Field("FLICKR_API_KEY", description="env var holding the API key (never the spec)")
+    queries: list[str] = Field(default_factory=list, description="free-text searches")
+    tags: list[str] = Field(default_factory=list, description="tag searches (tag_mode all within one item)")
+    licenses: list[str] = Field(
+        default_factory=lambda: ["4"], description="Flickr licence ids to ask for; 4 is CC BY 2.0"
+    )
+    per_page: int = Field(250, ge=1, le=500)
+    max_pages: int = Field(16, ge=1, description="Flickr returns at most about 4000 results per search")
+    sizes: list[str] = Field(
+        default_factory=lambda: ["url_l", "url_c", "url_z", "url_m"],
+        description="image URL extras in order of preference",
+    )
+    sort: str = "relevance"
+    params: dict[str, str] = Field(default_factory=dict, description="further search arguments, e.g. min_upload_date")
+    license_table: Literal["static", "api"] = Field(
+        "static", description="static: passkit's id table (0-10); api: read flickr.photos.licenses.getInfo"
+    )
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> FlickrSourceSpec:
+        if not self.queries and not self.tags:
+            raise ValueError("give queries or tags: Flickr needs something to search for")
+        for lid in self.licenses:
+            if not lid.isdigit():
+                raise ValueError(f"Flickr licence ids are numbers (4 is CC BY 2.0), got {lid!r}")
+        return self
+
+
+class FolderSourceSpec(_Model):
+    """Local images, each with a sidecar JSON of its licence and attribution, served on 127.0.0.1 for
+    the fetch stage (allowlist 127.0.0.1 in fetch.allow_private)."""
+
+    kind: Literal["folder"] = "folder"
+    path: str = Field(..., description="the folder; searched recursively in name order")
+    extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"])
+    defaults: dict[str, str] = Field(
+        default_factory=dict,
+        description="fields for every image its sidecar does not set, e.g. {provider: my-archive}",
+    )
+    port: int | None = Field(
+        None, ge=0, le=65535,
+        description="port of the local file server; None: $PASSKIT_FOLDER_PORT or 28732, 0: any free port",
+    )
+
+
+SourceSpec = Annotated[
+    DemoSourceSpec | UrlListSourceSpec | Yfcc100mSourceSpec | OpenverseSourceSpec | CommonsSourceSpec
+    | FlickrSourceSpec | FolderSourceSpec,
+    Field(discriminator="kind"),
+]
+SOURCE_KINDS = frozenset(m.model_fields["kind"].default for m in get_args(get_args(SourceSpec)[0]))
 
 
 # ----------------------------------------------------------------------------- stages
 
 
 class LicenseSpec(_Model):
-    policy: Literal["cc-by", "by-or-public-domain"] = "cc-by"
-    allow: list[str] = Field(default_factory=list, description="extra registry ids, e.g. cc-by-sa-4.0")
+    policy: Literal["cc-by", "by-or-public-domain", "custom"] = Field(
+        "cc-by", description="cc-by and by-or-public-domain never admit NC, ND or SA; custom admits exactly `allow`"
+    )
+    allow: list[str] = Field(default_factory=list, description="extra registry ids, e.g. cc0-1.0")
     deny: list[str] = Field(default_factory=list, description="registry ids refused even if allowed")
 
     @field_validator("allow", "deny")
@@ -53,6 +247,11 @@ class LicenseSpec(_Model):
             except licenses.LicenseError as e:
                 raise ValueError(f"{e.detail} (ids look like cc-by-4.0, cc-by-sa-2.0-jp, cc0-1.0, pdm-1.0)") from e
         return ids
+
+    @model_validator(mode="after")
+    def _buildable(self) -> LicenseSpec:
+        self.build()  # e.g. cc-by with an NC id in allow: refused here, with the fix in the message
+        return self
 
     def build(self) -> licenses.Policy:
         return licenses.policy(self.policy, self.allow, self.deny)
@@ -66,11 +265,54 @@ class FetchSpec(_Model):
     max_bytes: int = Field(25_000_000, ge=1024)
     retries: int = Field(2, ge=0, le=10)
     backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each try")
-    user_agent: str = "passkit/0.1 (+https://github.com/passkit/passkit; dataset builder)"
+    user_agent: str = Field(
+        "passkit/0.1 (+{contact}; dataset builder)",
+        description="sent with every request; {contact} is replaced by `contact`",
+    )
+    contact: str = Field(
+        "https://github.com/passkit/passkit",
+        description="a URL (or mailto:) where site owners can reach whoever runs the crawl",
+    )
     optout_headers: list[str] = Field(
         default_factory=lambda: ["noai", "noimageai"],
         description="X-Robots-Tag directives that opt a page out of AI training",
     )
+    # Politeness. Both limits are for the whole build: each worker process gets its share.
+    per_host_connections: int = Field(16, ge=1, le=4096, description="concurrent requests to one host")
+    per_host_rate: float = Field(
+        25.0, ge=0, description="requests per second to one host (0: unlimited); Crawl-delay can lower it"
+    )
+    max_retry_wait: float = Field(
+        30.0, ge=0,
+        description="longest Retry-After honoured in place; a longer one ends the candidate as transient",
+    )
+    robots: bool = Field(True, description="fetch, cache and honour each host's robots.txt")
+    max_redirects: int = Field(5, ge=0, le=30)
+    # SSRF guard: loopback, private, link-local, multicast and reserved addresses are refused.
+    allow_private: list[str] = Field(
+        default_factory=list,
+        description="hosts, IPs or CIDRs exempt from the SSRF guard, e.g. [127.0.0.1, 10.1.0.0/16]",
+    )
+
+    @field_validator("allow_private")
+    @classmethod
+    def _valid_allow(cls, items: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in items:
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError as e:
+                    raise ValueError(f"{item!r} is not a CIDR ({e}); write e.g. 10.0.0.0/8") from None
+            elif not item or any(c in item for c in " :/@?#") and not _is_ip(item):
+                raise ValueError(f"{item!r} is neither a host name, an IP nor a CIDR")
+        return items
+
+    @property
+    def agent(self) -> str:
+        """The User-Agent header: the template with the contact URL filled in."""
+        return self.user_agent.replace("{contact}", self.contact)
 
 
 class ImageSpec(_Model):
@@ -107,11 +349,55 @@ class WorkSpec(_Model):
     dir: str = "work/{name}"
     unit_size: int = Field(256, ge=1)
     workers: int = Field(2, ge=1, le=256)
+    executor: Literal["local", "ray"] = Field("local", description="local process pool, or Ray (pip install passkit[ray])")
+    ray_address: str | None = Field(None, description="Ray cluster address, e.g. ray://head:10001 or auto")
+    gpu_per_unit: float = Field(
+        0.25, gt=0, le=1, description="with Ray on a cluster that has GPUs: the GPU share one unit's task asks for"
+    )
+
+
+class TakedownSpec(_Model):
+    """One removal request applied when the release is built: a key, a creator or a source URL."""
+
+    key: str | None = None
+    creator: str | None = Field(None, description="creator name or creator URL (case-insensitive)")
+    source_url: str | None = Field(None, description="image URL or landing page URL")
+    reason: str = Field(..., min_length=1, description="why, as recorded in the manifest's removals")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> TakedownSpec:
+        if not (self.key or self.creator or self.source_url):
+            raise ValueError("a takedown names a key, a creator or a source_url")
+        return self
 
 
 class ReleaseSpec(_Model):
     dir: str = "releases"
     shard_max_samples: int = Field(1000, ge=1)
+    near_dup_hamming: int | None = Field(
+        8, ge=0, le=24,
+        description="drop an image whose 64-bit pHash is within this Hamming distance of an earlier kept one "
+        "(whole release, source order); None: exact duplicates only. The demo's closest distinct photos are 20 apart",
+    )
+    exclude_near: list[str] = Field(
+        default_factory=list,
+        description="evaluation sets to decontaminate against: folders of images or files of hex pHashes "
+        "(one per line), e.g. ImageNet val; relative paths are taken from the working directory",
+    )
+    exclude_near_hamming: int = Field(8, ge=0, le=24, description="Hamming distance that counts as overlap")
+    drop_blank: bool = Field(True, description="drop blank and single-colour images")
+    blank_fraction: float = Field(
+        0.98, gt=0.5, le=1.0, description="share of pixels within ±12 of the median colour that makes an image flat"
+    )
+    max_per_creator: int | None = Field(
+        None, ge=1, description="at most this many samples per creator in the release (source order); None: no cap"
+    )
+    takedowns: list[TakedownSpec] = Field(default_factory=list, description="removal requests applied at build")
+
+    @field_validator("exclude_near", mode="before")
+    @classmethod
+    def _one_exclude(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
 
 class PipelineSpec(_Model):
@@ -150,6 +436,16 @@ class PipelineSpec(_Model):
         return hashlib.sha256(blob).hexdigest()
 
 
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class SpecError(ValueError):
     """A spec that does not validate; the message lists each bad field with what is allowed."""
 
@@ -160,15 +456,17 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] |
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        fields = getattr(cur, "model_fields", None)
-        if not fields:
-            return None
-        if part not in fields:
-            # discriminated union tag (e.g. "demo") — pick that member
-            args = getattr(cur, "__args__", ())
-            cur = next((a for a in args if getattr(a, "model_fields", {}).get("kind")), cur)
+        members = _tagged_members(cur)
+        if members:  # a discriminated union: the next loc part is the member's tag (e.g. "openverse")
+            cur = members.get(part, cur)
             continue
+        fields = getattr(cur, "model_fields", None)
+        if not fields or part not in fields:
+            return None
         ann = fields[part].annotation
+        if _tagged_members(ann):
+            cur = ann
+            continue
         for cand in (ann, *getattr(ann, "__args__", ())):
             if isinstance(cand, type) and issubclass(cand, BaseModel):
                 cur = cand
@@ -181,14 +479,31 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] |
     return sorted(fields) if fields else None
 
 
+def _tagged_members(tp: Any) -> dict[str, type[BaseModel]]:
+    """kind -> model for a union of models tagged by `kind` (the source union); {} for anything else."""
+    out: dict[str, type[BaseModel]] = {}
+    for a in get_args(tp):
+        if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields:
+            out[str(a.model_fields["kind"].default)] = a
+    return out
+
+
+def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the union tag pydantic puts after `source` (source.openverse.queries -> source.queries)."""
+    return tuple(
+        p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "source" and p in SOURCE_KINDS)
+    )
+
+
 def format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"{origin}: the pipeline spec is not valid:"]
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("demo",)))
+        raw = tuple(e["loc"])
+        loc = _strip_tags(raw)
         path = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_fields(PipelineSpec, loc)
+            allowed = _allowed_fields(PipelineSpec, raw)
             msg = "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
         elif e["type"] == "missing":
             msg = "required field is missing"

@@ -3,10 +3,26 @@
 Every licence a source reports is normalised to one registry entry or refused with a reason:
 a wrong licence must never get in by a lenient guess. Ids look like `cc-by-2.0`,
 `cc-by-nc-sa-3.0-jp` (a jurisdiction port), `cc0-1.0`, `pdm-1.0`.
+
+What sources send, and where it is read:
+
+- URLs in any spelling (scheme, `www`, `//`, trailing slash, `deed.xx`, `legalcode`, `rdf`,
+  query strings, jurisdiction ports such as `/2.0/jp/`): `from_url`.
+- Short codes and long names: Openverse `by` + version `2.0`, Commons `CC BY-SA 3.0 de` and
+  `Public domain`, YFCC/Flickr `Attribution-NonCommercial License`, CC's own
+  `Creative Commons Attribution-ShareAlike 4.0 International`: `from_name`.
+- Flickr's numeric licence ids, written `flickr:<id>` by the Flickr source: `from_flickr_id`.
+- Several of these at once: `normalise`, which refuses when they disagree.
+
+Rejection reasons: `license_missing` (nothing given), `license_unknown` (not something the registry
+knows), `license_unsupported` (a known statement that is not a licence we can use, such as "All
+Rights Reserved" or "No known copyright restrictions"), `license_ambiguous` (names a licence but not
+which version), `license_conflict` (name and URL disagree), `license_not_allowed` (policy).
 """
 
 from __future__ import annotations
 
+import html
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -16,8 +32,31 @@ from passkit.records import REQUIRED_ATTRIBUTION, Attribution, Candidate
 
 FAMILIES = ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd")
 VERSIONS = ("1.0", "2.0", "2.5", "3.0", "4.0")
-# BY-NC-ND 1.0 was published as "by-nd-nc"; the other families kept their order.
+# BY-NC-ND 1.0 was published as "by-nd-nc" (and the 2.0 Japan port kept that spelling); the other
+# families kept their order. Aliases only reorder the same restrictions, they never drop one.
 _FAMILY_ALIASES = {"by-nd-nc": "by-nc-nd", "by-sa-nc": "by-nc-sa", "by-nd-sa": None}
+# Jurisdiction ports of the CC 1.0-3.0 licences (4.0 has none). A code outside this list is refused:
+# a port never changes what a licence permits, but an unknown one means we misread the input.
+_PORT_CODES = (
+    "ar at au be bg br ca ch cl cn co cr cz de dk ec ee eg es fi fr ge gr gt hk hr hu ie igo il in it "
+    "jp kr lu mk mt mx my nl no nz pe ph pl pr pt ro rs scotland se sg si sk th tw ug uk us ve vn za"
+)
+PORTS = frozenset(_PORT_CODES.split())
+# Flickr's licence ids (flickr.photos.licenses.getInfo). Ids not listed are refused, not guessed:
+# Flickr may add ids (e.g. for CC 4.0); the Flickr source can read the live table instead.
+FLICKR_LICENSES: dict[str, tuple[str, str]] = {
+    "0": ("All Rights Reserved", ""),
+    "1": ("Attribution-NonCommercial-ShareAlike License", "https://creativecommons.org/licenses/by-nc-sa/2.0/"),
+    "2": ("Attribution-NonCommercial License", "https://creativecommons.org/licenses/by-nc/2.0/"),
+    "3": ("Attribution-NonCommercial-NoDerivs License", "https://creativecommons.org/licenses/by-nc-nd/2.0/"),
+    "4": ("Attribution License", "https://creativecommons.org/licenses/by/2.0/"),
+    "5": ("Attribution-ShareAlike License", "https://creativecommons.org/licenses/by-sa/2.0/"),
+    "6": ("Attribution-NoDerivs License", "https://creativecommons.org/licenses/by-nd/2.0/"),
+    "7": ("No known copyright restrictions", "https://www.flickr.com/commons/usage/"),
+    "8": ("United States Government Work", "http://www.usa.gov/copyright.shtml"),
+    "9": ("Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "10": ("Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +110,11 @@ class License:
     def share_alike(self) -> bool:
         return "sa" in self.family.split("-")
 
+    @property
+    def restricted(self) -> bool:
+        """NC, ND or SA: never admitted by the `cc-by` policy."""
+        return self.non_commercial or self.no_derivatives or self.share_alike
+
 
 class LicenseError(ValueError):
     """Input that does not name exactly one licence in the registry."""
@@ -91,20 +135,21 @@ def _make_id(family: str, version: str, port: str | None) -> str:
 def get(family: str, version: str, port: str | None = None) -> License:
     family = _FAMILY_ALIASES.get(family, family) or ""
     if family in ("cc0", "pdm"):
-        if version != "1.0":
-            raise LicenseError("license_unknown", f"{family} has only version 1.0, not {version!r}")
+        if version != "1.0" or port:
+            raise LicenseError("license_unknown", f"{family} exists only as version 1.0 without a port, "
+                               f"not {version!r}{' ' + port if port else ''}")
         return License(_make_id(family, version, None), family, version)
     if family not in FAMILIES:
         raise LicenseError("license_unknown", f"no CC licence family {family!r}")
     if version not in VERSIONS:
         raise LicenseError("license_unknown", f"CC {family} has no version {version!r}")
-    if port is not None and (version == "4.0" or not re.fullmatch(r"[a-z]{2}(-[a-z]{2})?", port)):
+    if port is not None and (version == "4.0" or port not in PORTS):
         raise LicenseError("license_unknown", f"CC {family} {version} has no jurisdiction port {port!r}")
     return License(_make_id(family, version, port), family, version, port)
 
 
 def by_id(license_id: str) -> License:
-    m = re.fullmatch(r"cc-([a-z-]+?)-(\d\.\d)(?:-([a-z]{2}(?:-[a-z]{2})?))?|(cc0|pdm)-(1\.0)", license_id)
+    m = re.fullmatch(r"cc-([a-z-]+?)-(\d\.\d)(?:-([a-z]{2,8}))?|(cc0|pdm)-(1\.0)", license_id)
     if not m:
         raise LicenseError("license_unknown", f"not a registry id: {license_id!r}")
     if m.group(4):
@@ -112,67 +157,200 @@ def by_id(license_id: str) -> License:
     return get(m.group(1), m.group(2), m.group(3))
 
 
+def all_licenses() -> list[License]:
+    """Every registry entry: each family x version, each with every port (1.0-3.0), CC0 and PDM."""
+    out = [get("cc0", "1.0"), get("pdm", "1.0")]
+    for fam in FAMILIES:
+        for ver in VERSIONS:
+            out.append(get(fam, ver))
+            if ver != "4.0":
+                out.extend(get(fam, ver, p) for p in sorted(PORTS))
+    return out
+
+
+# ----------------------------------------------------------------------------- URLs
+
 _CC_URL = re.compile(
-    r"^(?:https?://)?(?:www\.)?creativecommons\.org/"
-    r"(?:licenses/(?P<fam>[a-z-]+)/(?P<ver>\d\.\d)(?:/(?P<port>[a-z]{2}(?:-[a-z]{2})?))?"
+    r"^(?:https?:)?(?://)?(?:www\.)?creativecommons\.org/"
+    r"(?:licen[sc]es/(?P<fam>[a-z+-]+)/(?P<ver>\d\.\d)(?:/(?P<port>[a-z]{2,8}))?"
     r"|publicdomain/(?P<pd>zero|mark)/(?P<pdver>\d\.\d))"
-    r"(?:/(?:deed(?:\.[a-zA-Z_-]+)?|legalcode(?:\.[a-zA-Z_-]+)?|rdf))?/?$"
+    r"(?:/(?:deed(?:\.[a-z_-]+)?|legalcode(?:\.[a-z_-]+)?(?:\.txt)?|rdf))?/*$"
 )
 
 
 def from_url(url: str) -> License:
-    """Normalise any spelling of a CC licence URL (scheme, www, deed.xx, legalcode, slash)."""
+    """Normalise any spelling of a CC licence URL (scheme, www, deed.xx, legalcode, slash, port)."""
     raw = url
-    u = urllib.parse.unquote(url.strip()).split("#")[0].split("?")[0].lower()
+    u = urllib.parse.unquote(url.strip()).split("#")[0].split("?")[0].strip().lower()
     m = _CC_URL.match(u)
     if not m:
+        if u.rstrip("/").endswith(("flickr.com/commons/usage", "usa.gov/copyright.shtml")):
+            raise LicenseError("license_unsupported", f"{raw!r} states no known restrictions; it is not a licence")
         raise LicenseError("license_unknown", f"not a Creative Commons licence URL: {raw!r}")
     if m.group("pd"):
         return get("cc0" if m.group("pd") == "zero" else "pdm", m.group("pdver"))
-    return get(m.group("fam"), m.group("ver"), m.group("port"))
+    port = m.group("port")
+    if port in ("deed", "legalcode", "rdf"):
+        port = None
+    return get(m.group("fam"), m.group("ver"), port)
 
 
-_NAME = re.compile(
-    r"^(?:cc[\s_-]*)?(?P<fam>by(?:[\s_-]*(?:nc|nd|sa)){0,2})[\s_-]*(?P<ver>\d\.\d)?(?:[\s_-]+(?P<port>[a-z]{2}))?$"
+# ----------------------------------------------------------------------------- names
+
+# Statements sources use that are not licences a release can carry: refused, with why.
+_UNSUPPORTED = {
+    "all rights reserved": "all rights reserved: the work is not openly licensed",
+    "no known copyright restrictions": "'no known copyright restrictions' is a statement, not a licence",
+    "no restrictions": "'no restrictions' (Flickr Commons) is a statement, not a licence",
+    "united states government work": "a US Government work is not under a CC licence or mark",
+    "us government work": "a US Government work is not under a CC licence or mark",
+}
+_CC0_NAMES = {
+    "cc0", "cc0 1.0", "cc-0", "cc zero", "cc-zero", "cc0 1.0 universal", "cc0-1.0",
+    "public domain dedication (cc0)", "cc0 1.0 universal public domain dedication",
+    "creative commons zero", "creative commons cc0 1.0 universal",
+}
+_PDM_NAMES = {"pdm", "pdm 1.0", "pdm-1.0", "public domain mark", "public domain mark 1.0"}
+# Commons writes "Public domain" for files under its PD templates (PD-old, PD-USGov, ...): a claim that
+# the work is in the public domain, which the Public Domain Mark expresses. A CC0 URL may refine it.
+_PD_CLAIMS = {"public domain", "publicdomain", "pd"}
+
+_PHRASES = (
+    (re.compile(r"\bshare[\s_-]?alike\b"), "sa"),
+    (re.compile(r"\bnon[\s_-]?commercial\b"), "nc"),
+    (re.compile(r"\bno[\s_-]?deriv(?:ative)?s?\b|\bno[\s_-]?derivative[\s_-]?works\b"), "nd"),
+    (re.compile(r"\battribution\b"), "by"),
+    (re.compile(r"\bcreative[\s_-]?commons\b"), "cc"),
 )
+_NOISE = {"license", "licence", "international", "generic", "unported", "public", "cc", "creative", "commons"}
+_TOKEN = {"by": "by", "nc": "nc", "nd": "nd", "sa": "sa"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What a name says: a family, and maybe a version and a port; or a public-domain claim."""
+
+    family: str  # canonical family, "cc0", "pdm" or "pd" (a generic public-domain claim)
+    version: str | None
+    port: str | None
+
+
+def _parse_name(name: str) -> _Parsed:
+    n = re.sub(r"\s+", " ", html.unescape(name).strip().lower())
+    if not n:
+        raise LicenseError("license_missing", "the licence name is empty")
+    if n in _UNSUPPORTED:
+        raise LicenseError("license_unsupported", _UNSUPPORTED[n])
+    if n.startswith("flickr:"):
+        lic = from_flickr_id(n.split(":", 1)[1])
+        return _Parsed(lic.family, lic.version, lic.port)
+    if n in _CC0_NAMES:
+        return _Parsed("cc0", "1.0", None)
+    if n in _PDM_NAMES:
+        return _Parsed("pdm", "1.0", None)
+    if n in _PD_CLAIMS:
+        return _Parsed("pd", None, None)
+    s = n.replace("_", " ")  # "_" is a word character: "by_NonCommercial" would hide the phrase
+    for rx, tok in _PHRASES:
+        s = rx.sub(f" {tok} ", s)
+    tokens = [t for t in re.split(r"[\s_,()-]+", s) if t]
+    mods: list[str] = []
+    version = port = None
+    seen_by = False
+    for i, t in enumerate(tokens):
+        if t in _NOISE and not (t == "cc" and seen_by):
+            continue
+        if t == "by" and not seen_by and not mods and version is None:
+            seen_by = True
+        elif t in ("nc", "nd", "sa") and seen_by and version is None:
+            if t in mods:
+                raise LicenseError("license_unknown", f"licence name {name!r} repeats {t.upper()}")
+            mods.append(t)
+        elif re.fullmatch(r"\d\.\d", t) and seen_by and version is None:
+            version = t
+        elif version is not None and port is None and t in PORTS:
+            port = t
+        else:
+            why = "CC 1.0 licences without BY are not in the registry" if t in ("nc", "nd", "sa") else (
+                f"unexpected {tokens[i]!r}")
+            raise LicenseError("license_unknown", f"unrecognised licence name {name!r} ({why})")
+    if not seen_by:
+        raise LicenseError("license_unknown", f"unrecognised licence name {name!r}")
+    if "nd" in mods and "sa" in mods:
+        raise LicenseError("license_unknown", f"no CC licence is both ND and SA: {name!r}")
+    family = "-".join(["by", *[m for m in ("nc", "nd", "sa") if m in mods]])
+    return _Parsed(family, version, port)
+
+
+def from_flickr_id(flickr_id: str | int) -> License:
+    """Flickr's numeric licence id (0-10); unknown ids and non-licences are refused."""
+    key = str(flickr_id).strip()
+    entry = FLICKR_LICENSES.get(key)
+    if entry is None:
+        raise LicenseError(
+            "license_unknown",
+            f"Flickr licence id {key!r} is not in passkit's table (0-10); check flickr.photos.licenses.getInfo",
+        )
+    name, url = entry
+    if not url.startswith("https://creativecommons.org/"):
+        raise LicenseError("license_unsupported", f"Flickr licence {key} ({name}) is not a CC licence or mark")
+    return from_url(url)
 
 
 def from_name(name: str, version: str | None = None) -> License:
-    """Normalise short names: 'CC BY-SA 4.0', 'by' + version '2.0' (Openverse), 'cc0', 'pdm'."""
-    n = name.strip().lower()
-    if n in ("cc0", "cc0 1.0", "cc-zero", "cc zero"):
-        return get("cc0", "1.0")
-    if n in ("pdm", "pdm 1.0", "public domain mark", "public domain mark 1.0"):
+    """Normalise short and long names: 'CC BY-SA 4.0', 'by' + version '2.0' (Openverse), 'cc0',
+    'Attribution-NonCommercial License' + '2.0', 'CC BY-SA 3.0 de', 'Public domain', 'flickr:4'."""
+    p = _parse_name(name)
+    version = (version or "").strip() or None
+    if p.family == "pd":
         return get("pdm", "1.0")
-    m = _NAME.match(n)
-    if not m:
-        raise LicenseError("license_unknown", f"unrecognised licence name {name!r}")
-    fam = re.sub(r"[\s_-]+", "-", m.group("fam"))
-    ver = m.group("ver") or version
+    if p.version and version and p.version != version:
+        raise LicenseError("license_ambiguous", f"licence {name!r} disagrees with version {version!r}")
+    ver = p.version or version
     if ver is None:
         raise LicenseError("license_ambiguous", f"licence {name!r} has no version")
-    if m.group("ver") and version and m.group("ver") != version:
-        raise LicenseError("license_ambiguous", f"licence {name!r} disagrees with version {version!r}")
-    return get(fam, ver, m.group("port"))
+    return get(p.family, ver, p.port)
 
 
 def normalise(
     license: str | None, version: str | None = None, url: str | None = None
 ) -> License:
-    """One licence from whatever the source gives; the URL and the name must agree when both exist."""
-    by_url = from_url(url) if url else None
-    by_name = from_name(license, version) if license else None
-    if by_url and by_name and by_url.id != by_name.id:
-        # Sources often drop the jurisdiction port from the short code: the URL is more specific.
-        same_but_port = (by_url.family, by_url.version) == (by_name.family, by_name.version)
-        if not (same_but_port and by_name.port is None):
-            raise LicenseError(
-                "license_conflict", f"licence {license!r} {version or ''} disagrees with URL {url!r}"
-            )
-    lic = by_url or by_name
-    if lic is None:
+    """One licence from whatever the source gives; the URL and the name must agree when both exist.
+
+    The URL is the most specific input: a name may leave out the version (YFCC's "Attribution
+    License") or the jurisdiction port (Openverse's "by-nc-nd"), but anything it does say must match.
+    """
+    license = (license or "").strip() or None
+    version = (version or "").strip() or None
+    url = (url or "").strip() or None
+    if license is None and url is None:
         raise LicenseError("license_missing", "the source gives no licence")
-    return lic
+    by_url = from_url(url) if url else None
+    if license is None:
+        assert by_url is not None
+        if version and version != by_url.version:
+            raise LicenseError("license_conflict", f"version {version!r} disagrees with URL {url!r}")
+        return by_url
+    if by_url is None:
+        return from_name(license, version)
+    p = _parse_name(license)
+    fam = _FAMILY_ALIASES.get(p.family, p.family)
+    ver = p.version or version
+    if p.version and version and p.version != version:
+        raise LicenseError("license_ambiguous", f"licence {license!r} disagrees with version {version!r}")
+    agree = (
+        (fam == "pd" and by_url.public_domain)
+        or (
+            fam == by_url.family
+            and ver in (None, by_url.version)
+            and p.port in (None, by_url.port)
+        )
+    )
+    if not agree:
+        raise LicenseError(
+            "license_conflict", f"licence {license!r} {version or ''} disagrees with URL {url!r}".replace("  ", " ")
+        )
+    return by_url
 
 
 # ----------------------------------------------------------------------------- policies
@@ -180,17 +358,27 @@ def normalise(
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Which licences may enter a release. Explicit deny wins over allow."""
+    """Which licences may enter a release. Explicit deny wins over allow.
+
+    Ids in `allow`/`deny` without a jurisdiction port also cover that licence's ports:
+    `cc-by-2.0` covers `cc-by-2.0-jp`.
+    """
 
     name: str
     families: frozenset[str]
     allow: frozenset[str] = frozenset()  # extra registry ids allowed
     deny: frozenset[str] = frozenset()  # registry ids refused even if the family passes
 
+    @staticmethod
+    def _listed(lic: License, ids: frozenset[str]) -> bool:
+        return lic.id in ids or (lic.port is not None and _make_id(lic.family, lic.version, None) in ids)
+
     def allows(self, lic: License) -> bool:
-        if lic.id in self.deny:
+        if self._listed(lic, self.deny):
             return False
-        return lic.family in self.families or lic.id in self.allow
+        if self.name == "cc-by" and lic.restricted:
+            return False  # belt and braces: cc-by never admits NC, ND or SA, whatever the lists say
+        return lic.family in self.families or self._listed(lic, self.allow)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -204,14 +392,26 @@ class Policy:
 POLICIES: dict[str, frozenset[str]] = {
     "cc-by": frozenset({"by"}),
     "by-or-public-domain": frozenset({"by", "cc0", "pdm"}),
+    "custom": frozenset(),  # exactly the ids in `allow`
 }
 
 
 def policy(name: str, allow: list[str] | None = None, deny: list[str] | None = None) -> Policy:
+    """A named policy plus explicit lists. `cc-by` and `by-or-public-domain` never admit NC, ND or SA
+    licences, even through `allow`; a release under such licences needs `custom` with its ids listed."""
     if name not in POLICIES:
         raise ValueError(f"unknown licence policy {name!r}; choose one of {sorted(POLICIES)}")
     for lid in [*(allow or []), *(deny or [])]:
         by_id(lid)  # raises on a typo
+    if name != "custom":
+        bad = [lid for lid in allow or [] if by_id(lid).restricted]
+        if bad:
+            raise ValueError(
+                f"policy {name!r} never admits NC, ND or SA licences ({', '.join(bad)}); "
+                "use policy: custom with those ids in allow if the release really may carry them"
+            )
+    elif not allow:
+        raise ValueError("policy 'custom' admits only the ids in allow, and allow is empty")
     return Policy(name, POLICIES[name], frozenset(allow or ()), frozenset(deny or ()))
 
 
@@ -221,7 +421,11 @@ def policy(name: str, allow: list[str] | None = None, deny: list[str] | None = N
 def attribution_sentence(
     lic: License, title: str | None, creator: str | None, landing_url: str | None
 ) -> str:
-    """The credit line CC recommends: '"Title" by Creator is licensed under CC BY 2.0 (URL).'"""
+    """The credit line CC recommends: '"Title" by Creator is licensed under CC BY 2.0 (URL).'
+
+    Before 4.0 the licences require the title, so the gate refuses a candidate without one; 4.0
+    makes it optional and the sentence says "This work".
+    """
     work = f'"{title}"' if title else "This work"
     if lic.public_domain:
         by = f" by {creator}" if creator else ""
@@ -234,15 +438,37 @@ def attribution_sentence(
     return f"{s}. Source: {landing_url}" if landing_url else s
 
 
+def attribution_html(a: Attribution) -> str:
+    """The same credit as HTML, linking the work, its creator (when a URL is known) and the licence."""
+    esc = html.escape
+    work = f'"{esc(a.title)}"' if a.title else "This work"
+    if a.landing_url:
+        work = f'<a href="{esc(a.landing_url, quote=True)}">{work}</a>'
+    creator = esc(a.creator or "")
+    if a.creator and a.creator_url:
+        creator = f'<a href="{esc(a.creator_url, quote=True)}">{creator}</a>'
+    lic = f'<a href="{esc(a.license_url or "", quote=True)}">{esc(a.license_name or "")}</a>'
+    if a.license_id and by_id(a.license_id).public_domain:
+        by = f" by {creator}" if a.creator else ""
+        return f"{work}{by} is marked with {lic}."
+    return f"{work} by {creator} is licensed under {lic}."
+
+
 # ----------------------------------------------------------------------------- the gate
 
 
-def _clean(value: str | None) -> str | None:
+def clean_text(value: str | None) -> str | None:
+    """Plain text from a field that may carry HTML (Commons' Artist) or entities; None when empty."""
     if value is None:
         return None
-    value = re.sub(r"<[^>]+>", "", str(value))  # creators sometimes arrive as HTML links
+    value = re.sub(r"<br\s*/?>|</p>|</div>|</li>", " ", str(value), flags=re.I)
+    value = re.sub(r"<[^>]*>", "", value)  # creators sometimes arrive as HTML links
+    value = html.unescape(value)
     value = re.sub(r"\s+", " ", value).strip()
     return value or None
+
+
+_clean = clean_text
 
 
 def gate(c: Candidate, pol: Policy) -> Attribution | tuple[str, str]:

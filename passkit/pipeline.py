@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from passkit import images, licenses
 from passkit.config import PipelineSpec
 from passkit.fetch import Fetcher
 from passkit.records import Attribution, Candidate, Decision, Sample, Stage, Status
-from passkit.shards import write_tar
+from passkit.shards import iter_members, write_tar
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -62,6 +63,7 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 FINGERPRINT_META = b"passkit.unit_fingerprint"
+SETTINGS_META = b"passkit.settings"  # sha256 of stage_settings: rows are reusable only under the same settings
 DETECTORS_META = b"passkit.detectors"
 SCORE_DIGITS = 4  # scores are rounded so reruns on other thread counts give identical files
 
@@ -70,6 +72,7 @@ SCORE_DIGITS = 4  # scores are rounded so reruns on other thread counts give ide
 class Unit:
     index: int
     candidates: list[Candidate]
+    retry: bool = False  # --retry-failed: refetch the rows an earlier run ended as transient failures
 
     @property
     def name(self) -> str:
@@ -91,6 +94,9 @@ class UnitResult:
     reasons: Counter[str] = field(default_factory=Counter)  # "stage:reason" -> count
     seconds: float = 0.0
     skipped: bool = False  # already done by an earlier run
+    fetched: int = 0  # candidates downloaded in this run (not reused from an earlier one)
+    reused: int = 0  # outcomes taken over from an earlier run of this unit
+    transient: int = 0  # rows ending in a transient failure (what --retry-failed would retry)
 
 
 def unit_paths(units_dir: Path, index: int) -> tuple[Path, Path]:
@@ -116,22 +122,47 @@ def unit_done(units_dir: Path, unit: Unit, settings: str) -> bool:
 
 
 def summarize_ledger(path: Path) -> UnitResult:
-    t = pq.read_table(path, columns=["unit", "status", "stage", "reason"]).to_pylist()
+    t = pq.read_table(path, columns=["unit", "status", "stage", "reason", "transient"]).to_pylist()
     reasons = Counter(f"{r['stage']}:{r['reason']}" for r in t if r["status"] != Status.KEPT)
     kept = sum(1 for r in t if r["status"] == Status.KEPT)
     idx = t[0]["unit"] if t else -1
-    return UnitResult(idx, len(t), kept, reasons, skipped=True)
+    transient = sum(1 for r in t if r["transient"])
+    return UnitResult(idx, len(t), kept, reasons, skipped=True, transient=transient)
+
+
+def ledger_transient(path: Path) -> int:
+    """How many rows of a finished unit ended in a transient failure (0 when unreadable)."""
+    try:
+        return sum(1 for v in pq.read_table(path, columns=["transient"]).column(0).to_pylist() if v)
+    except (OSError, pa.ArrowInvalid):
+        return 0
+
+
+def _license_raw(c: Candidate) -> str | None:
+    return " ".join(x for x in (c.license, c.license_version, c.license_url) if x) or None
+
+
+def _identity(key: str, url: str, license_raw: str | None) -> tuple[str, str, str]:
+    return key, url, license_raw or ""
+
+
+# Rows of these stages are recomputed on every run (cheap, and they depend on the unit's other rows).
+_RECOMPUTED_STAGES = frozenset({str(Stage.SOURCE), str(Stage.LICENSE)})
 
 
 class UnitRunner:
     """Holds what is expensive to build (detectors, HTTP pools): one per process, many units."""
 
-    def __init__(self, spec: PipelineSpec):
+    def __init__(self, spec: PipelineSpec, workers: int = 1, device: str | None = None):
+        """`workers`: processes sharing the per-host limits; `device`: where the people filter runs
+        (an executor's choice, e.g. "cuda" on a GPU worker; not part of the unit's fingerprint)."""
         self.spec = spec
         self.policy = spec.license.build()
-        self.fetcher = Fetcher(spec.fetch)
+        self.fetcher = Fetcher(spec.fetch, share=1.0 / max(1, workers))
         self.modification = images.modification_note(spec.image)
         self.settings = stage_settings(spec)
+        self.settings_digest = hashlib.sha256(self.settings.encode()).hexdigest().encode()
+        self.device = device
         self._people: Any = None
 
     @property
@@ -139,8 +170,43 @@ class UnitRunner:
         if self._people is None and self.spec.people.enabled:
             from passkit.filters.people import PeopleFilter  # torch import only where needed
 
-            self._people = PeopleFilter(self.spec.people)
+            people = self.spec.people
+            if self.device and self.device != people.device:
+                people = people.model_copy(update={"device": self.device})
+            self._people = PeopleFilter(people)
         return self._people
+
+    def _previous(self, unit: Unit, units_dir: Path) -> dict[tuple[str, str, str], tuple[dict, list]]:
+        """Outcomes an earlier run of this unit settled, by candidate identity, with their tar members.
+
+        Used when a unit is rerun under the same settings: a grown last unit keeps the rows of the
+        candidates it already had, and --retry-failed keeps everything but the transient failures.
+        """
+        tar_path, ledger_path = unit_paths(units_dir, unit.index)
+        try:
+            if (pq.read_schema(ledger_path).metadata or {}).get(SETTINGS_META) != self.settings_digest:
+                return {}
+            rows = pq.read_table(ledger_path, schema=LEDGER_SCHEMA).to_pylist()
+        except (OSError, pa.ArrowInvalid, ValueError):
+            return {}
+        members: dict[str, bytes] = {}
+        if any(r["status"] == Status.KEPT for r in rows):
+            try:
+                members = {m.name: m.data for m in iter_members(tar_path)}
+            except (OSError, ValueError, tarfile.TarError):
+                members = {}
+        out: dict[tuple[str, str, str], tuple[dict, list]] = {}
+        for r in rows:
+            if r["stage"] in _RECOMPUTED_STAGES or (unit.retry and r["transient"]):
+                continue
+            mem: list[tuple[str, bytes]] = []
+            if r["status"] == Status.KEPT:
+                names = (f"{r['key']}.jpg", f"{r['key']}.json")
+                if not all(n in members for n in names):
+                    continue  # staging lost: fetch again
+                mem = [(n, members[n]) for n in names]
+            out[_identity(r["key"], r["url"], r["license_raw"])] = (r, mem)
+        return out
 
     def run(self, unit: Unit, units_dir: Path) -> UnitResult:
         t0 = time.monotonic()
@@ -153,6 +219,9 @@ class UnitRunner:
         # Licence gate: no download for what could never be released.
         seen: set[str] = set()
         for i, c in enumerate(unit.candidates):
+            if c.error is not None:  # a row the source could not read: rejected with the source's reason
+                decisions[i] = Decision.reject(Stage.SOURCE, c.error[0], c.error[1])
+                continue
             if c.key in seen:
                 decisions[i] = Decision.reject(Stage.SOURCE, "duplicate_candidate", f"{c.source_id} listed twice")
                 continue
@@ -164,8 +233,27 @@ class UnitRunner:
             else:
                 attributions[i] = g
 
+        # Outcomes an earlier run of this unit already settled (a grown unit, --retry-failed).
+        previous = self._previous(unit, units_dir) if unit_paths(units_dir, unit.index)[1].exists() else {}
+        reused: dict[int, tuple[dict, list]] = {}
+        for i, c in enumerate(unit.candidates):
+            hit = previous.get(_identity(c.key, c.url, _license_raw(c))) if decisions[i] is None else None
+            if hit is not None:
+                reused[i] = hit
+
+        # The same URL listed twice is downloaded once; the later listings end as duplicates.
+        first_url: dict[str, int] = {}
+        for i, c in enumerate(unit.candidates):
+            if decisions[i] is None:
+                j = first_url.setdefault(c.url, i)
+                if j != i:
+                    decisions[i] = Decision.reject(
+                        Stage.SOURCE, "duplicate_url", f"same URL as {unit.candidates[j].source_id}"
+                    )
+                    reused.pop(i, None)
+
         # Fetch and check concurrently; decoding releases the GIL for most of its time.
-        todo = [i for i in range(n) if decisions[i] is None]
+        todo = [i for i in range(n) if decisions[i] is None and i not in reused]
 
         def fetch_and_check(i: int) -> tuple[int, Decision | images.CheckedImage, bool]:
             r = self.fetcher.fetch(unit.candidates[i].url)
@@ -202,16 +290,24 @@ class UnitRunner:
                 assert a is not None and ci is not None
                 samples.append(Sample(c.key, c, a, ci.info, self.modification, scores[i]))
                 decisions[i] = Decision(Status.KEPT, None, None, None, scores[i])
-        samples.sort(key=lambda s: s.key)
         tar_path, ledger_path = unit_paths(units_dir, unit.index)
-        members: list[tuple[str, bytes]] = []
+        by_key: dict[str, list[tuple[str, bytes]]] = {}
         for s in samples:
-            members.append((f"{s.key}.jpg", s.image.jpeg))
-            members.append((f"{s.key}.json", json.dumps(s.meta(), sort_keys=True, ensure_ascii=False).encode()))
+            by_key[s.key] = [
+                (f"{s.key}.jpg", s.image.jpeg),
+                (f"{s.key}.json", json.dumps(s.meta(), sort_keys=True, ensure_ascii=False).encode()),
+            ]
+        for i, (_row, mem) in reused.items():
+            if mem:
+                by_key[unit.candidates[i].key] = mem
+        members = [m for key in sorted(by_key) for m in by_key[key]]
         write_tar(tar_path, members)
 
         rows = []
         for i, c in enumerate(unit.candidates):
+            if i in reused:
+                rows.append({**reused[i][0], "unit": unit.index, "seq": i})
+                continue
             d, a, ci = decisions[i], attributions[i], checked[i]
             assert d is not None
             info = ci.info if ci is not None else None
@@ -235,7 +331,7 @@ class UnitRunner:
                     "creator_url": c.creator_url,
                     "landing_url": c.landing_url,
                     "provider": c.provider,
-                    "license_raw": " ".join(x for x in (c.license, c.license_version, c.license_url) if x) or None,
+                    "license_raw": _license_raw(c),
                     "license": a.license_id if a else None,
                     "license_name": a.license_name if a else None,
                     "license_url": a.license_url if a else c.license_url,
@@ -255,6 +351,7 @@ class UnitRunner:
         table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA).replace_schema_metadata(
             {
                 FINGERPRINT_META: unit.fingerprint(self.settings).encode(),
+                SETTINGS_META: self.settings_digest,
                 DETECTORS_META: json.dumps({"detectors": detectors, "skipped": skipped}, sort_keys=True).encode(),
             }
         )
@@ -264,5 +361,9 @@ class UnitRunner:
             os.replace(tmp, ledger_path)  # the unit is done from this instant
         finally:
             tmp.unlink(missing_ok=True)
-        reasons = Counter(f"{d.stage}:{d.reason}" for d in decisions if d and d.status != Status.KEPT)
-        return UnitResult(unit.index, n, len(samples), reasons, time.monotonic() - t0)
+        reasons = Counter(f"{r['stage']}:{r['reason']}" for r in rows if r["status"] != Status.KEPT)
+        kept = sum(1 for r in rows if r["status"] == Status.KEPT)
+        return UnitResult(
+            unit.index, n, kept, reasons, time.monotonic() - t0, fetched=len(todo), reused=len(reused),
+            transient=sum(1 for r in rows if r["transient"]),
+        )

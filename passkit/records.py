@@ -54,6 +54,9 @@ class Candidate:
     provider: str | None = None
     query: str | None = None  # the search that found it (provenance)
     extra: dict[str, Any] = field(default_factory=dict)
+    # (reason, detail) when the source could not read this row (wrong column count, bad encoding, no
+    # URL, ...): the unit rejects it at the source stage, so it lands in rejected.parquet, not in a crash.
+    error: tuple[str, str] | None = None
 
     @property
     def key(self) -> str:

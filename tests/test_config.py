@@ -26,7 +26,7 @@ def test_default_policy_is_cc_by():
         ({"source": {"kind": "demo", "qureies": []}}, "source.qureies: unknown field; allowed here: kind, page_size, port, queries"),
         ({"people": {"detectors": [{"name": "mtcnn", "threshold": 2}]}}, "people.detectors.0.threshold"),
         ({"people": {"detectors": [{"name": "facefinder", "threshold": 0.5}]}}, "'mtcnn', 'hog'"),
-        ({"license": {"policy": "anything-goes"}}, "license.policy: Input should be 'cc-by' or 'by-or-public-domain'"),
+        ({"license": {"policy": "anything-goes"}}, "license.policy: Input should be 'cc-by', 'by-or-public-domain' or 'custom'"),
         ({"license": {"allow": ["cc-by-9.0"]}}, "ids look like cc-by-4.0"),
         ({"image": {"max_side": "big"}}, "image.max_side"),
         ({"image": {"min_side": 600, "max_side": 512}}, "min_side (600) exceeds image.max_side (512)"),

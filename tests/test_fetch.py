@@ -6,7 +6,8 @@ from PIL import Image
 from passkit.config import FetchSpec
 from passkit.fetch import Fetcher, sniff
 
-SPEC = FetchSpec(threads=4, retries=2, backoff=0.05, connect_timeout=2, read_timeout=2, total_timeout=3)
+SPEC = FetchSpec(threads=4, retries=2, backoff=0.05, connect_timeout=2, read_timeout=2, total_timeout=3,
+                 allow_private=["127.0.0.1"])
 
 
 def _png() -> bytes:
@@ -48,7 +49,7 @@ def test_permanent_failures_have_reasons(http_server):
     r = f.fetch(url)
     assert r.reason == "not_image" and "image/jpeg" in r.detail and "DOCTYPE" in r.detail
     r = f.fetch("ftp://example.invalid/a.jpg")
-    assert r.reason == "bad_url"
+    assert r.reason == "bad_scheme"
 
 
 def test_optout_is_decided_before_the_body(http_server):
@@ -105,7 +106,7 @@ def test_gives_up_after_retries_and_marks_transient(http_server):
 
 
 def test_byte_cap(http_server):
-    spec = FetchSpec(max_bytes=2048, retries=0)
+    spec = FetchSpec(max_bytes=2048, retries=0, allow_private=["127.0.0.1"])
     url = http_server.serve_bytes("/big.png", _png() + b"\x00" * 5000, "image/png")
     r = Fetcher(spec).fetch(url)
     assert r.reason == "too_large"

@@ -20,14 +20,14 @@ from passkit.pipeline import Unit, UnitResult, UnitRunner
 _RUNNER: UnitRunner | None = None
 
 
-def _init_worker(spec_data: dict[str, Any], threads: int) -> None:
+def _init_worker(spec_data: dict[str, Any], threads: int, workers: int) -> None:
     global _RUNNER
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import cv2
 
     cv2.setNumThreads(threads)
-    _RUNNER = UnitRunner(PipelineSpec.model_validate(spec_data))
+    _RUNNER = UnitRunner(PipelineSpec.model_validate(spec_data), workers=workers)
 
 
 def _run(unit: Unit, units_dir: str) -> UnitResult:
@@ -52,7 +52,7 @@ def run_local(
     ctx = get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_init_worker,
-        initargs=(spec.canonical(), threads),
+        initargs=(spec.canonical(), threads, workers),
     ) as pool:
         pending: set[Future[UnitResult]] = set()
         for unit in units:

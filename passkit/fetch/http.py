@@ -1,24 +1,39 @@
-"""HTTP fetching: pooled sessions, timeouts, byte caps, content sniffing, retries, opt-out headers.
+"""HTTP fetching: pooled sessions, timeouts, byte caps, sniffing, retries, politeness, SSRF guard.
 
 Every outcome is a `FetchResult`; nothing raises out of `fetch`. Failures carry a short reason
-and whether they are transient (worth a later retry) or permanent.
+and whether they are transient (worth a later `passkit build --retry-failed`) or permanent.
+
+Order of checks for one URL, and for every redirect target again:
+scheme and address (SSRF guard) -> robots.txt -> per-host slot (concurrency, rate, Retry-After
+pauses) -> connect (peer address checked again) -> status and opt-out headers -> Content-Type and
+Content-Length -> body, read with a byte cap, a decoded-size cap and a wall-clock deadline.
+Redirects are followed here, not by requests, so that none of these checks can be skipped.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import requote_uri
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from passkit.config import FetchSpec
+from passkit.fetch.limiter import HostLimiter
+from passkit.fetch.robots import RobotsCache, product_token
+from passkit.fetch.ssrf import Guard, Refused
 
 T = TypeVar("T")
 
@@ -33,6 +48,17 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "image/tiff"),
 )
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+# Content-Types that announce something other than an image: refused before the body is read.
+# Missing, image/*, application/octet-stream and other vague types go on to byte sniffing.
+_NOT_IMAGE_PREFIXES = ("text/", "audio/", "video/", "font/", "multipart/")
+_NOT_IMAGE_TYPES = frozenset({
+    "application/json", "application/xml", "application/xhtml+xml", "application/javascript",
+    "application/pdf", "application/zip", "application/gzip", "application/x-gzip", "application/ld+json",
+})
+_ENCODED = ("gzip", "deflate", "br", "zstd", "x-gzip", "compress")
+_CHUNK = 64 * 1024
+_ROBOTS_MAX = 512 * 1024
 
 
 def sniff(head: bytes) -> str | None:
@@ -75,11 +101,11 @@ def _retry_after(value: str | None) -> float | None:
         pass
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 
-def optout_directive(headers: requests.structures.CaseInsensitiveDict, directives: Iterable[str]) -> str | None:
+def optout_directive(headers: Any, directives: Iterable[str]) -> str | None:
     """The opt-out a response carries: an X-Robots-Tag directive from the list, or tdm-reservation: 1."""
     wanted = {d.lower() for d in directives}
     for value in _header_values(headers, "x-robots-tag"):
@@ -93,34 +119,112 @@ def optout_directive(headers: requests.structures.CaseInsensitiveDict, directive
     return None
 
 
-def _header_values(headers: requests.structures.CaseInsensitiveDict, name: str) -> list[str]:
-    raw = headers.get(name)
-    return [raw] if raw else []
+def _header_values(headers: Any, name: str) -> list[str]:
+    """Every value of a header: urllib3's raw headers keep repeated lines apart, requests joins them."""
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        return [v for v in getlist(name) if v]
+    value = headers.get(name)
+    return [value] if value else []
+
+
+def _guarded_pools(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose sockets are checked against the guard right after connect."""
+
+    def checked(conn: Any, sock: socket.socket) -> socket.socket:
+        try:
+            guard.check_peer(conn.host, sock.getpeername()[0])
+        except Refused:
+            sock.close()
+            raise
+        return sock
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return checked(self, super()._new_conn())
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return checked(self, super()._new_conn())
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, guard: Guard, **kw: Any):
+        self._guard = guard
+        super().__init__(**kw)
+
+    def init_poolmanager(self, *args: Any, **kw: Any) -> None:
+        super().init_poolmanager(*args, **kw)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self._guard)
+
+
+def _connection_failure(e: Exception, while_reading: bool = False) -> _Fail:
+    """Name the network failure precisely: resets, refusals and truncations are told apart."""
+    text = repr(e)
+    if "ConnectionResetError" in text or "Connection reset" in text or "RemoteDisconnected" in text \
+            or "BrokenPipe" in text or "Connection aborted" in text:
+        return _Fail("connection_reset", str(e)[:300], transient=True)
+    if "IncompleteRead" in text or "InvalidChunkLength" in text:
+        return _Fail("truncated_body", str(e)[:300], transient=True)
+    if "ConnectionRefused" in text or "Connection refused" in text:
+        return _Fail("connection_refused", str(e)[:300], transient=True)
+    if "NameResolution" in text or "getaddrinfo" in text:
+        return _Fail("dns_error", str(e)[:300], transient=True)
+    return _Fail("connection_error", ("while reading: " if while_reading else "") + str(e)[:300], transient=True)
+
+
+def _location(r: requests.Response, current: str) -> str:
+    """The absolute redirect target; raw non-UTF-8 bytes survive as percent escapes."""
+    loc = r.headers.get("location", "")
+    try:
+        loc = loc.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        loc = urllib.parse.quote(loc.encode("latin-1", errors="replace"), safe="/:?&=#%+@;,!$'()*~")
+    return requote_uri(urllib.parse.urljoin(current, loc.strip()))
 
 
 class Fetcher:
-    """Thread-safe: one pooled requests.Session per thread."""
+    """Thread-safe: one pooled requests.Session per thread; politeness state shared by all threads.
 
-    def __init__(self, spec: FetchSpec):
+    `share` is this process's part of the build-wide per-host limits (1 / number of workers).
+    """
+
+    def __init__(self, spec: FetchSpec, share: float = 1.0):
         self.spec = spec
         self._local = threading.local()
+        self.guard = Guard(spec.allow_private)
+        share = min(1.0, max(share, 1e-6))
+        self.limiter = HostLimiter(math.ceil(spec.per_host_connections * share), spec.per_host_rate * share)
+        self.robots = RobotsCache(self._fetch_robots, product_token(spec.agent)) if spec.robots else None
 
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
-            adapter = HTTPAdapter(pool_connections=32, pool_maxsize=max(4, self.spec.threads), max_retries=0)
+            s.trust_env = False  # no proxies or .netrc from the environment: peers are checked directly
+            adapter = _GuardedAdapter(
+                self.guard, pool_connections=32, pool_maxsize=max(4, self.spec.threads), max_retries=0
+            )
             s.mount("http://", adapter)
             s.mount("https://", adapter)
-            s.headers.update({"User-Agent": self.spec.user_agent, "Accept": "image/*,*/*;q=0.5"})
-            s.max_redirects = 5
+            s.headers.update({"User-Agent": self.spec.agent, "Accept": "image/*,*/*;q=0.5"})
             self._local.session = s
         return s
+
+    # ------------------------------------------------------------------ public
 
     def fetch(self, url: str) -> FetchResult:
         t0 = time.monotonic()
         attempts = 0
-        delay = self.spec.backoff
+        spec = self.spec
         while True:
             attempts += 1
             try:
@@ -129,72 +233,191 @@ class Fetcher:
                                    seconds=time.monotonic() - t0)
             except _Fail as f:
                 last = f
-            if not last.transient or attempts > self.spec.retries:
+            if not last.transient or attempts > spec.retries:
                 break
-            wait = last.retry_after if last.retry_after is not None else delay * (1 + random.random())
-            time.sleep(min(wait, 60.0))
-            delay *= 2
+            if last.retry_after is not None:
+                if last.retry_after > spec.max_retry_wait:
+                    last.detail += f" (Retry-After {last.retry_after:.0f}s over max_retry_wait; left for --retry-failed)"
+                    break
+                wait = last.retry_after
+            else:
+                # Exponential backoff with jitter, so threads that failed together do not retry together.
+                wait = spec.backoff * (2 ** (attempts - 1)) * (0.5 + random.random())
+            time.sleep(min(wait, spec.max_retry_wait))
         return FetchResult(url, False, reason=last.reason, detail=last.detail, transient=last.transient,
                            attempts=attempts, seconds=time.monotonic() - t0)
-
-    def _once(self, url: str) -> tuple[bytes, int, str | None, str]:
-        spec = self.spec
-        try:
-            r = self._session().get(url, stream=True, timeout=(spec.connect_timeout, spec.read_timeout))
-        except requests.exceptions.TooManyRedirects as e:
-            raise _Fail("redirect_loop", str(e)) from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, ValueError) as e:
-            raise _Fail("bad_url", str(e)) from None
-        except requests.exceptions.Timeout as e:
-            raise _Fail("timeout", str(e), transient=True) from None
-        except requests.exceptions.ConnectionError as e:
-            raise _Fail("connection_error", str(e)[:300], transient=True) from None
-        except requests.exceptions.RequestException as e:
-            raise _Fail("request_error", str(e)[:300], transient=True) from None
-        with r:
-            # Opt-out is decided from the headers alone: the body of an opted-out image is never read.
-            optout = optout_directive(r.headers, spec.optout_headers)
-            if optout:
-                raise _Fail("optout", f"{optout} on {r.url}")
-            if r.status_code != 200:
-                transient = r.status_code in TRANSIENT_STATUS
-                raise _Fail(f"http_{r.status_code}", f"HTTP {r.status_code} {r.reason or ''}".strip(),
-                            transient, _retry_after(r.headers.get("Retry-After")))
-            length = r.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > spec.max_bytes:
-                raise _Fail("too_large", f"Content-Length {length} over max_bytes {spec.max_bytes}")
-            data = self._read_capped(r, url)
-            ctype = r.headers.get("Content-Type")
-            kind = sniff(data[:16])
-            if kind is None:
-                head = data[:24].decode("latin-1").encode("unicode_escape").decode()
-                raise _Fail("not_image", f"Content-Type {ctype!r} but the bytes start {head!r}")
-            return data, r.status_code, ctype, r.url
-
-    def _read_capped(self, r: requests.Response, url: str) -> bytes:
-        spec = self.spec
-        deadline = time.monotonic() + spec.total_timeout
-        chunks: list[bytes] = []
-        total = 0
-        try:
-            for chunk in r.iter_content(chunk_size=64 * 1024):
-                total += len(chunk)
-                if total > spec.max_bytes:
-                    raise _Fail("too_large", f"body over max_bytes {spec.max_bytes} (decoded)")
-                if time.monotonic() > deadline:
-                    raise _Fail("timeout", f"download slower than total_timeout {spec.total_timeout}s",
-                                transient=True)
-                chunks.append(chunk)
-        except _Fail:
-            raise
-        except requests.exceptions.Timeout as e:
-            raise _Fail("timeout", str(e), transient=True) from None
-        except (requests.exceptions.RequestException, OSError) as e:
-            raise _Fail("connection_error", f"while reading {url}: {str(e)[:200]}", transient=True) from None
-        return b"".join(chunks)
 
     def map(self, fn: Callable[[T], object], items: list[T]) -> Iterator[object]:
         """Run `fn` over items on the fetch thread pool, results in input order."""
         with ThreadPoolExecutor(max_workers=min(self.spec.threads, max(1, len(items)))) as pool:
             yield from pool.map(fn, items)
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _check(self, url: str) -> urllib.parse.SplitResult:
+        try:
+            return self.guard.check_url(url)
+        except Refused as e:
+            raise _Fail(e.reason, e.detail, e.transient) from None
+
+    @staticmethod
+    def _host_key(parts: urllib.parse.SplitResult) -> str:
+        return f"{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    def _get(self, url: str, timeout: tuple[float, float]) -> requests.Response:
+        try:
+            return self._session().get(url, stream=True, timeout=timeout, allow_redirects=False)
+        except Refused as e:  # the peer check after connect (DNS rebinding)
+            raise _Fail(e.reason, e.detail, e.transient) from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader, ValueError) as e:
+            raise _Fail("bad_url", str(e)[:300]) from None
+        except requests.exceptions.ConnectTimeout as e:
+            raise _Fail("connect_timeout", str(e)[:300], transient=True) from None
+        except requests.exceptions.Timeout as e:
+            raise _Fail("timeout", str(e)[:300], transient=True) from None
+        except requests.exceptions.ConnectionError as e:
+            raise _connection_failure(e) from None
+        except requests.exceptions.RequestException as e:
+            raise _Fail("request_error", str(e)[:300], transient=True) from None
+        except (OSError, UnicodeError) as e:
+            raise _Fail("request_error", f"{type(e).__name__}: {str(e)[:300]}", transient=True) from None
+
+    def _robots_check(self, url: str, parts: urllib.parse.SplitResult, host: str) -> None:
+        if self.robots is None:
+            return
+        rules = self.robots.get(url)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        if not rules.allowed(path):
+            if rules.disallow_all and rules.why:
+                raise _Fail("robots_unavailable", f"{rules.why}; RFC 9309 says assume disallowed", transient=True)
+            raise _Fail("robots_disallowed", f"robots.txt of {parts.netloc} disallows {path[:200]}")
+        if rules.crawl_delay:
+            self.limiter.slow_down(host, rules.crawl_delay)
+
+    def _once(self, url: str) -> tuple[bytes, int, str | None, str]:
+        spec = self.spec
+        current = url
+        seen = {url}
+        for _hop in range(spec.max_redirects + 1):
+            parts = self._check(current)
+            host = self._host_key(parts)
+            self._robots_check(current, parts, host)
+            with self.limiter.slot(host):
+                r = self._get(current, (spec.connect_timeout, spec.read_timeout))
+                with r:
+                    if r.status_code in REDIRECT_STATUS and r.headers.get("location"):
+                        nxt = _location(r, current)
+                        if nxt in seen:
+                            raise _Fail("redirect_loop", f"{current} redirects back to {nxt}")
+                        seen.add(nxt)
+                        current = nxt
+                        continue
+                    return self._read_response(r, current, host)
+        raise _Fail("too_many_redirects", f"more than {spec.max_redirects} redirects from {url}")
+
+    def _read_response(self, r: requests.Response, url: str, host: str) -> tuple[bytes, int, str | None, str]:
+        spec = self.spec
+        # Opt-out is decided from the headers alone: the body of an opted-out image is never read.
+        optout = optout_directive(r.raw.headers if r.raw is not None else r.headers, spec.optout_headers)
+        if optout:
+            raise _Fail("optout", f"{optout} on {url}")
+        if r.status_code != 200:
+            transient = r.status_code in TRANSIENT_STATUS
+            retry_after = _retry_after(r.headers.get("Retry-After")) if r.status_code in (429, 503) else None
+            if retry_after is not None:
+                self.limiter.pause(host, min(retry_after, spec.max_retry_wait))
+            detail = f"HTTP {r.status_code} {r.reason or ''}".strip()
+            if retry_after is not None:
+                detail += f", Retry-After {retry_after:g}s"
+            raise _Fail(f"http_{r.status_code}", detail, transient, retry_after)
+        ctype = r.headers.get("Content-Type")
+        main = (ctype or "").split(";", 1)[0].strip().lower()
+        if main and (main.startswith(_NOT_IMAGE_PREFIXES) or main in _NOT_IMAGE_TYPES):
+            raise _Fail("wrong_content_type", f"Content-Type {ctype!r} is not an image (body not downloaded)")
+        length = r.headers.get("Content-Length", "").strip()
+        if length.isdigit() and int(length) > spec.max_bytes:
+            raise _Fail("too_large", f"Content-Length {length} over max_bytes {spec.max_bytes}")
+        encoding = r.headers.get("Content-Encoding", "").lower()
+        data = self._read_capped(r, url, any(e in encoding for e in _ENCODED))
+        if not data:
+            raise _Fail("empty_body", f"HTTP 200 with zero bytes (Content-Type {ctype!r})")
+        kind = sniff(data[:16])
+        if kind is None:
+            head = data[:24].decode("latin-1").encode("unicode_escape").decode()
+            raise _Fail("not_image", f"Content-Type {ctype!r} but the bytes start {head!r}")
+        return data, r.status_code, ctype, url
+
+    def _read_capped(self, r: requests.Response, url: str, encoded: bool) -> bytes:
+        """Read the body with a decoded-size cap and a wall-clock deadline.
+
+        read1 returns whatever one socket read brings, so a server that drips a byte at a time
+        meets the deadline instead of holding a thread for hours.
+        """
+        spec = self.spec
+        deadline = time.monotonic() + spec.total_timeout
+        chunks: list[bytes] = []
+        total = 0
+        raw = r.raw
+        try:
+            while True:
+                chunk = raw.read1(_CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > spec.max_bytes:
+                    if encoded:
+                        wire = raw.tell()
+                        raise _Fail("decompression_bomb", f"{r.headers.get('Content-Encoding')} body inflates past "
+                                    f"max_bytes {spec.max_bytes} from {wire} bytes on the wire")
+                    raise _Fail("too_large", f"body over max_bytes {spec.max_bytes} with no end in sight")
+                if time.monotonic() > deadline:
+                    raise _Fail("too_slow", f"{total} bytes after total_timeout {spec.total_timeout}s "
+                                "(slow drip)", transient=True)
+                chunks.append(chunk)
+        except _Fail:
+            raise
+        except Exception as e:  # urllib3/http.client/zlib raise many types on hostile bodies
+            name = type(e).__name__
+            if "Timeout" in name or "timed out" in str(e):
+                raise _Fail("timeout", f"read timed out after {total} bytes: {str(e)[:200]}", transient=True) from None
+            if "Decode" in name or "zlib" in str(e).lower():
+                raise _Fail("bad_encoding", f"{name}: {str(e)[:200]}") from None
+            raise _connection_failure(e, while_reading=True) from None
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ robots.txt
+
+    def _fetch_robots(self, url: str) -> tuple[int | None, bytes, str]:
+        """(status, body, detail) for a robots.txt URL, redirects followed, SSRF-checked, capped."""
+        spec = self.spec
+        current = url
+        for _hop in range(spec.max_redirects + 1):
+            try:
+                parts = self._check(current)
+                host = self._host_key(parts)
+                with self.limiter.slot(host):
+                    r = self._get(current, (spec.connect_timeout, min(spec.read_timeout, 10.0)))
+                    with r:
+                        if r.status_code in REDIRECT_STATUS and r.headers.get("location"):
+                            current = _location(r, current)
+                            continue
+                        if r.status_code != 200:
+                            return r.status_code, b"", f"HTTP {r.status_code}"
+                        body = b""
+                        deadline = time.monotonic() + min(spec.total_timeout, 30.0)
+                        while len(body) < _ROBOTS_MAX and time.monotonic() < deadline:
+                            chunk = r.raw.read1(_CHUNK, decode_content=True)
+                            if not chunk:
+                                break
+                            body += chunk
+                        return 200, body[:_ROBOTS_MAX], ""
+            except _Fail as f:
+                if f.reason.startswith(("ssrf_", "bad_")):
+                    return 404, b"", f.detail  # an off-limits robots.txt redirect: as if absent
+                return None, b"", f"{f.reason}: {f.detail}"
+            except Exception as e:  # never let robots.txt crash a fetch
+                return None, b"", f"{type(e).__name__}: {str(e)[:200]}"
+        return 404, b"", "too many redirects"

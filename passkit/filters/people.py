@@ -10,19 +10,30 @@ Detectors (names as in `passkit.config.DetectorName`):
 - ``mtcnn``: faces, facenet-pytorch's MTCNN (weights inside the package). Score: the O-net face
   probability (MTCNN only reports faces whose probability is >= 0.7, so the score is 0 or >= 0.7).
 - ``hog``: whole people, OpenCV's Dalal-Triggs HOG + linear SVM (coefficients inside OpenCV, so it
-  needs no download). The image is first resized so its longer side is `HOG_SIDE` px, so a person
-  about a quarter of a 512 px image tall still covers the 64x128 window. Score: a logistic of the SVM
-  margin `m` of the best window, `1 / (1 + exp(-HOG_SLOPE * (m - HOG_MARGIN0)))`; monotone in `m`,
-  0.5 at `m = HOG_MARGIN0`.
+  needs no download). The image is first resized so its longer side is `HOG_SIDE` (768) px, so a
+  person about 85 px tall in a 512 px image still fills the 64x128 window. Score: a logistic of the
+  SVM margin `m` of the best window, `1 / (1 + exp(-HOG_SLOPE * (m - HOG_MARGIN0)))`; monotone in
+  `m`, 0.5 at `m = HOG_MARGIN0` (0.9). HOG is a weak, texture-sensitive detector; it is in the
+  default ensemble only so a user without downloaded weights still catches whole, distant people
+  (pywt ascent: margin 1.30, score 0.83), and its margins move by ~0.3 under JPEG re-encoding, so
+  score the decoded, resized pixels, not a re-encoded JPEG.
 - ``yolox_nano``: people (COCO class 0), YOLOX-nano ONNX on onnxruntime; score = obj * cls_person.
 - ``yunet``: faces, YuNet-n through `cv2.FaceDetectorYN`; score = YuNet's face score.
 - ``yolo_fastest_body``: people, Yolo-Fastest 1.1 body (Darknet) through `cv2.dnn`; score = obj * p(body)
   (OpenCV zeroes scores under ~0.2, so the score is 0 or >= 0.2).
 
+Default thresholds (`PeopleSpec`), measured on person_dev (24 photos) and person_dev_coco (297 COCO
+photos) resized to 512 px: mtcnn 0.90 (no false rejection on COCO), hog 0.50 (SVM margin 0.9: between
+the highest no-person photo the demo keeps, sklearn china at 0.79, and pywt ascent at 1.30),
+yolox_nano 0.55 (just above the skimage horse silhouette, 0.51, which the demo keeps).
+
 Threads: nothing here changes the process-wide thread settings of torch or OpenCV. ONNX Runtime
 sessions get `threads` intra-op threads (default: `torch.get_num_threads()` at construction), so
-a worker that calls `torch.set_num_threads(n)` before building the filter gets n everywhere it can.
-Build one `PeopleFilter` per process, after the fork (models hold native thread pools).
+a worker that sets its torch threads (or OMP_NUM_THREADS before importing torch) before building the
+filter gets that many everywhere. One torch thread per worker is best: MTCNN's many small P-net
+batches get slower, not faster, with more intra-op threads. Build one `PeopleFilter` per process
+(spawned, or after the fork); the detectors hold native thread pools and are not thread-safe, so do not
+call one filter from several threads at once.
 """
 
 from __future__ import annotations
@@ -43,7 +54,8 @@ MAX_BOXES = 5  # boxes kept per detector per image (best first)
 NMS_IOU = 0.45
 
 # HOG: working size and the margin -> score map (see the module docstring; chosen by measurement on
-# person_dev and person_dev_coco resized to 512 px, see tests/test_people.py)
+# person_dev and person_dev_coco resized to 512 px; 640 and 1024 px and cluster-support scores
+# separated people from textures no better, and 1024 px costs twice as much)
 HOG_SIDE = 768
 HOG_MARGIN0 = 0.9
 HOG_SLOPE = 4.0
@@ -54,6 +66,8 @@ HOG_SCALE = 1.05
 
 MTCNN_MIN_SIDE = 40  # MTCNN (min face 20 px) crashes on images under 20 px; smaller ones are upsampled
 MTCNN_MAX_SIDE = 2048  # ... but never past this long side (a 1 px wide strip is padded instead)
+YUNET_MIN_SIDE = 64  # see YuNetDetector.detect
+YUNET_MAX_SIDE = 4096
 
 
 class PeopleFilterError(RuntimeError):
@@ -202,8 +216,9 @@ class HOGDetector(Detector):
     ):
         import cv2
 
-        super().__init__(models.identity("hog"), None, cv2.__version__)
-        self.weights = f"opencv=={cv2.__version__} builtin HOGDescriptor_getDefaultPeopleDetector"
+        super().__init__(
+            f"opencv=={cv2.__version__} builtin HOGDescriptor_getDefaultPeopleDetector", None, cv2.__version__
+        )
         self.side, self.margin0, self.slope = side, margin0, slope
         self.params = {
             "side": side,
@@ -216,7 +231,8 @@ class HOGDetector(Detector):
 
     def score_of(self, margin: float) -> float:
         """SVM margin -> [0, 1]: logistic, 0.5 at `margin0`."""
-        return 1.0 / (1.0 + math.exp(-self.slope * (margin - self.margin0)))
+        z = -self.slope * (margin - self.margin0)
+        return 1.0 / (1.0 + math.exp(min(z, 700.0)))
 
     def margins(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw windows (xyxy in `arr` pixels) and their SVM margins, ungrouped."""
@@ -293,7 +309,7 @@ class YOLOXNanoDetector(Detector):
     def decode(self, raw: np.ndarray, r: float) -> list[list[float]]:
         pred = raw.reshape(-1, raw.shape[-1])
         score = pred[:, 4] * pred[:, 5]
-        keep = score >= self.floor
+        keep = (score >= self.floor) & np.isfinite(pred[:, :6]).all(axis=1)
         if not keep.any():
             return []
         p, score = pred[keep], score[keep]
@@ -323,17 +339,29 @@ class YuNetDetector(Detector):
         self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.floor, 0.3, 100)
 
     def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        import cv2
+
         out = []
         for arr in images:
             h, w = arr.shape[:2]
             bgr = np.ascontiguousarray(arr[:, :, ::-1])
-            self.det.setInputSize((w, h))
+            up = 1.0
+            if min(h, w) < YUNET_MIN_SIDE:
+                # FaceDetectorYN (OpenCV 4.14) returns garbage (score 1.0, infinite boxes) on inputs
+                # with a side <= 32 px: upsample small images; skip strips too thin to hold a face.
+                up = min(YUNET_MIN_SIDE / min(h, w), YUNET_MAX_SIDE / max(h, w))
+                if min(h, w) * up < YUNET_MIN_SIDE - 0.5:
+                    out.append([])
+                    continue
+                bgr = cv2.resize(bgr, (round(w * up), round(h * up)), interpolation=cv2.INTER_LINEAR)
+            self.det.setInputSize((bgr.shape[1], bgr.shape[0]))
             _, faces = self.det.detect(bgr)
             if faces is None or not len(faces):
                 out.append([])
                 continue
             f = np.asarray(faces, dtype=np.float32).reshape(-1, 15)
-            boxes = np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2], f[:, 1] + f[:, 3]], axis=1)
+            f = f[np.isfinite(f[:, [0, 1, 2, 3, 14]]).all(axis=1)]
+            boxes = np.stack([f[:, 0], f[:, 1], f[:, 0] + f[:, 2], f[:, 1] + f[:, 3]], axis=1) / up
             scores = np.clip(f[:, 14], 0, 1)
             order = np.argsort(-scores, kind="stable")[:MAX_BOXES]
             out.append(_box_list(boxes, scores, order))
@@ -364,7 +392,7 @@ class YoloFastestBodyDetector(Detector):
             self.net.setInput(blob)
             pred = np.concatenate([o.reshape(-1, o.shape[-1]) for o in self.net.forward(self.outs)])
             score = pred[:, 5]
-            keep = score > 0
+            keep = (score > 0) & np.isfinite(pred[:, :6]).all(axis=1)
             if not keep.any():
                 out.append([])
                 continue

@@ -52,16 +52,45 @@ def _split_bn(module: nn.Module, splits: int) -> nn.Module:
     return module
 
 
-def build_backbone(arch: str = "resnet50", *, small_stem: bool = False, bn_splits: int = 1) -> tuple[nn.Module, int]:
-    """(backbone mapping float images [B,3,H,W] to features [B,D], D)."""
+class _ScaledResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with every stage's width scaled by width/64 (64: the standard network)."""
+
+    def __init__(self, block: type, layers: list[int], width: int):
+        self._width, self._first = width, True
+        super().__init__(block, layers)  # type: ignore[arg-type]
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:  # type: ignore[override]
+        if self._first:
+            self.inplanes, self._first = self._width, False
+        return super()._make_layer(block, planes * self._width // 64, blocks, stride, dilate)  # type: ignore[arg-type]
+
+
+def build_backbone(arch: str = "resnet50", *, small_stem: bool = False, bn_splits: int = 1,
+                   width: int = 64) -> tuple[nn.Module, int]:
+    """(backbone mapping float images [B,3,H,W] to features [B,D], D).
+
+    width=64 is torchvision's network; smaller widths (e.g. 16, 1/16 of the FLOPs) keep the
+    topology for CPU-sized experiments and tests.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHS)}")
-    net: torchvision.models.ResNet = getattr(torchvision.models, arch)(weights=None)
+    if width < 8 or width % 8:
+        raise ValueError(f"width must be a multiple of 8 (64 is the standard ResNet), got {width}")
+    net: torchvision.models.ResNet
+    if width == 64:
+        net = getattr(torchvision.models, arch)(weights=None)
+    else:
+        block, layers = {"resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+                         "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3])}[arch]
+        net = _ScaledResNet(block, layers, width)
     if small_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()  # type: ignore[assignment]
-    dim = net.fc.in_features
+    dim = net.fc.in_features if width == 64 else width * 8 * net.layer4[-1].expansion
     net.fc = nn.Identity()  # type: ignore[assignment]
     if bn_splits > 1:
         _split_bn(net, bn_splits)

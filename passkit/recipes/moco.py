@@ -32,6 +32,7 @@ from passkit.recipes.recipe import StepOutput
 class MoCoConfig:
     arch: str = "resnet50"
     small_stem: bool = False
+    width: int = 64  # ResNet base width (64: torchvision's; 16 for CPU tests)
     image_size: int = 224
     dim: int = 128  # projection dimension
     queue: int = 65536  # K
@@ -68,7 +69,7 @@ class MoCo(nn.Module):
         super().__init__()
         self.cfg = cfg
         splits = 1 if _distributed() else cfg.bn_splits
-        backbone, feat = build_backbone(cfg.arch, small_stem=cfg.small_stem, bn_splits=splits)
+        backbone, feat = build_backbone(cfg.arch, small_stem=cfg.small_stem, bn_splits=splits, width=cfg.width)
         self.backbone = backbone
         self.encoder_q = nn.Sequential(backbone, mlp_head(feat, feat, cfg.dim))
         self.encoder_k = copy.deepcopy(self.encoder_q)

@@ -1,4 +1,9 @@
-"""Attribution files: CC BY asks that every copy keeps its credit line and notes modifications."""
+"""Attribution files: CC BY asks that every copy keeps its credit line and notes modifications.
+
+ATTRIBUTION.md (readable in a repository), attribution.csv (for tools) and attribution.html (a page
+with working links to each work, its creator and its licence). All three list the same rows, in key
+order, with the same credit sentence as each sample's `<key>.json`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ import csv
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-from passkit.config import PipelineSpec
 
 CSV_COLUMNS = [
     "key", "title", "creator", "creator_url", "landing_url", "source_url", "provider",
@@ -22,15 +25,16 @@ def _md(text: Any) -> str:
     return s
 
 
-def write_markdown(path: Path, spec: PipelineSpec, rows: list[dict[str, Any]]) -> None:
+def write_markdown(path: Path, release: str, rows: list[dict[str, Any]]) -> None:
     lic = Counter(r["license_name"] for r in rows)
     lines = [
-        f"# Attribution — {spec.release_name}",
+        f"# Attribution — {release}",
         "",
         f"This release contains {len(rows)} images by their respective creators. Each image is used under",
         "the licence named beside it; every image was modified: "
         + (rows[0]["modification"] if rows else "n/a") + ".",
         "Each shard's `<key>.json` carries the same credit line, so attribution travels with every copy.",
+        "The same list, with links, is in attribution.html and, for tools, attribution.csv.",
         "",
         "| licence | images |",
         "|---|---|",
@@ -50,3 +54,32 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({c: r.get(c) or "" for c in CSV_COLUMNS})
+
+
+def safe_url(url: Any) -> str | None:
+    """Only http(s) links are rendered as links: a `javascript:` URL in metadata stays plain text."""
+    return url if isinstance(url, str) and url.lower().startswith(("http://", "https://")) else None
+
+
+def write_html(path: Path, release: str, rows: list[dict[str, Any]]) -> None:
+    from passkit.release.templates import render
+
+    lic = Counter(r["license_name"] for r in rows)
+    items = [
+        {
+            "key": r["key"],
+            "title": r.get("title") or "Untitled",
+            "landing": safe_url(r.get("landing_url")),
+            "creator": r.get("creator") or "",
+            "creator_link": safe_url(r.get("creator_url")),
+            "license_name": r.get("license_name") or r.get("license") or "",
+            "license_link": safe_url(r.get("license_url")),
+            "attribution": r.get("attribution") or "",
+        }
+        for r in rows
+    ]
+    text = render(
+        "attribution.html.j2", release=release, rows=items, licenses=sorted(lic.items()),
+        modification=rows[0]["modification"] if rows else "",
+    )
+    path.write_text(text, encoding="utf-8")

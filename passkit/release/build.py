@@ -1,9 +1,10 @@
-"""Staging -> release: a pure function of the unit ledgers, staging tars and policy.
+"""Staging -> release: a pure function of the unit ledgers, staging tars, policy and takedown list.
 
-Exact duplicates go (the first in source order stays), samples are written sorted by key into
-balanced shards, and the index, rejection list, attribution files and manifest are derived from
-the same rows. With the same inputs (and SOURCE_DATE_EPOCH for the manifest's date) the release
-is byte-identical.
+Release-wide curation (passkit.release.curate: blank images, decontamination, exact and near
+duplicates, the per-creator cap, takedowns) decides what stays; samples are written sorted by key
+into balanced shards, and the index, rejection list, documents (attribution files, licences,
+dataset card, report) and manifest are derived from the same rows. With the same inputs (and
+SOURCE_DATE_EPOCH for the manifest's date) the release is byte-identical.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import pyarrow.parquet as pq
 
 from passkit.config import PipelineSpec
 from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, unit_paths
-from passkit.records import Stage, Status
-from passkit.release import attribution, manifest
+from passkit.release import documents, manifest
+from passkit.release.curate import curate
 from passkit.shards import check_tar, sha256_file, write_tar
 
 INDEX_COLUMNS = [
@@ -122,30 +123,20 @@ def build_release(
     release_dir: Path,
     source_description: dict[str, Any],
     on_shard: Callable[[int, int], None] | None = None,
+    base: Path | None = None,
 ) -> ReleaseSummary:
+    """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths."""
     t0 = time.monotonic()
     rows, det = read_ledgers(units_dir, unit_indices)
-
-    # Exact duplicates and repeated keys: the first in source order stays.
-    first_by_sha: dict[str, str] = {}
-    kept_keys: set[str] = set()
-    kept: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    for r in rows:
-        if r["status"] != Status.KEPT:
-            rejected.append(r)
-            continue
-        if r["key"] in kept_keys:
-            rejected.append({**r, "status": "rejected", "stage": str(Stage.SOURCE), "reason": "duplicate_candidate",
-                             "detail": "the same source id appeared in two work units"})
-            continue
-        if r["sha256"] in first_by_sha:
-            rejected.append({**r, "status": "rejected", "stage": str(Stage.DEDUP), "reason": "duplicate",
-                             "detail": f"same image bytes as {first_by_sha[r['sha256']]}"})
-            continue
-        first_by_sha[r["sha256"]] = r["key"]
-        kept_keys.add(r["key"])
-        kept.append(r)
+    staging = _StagingIndex()
+    for idx in unit_indices:
+        staging.add(unit_paths(units_dir, idx)[0])
+    try:
+        cur = curate(rows, spec, lambda key: staging.read(f"{key}.jpg"), base=base)
+    except BaseException:
+        staging.close()
+        raise
+    kept, rejected = cur.kept, cur.rejected
     kept.sort(key=lambda r: r["key"])
 
     release_dir = Path(release_dir)
@@ -153,9 +144,6 @@ def build_release(
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "shards").mkdir(parents=True)
-    staging = _StagingIndex()
-    for idx in unit_indices:
-        staging.add(unit_paths(units_dir, idx)[0])
 
     shards: list[dict[str, Any]] = []
     index_rows: list[dict[str, Any]] = []
@@ -189,15 +177,8 @@ def build_release(
         [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected],
         LEDGER_SCHEMA_REJECTED,
     )
-    attribution.write_markdown(tmp / "ATTRIBUTION.md", spec, index_rows)
-    attribution.write_csv(tmp / "attribution.csv", index_rows)
-
     by_stage = Counter(str(r["stage"]) for r in rejected)
     by_reason = Counter(str(r["reason"]) for r in rejected)
-    files = {
-        name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-        for name in ("index.parquet", "rejected.parquet", "ATTRIBUTION.md", "attribution.csv")
-    }
     m = manifest.make(
         spec=spec,
         created=_created(),
@@ -212,8 +193,13 @@ def build_release(
             "by_reason": dict(sorted(by_reason.items())),
         },
         shards=shards,
-        files=files,
+        files={},
+        removals=cur.removals,
     )
+    m["curation"] = cur.curation
+    rejected_rows = [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected]
+    written = documents.write_all(tmp, m, index_rows, rejected_rows)
+    m["files"] = documents.file_entries(tmp, ["index.parquet", "rejected.parquet", *written])
     manifest.write(tmp / "manifest.json", m)
 
     # Swap the finished release into place; an older build of the same version goes.

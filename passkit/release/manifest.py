@@ -15,14 +15,25 @@ from passkit.config import PipelineSpec
 SCHEMA_VERSION = 1
 
 
+SCHEMA_NAME = "manifest.schema.json"
+
+
+class SchemaNotFound(FileNotFoundError):
+    """The manifest JSON Schema is neither in the source tree nor shipped as package data."""
+
+
 def schema_path() -> Path:
-    """manifests/manifest.schema.json in the source tree (the package is installed editable)."""
-    here = Path(__file__).resolve().parents[2] / "manifests" / "manifest.schema.json"
-    if not here.is_file():
-        raise FileNotFoundError(
-            f"manifest schema not found at {here}; passkit expects its source tree (pip install -e .)"
-        )
-    return here
+    """The manifest JSON Schema: the repository's manifests/ folder, else a packaged copy."""
+    pkg = Path(__file__).resolve().parents[1]
+    candidates = [pkg.parent / "manifests" / SCHEMA_NAME, pkg / "data" / SCHEMA_NAME]
+    for p in candidates:
+        if p.is_file():
+            return p
+    raise SchemaNotFound(
+        "manifest JSON Schema not found; looked in "
+        + ", ".join(str(p) for p in candidates)
+        + " (install passkit from a source checkout, or ship manifests/manifest.schema.json as passkit/data/)"
+    )
 
 
 @cache

@@ -46,6 +46,12 @@ SourceOpener = Callable[[Any], AbstractContextManager[Source]]
 # kind -> "module:function" (imported on first use) or the opener itself (see register()).
 _OPENERS: dict[str, str | SourceOpener] = {
     "demo": "passkit.sources.demo:open_demo",
+    "urllist": "passkit.sources.urllist:open_urllist",
+    "yfcc100m": "passkit.sources.yfcc100m:open_yfcc100m",
+    "openverse": "passkit.sources.openverse:open_openverse",
+    "commons": "passkit.sources.commons:open_commons",
+    "flickr": "passkit.sources.flickr:open_flickr",
+    "folder": "passkit.sources.folder:open_folder",
 }
 
 

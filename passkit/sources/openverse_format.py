@@ -7,7 +7,7 @@ Field names follow GET /v1/images/ (see tests fixtures under shared/data/fixture
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -59,32 +59,43 @@ def result_to_candidate(result: dict[str, Any], source: str, query: str | None) 
     )
 
 
+PageFetcher = Callable[[int], dict[str, Any]]
+
+
 def iter_search(
-    session: requests.Session,
+    session: requests.Session | None,
     base_url: str,
     query: str,
     page_size: int,
     max_pages: int | None = None,
     *,
     timeout: float = 30.0,
+    fetch_page: PageFetcher | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the results of GET {base_url}/v1/images/?q=..&page=..&page_size=.. page by page.
 
-    Stops after `page_count` pages, at the first empty page, or after `max_pages`. HTTP errors
-    raise `requests.HTTPError` (the Openverse client handles 401/429 before calling this).
+    Stops after `page_count` pages, at the first empty page, or after `max_pages`. By default each
+    page is a plain GET whose HTTP errors raise `requests.HTTPError`; the Openverse client passes
+    `fetch_page(page) -> body` instead, which adds filters, tokens, 429 handling and its cursor.
     """
     endpoint = base_url.rstrip("/") + SEARCH_PATH
-    page = 1
-    while max_pages is None or page <= max_pages:
+
+    def plain(page: int) -> dict[str, Any]:
+        assert session is not None, "iter_search needs a session or fetch_page"
         resp = session.get(endpoint, params={"q": query, "page": page, "page_size": page_size}, timeout=timeout)
         resp.raise_for_status()
         try:
-            body = resp.json()
+            return resp.json()
         except ValueError as e:
             raise OpenverseFormatError(f"{resp.url}: response is not JSON") from e
+
+    get = fetch_page or plain
+    page = 1
+    while max_pages is None or page <= max_pages:
+        body = get(page)
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, list):
-            raise OpenverseFormatError(f"{resp.url}: response has no 'results' list")
+            raise OpenverseFormatError(f"{endpoint} q={query!r} page {page}: response has no 'results' list")
         if not results:
             return
         yield from results

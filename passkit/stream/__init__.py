@@ -1,26 +1,42 @@
-"""Reading a release for training: the WebDataset loader, and a Hugging Face `datasets` view.
+"""Reading a release for training: the rank-balanced, resumable loader, fast JPEG decode, and a
+Hugging Face `datasets` view.
 
-`passkit.stream.loader(...)` is the PyTorch entry point; `passkit.stream.hf.dataset(...)` (needs the
-optional `datasets` package) gives a `datasets.Dataset` with an Image column and the attribution
-columns. Importing this package does not import `datasets`.
+`passkit.stream.loader(...)` is the PyTorch entry point (see passkit/stream/loader.py for the
+design); `passkit.stream.decode` holds the crop-first, reduced-scale JPEG transforms;
+`passkit.stream.plan` the pure epoch plan; `passkit.stream.hf.dataset(...)` (needs the optional
+`datasets` package) gives a `datasets.Dataset` with an Image column and the attribution columns.
+Importing this package does not import `datasets`.
 """
 
+from passkit.stream import decode
 from passkit.stream.loader import (
+    Catalog,
     Release,
     ReleaseDataset,
     ReleaseLoader,
     collate,
     default_transform,
     loader,
+    normalize,
     open_release,
+    reraise_exception,
 )
+from passkit.stream.plan import RankPlan, rank_plan
+from passkit.stream.storage import ShardIntegrityError
 
 __all__ = [
+    "Catalog",
+    "RankPlan",
     "Release",
     "ReleaseDataset",
     "ReleaseLoader",
+    "ShardIntegrityError",
     "collate",
+    "decode",
     "default_transform",
     "loader",
+    "normalize",
     "open_release",
+    "rank_plan",
+    "reraise_exception",
 ]

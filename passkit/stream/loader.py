@@ -1,56 +1,118 @@
-"""Training loader: a release's WebDataset shards as batches of (images, metadata).
+"""Training loader: a release as batches of (uint8 images, metadata), rank-balanced and resumable.
 
-    from passkit.stream import loader
-    dl = loader("releases/demo-1.0.0", batch_size=64, shuffle=True, seed=0, num_workers=4)
-    for epoch in range(epochs):
-        dl.set_epoch(epoch)              # a new, reproducible order every epoch
-        for images, metas in dl:         # images: uint8 tensor [B, 3, 224, 224]; metas: list of dicts
+    from passkit.stream import loader, decode
+    dl = loader("releases/demo-1.0.0", batch_size=256, shuffle=True, seed=0, num_workers=8,
+                transform=decode.RandomResizedCrop(224))     # fast: crop first, reduced-scale decode
+    dl.load_state_dict(saved)                                 # optional: resume mid-epoch, exactly
+    for epoch in range(start_epoch, epochs):
+        dl.set_epoch(epoch)                                   # a new, reproducible order every epoch
+        for images, metas in dl:                              # uint8 [B, 3, 224, 224], list of dicts
+            x = passkit.stream.normalize(images, device="cuda")   # float, normalised on the device
             ...
+            saved = dl.state_dict()                           # a few numbers: epoch and position
 
-Images and batching. The default transform resizes the shorter side to `image_size` (224) and
-center-crops to a square, then converts to a uint8 CHW tensor (torchvision.transforms.v2), so
-images of any size stack into one batch tensor. Pass `image_size=None` for native sizes (stacking
-then only works if all images in a batch share a size, or with `batch_size=None`), or pass your own
-`transform` (PIL RGB image in; a tensor, or a list/tuple of tensors for multi-crop recipes, out).
-Each transform output must have the same shape within a batch. `metas` is the list of the samples'
-`<key>.json` dicts (title, creator, licence, attribution, ...), so attribution travels with data.
+Why it is built this way (the usual shard-loader failures it avoids):
 
-Removals listed in the manifest (takedowns issued after publication) are skipped at read time.
+- **Samples, not shards, are planned.** The plan (passkit.stream.plan) numbers every sample of the
+  release -- from index.parquet (key + shard per sample; the shard headers are scanned instead when
+  it is missing or disagrees with the manifest), minus the manifest's removals -- and deals them out:
+  shard order permuted and a shuffle buffer simulated on the ids, all from (seed, epoch). Ranks get
+  contiguous, equal-length stretches (`balance="pad"` repeats a few samples, `"drop"` leaves the
+  tail out), so every rank has the same number of batches whatever the shard sizes, and DDP never
+  hangs on a rank that ran out.
+- **Reads by byte offset.** A worker opens a shard once, reads its tar headers (checked like
+  passkit.shards.reader: flat regular members only), and then `pread`s exactly the members of the
+  samples it was given. No worker reads a sample it does not yield, so workers can share shards and
+  batches can be split among them freely: worker w yields batches w, w+W, ..., which is the order
+  the DataLoader returns them in -- the output does not depend on num_workers.
+- **Exact resume.** `state_dict()` is {epoch, position (batches yielded), plan parameters};
+  after `load_state_dict`, the next pass yields exactly the batches the interrupted pass had not
+  yielded, in the same order and with the same augmentation randomness: torch, random and numpy
+  are seeded per batch from (seed, epoch, rank, batch number) inside the workers (with num_workers=0
+  the caller's RNG state is saved and restored around each batch).
+- **Fast first batch.** Nothing is scanned up front but index.parquet; a worker touches only the
+  shards of its first batch before yielding it.
+- **Fast decode.** JPEG transforms (passkit.stream.decode: RandomResizedCrop, ResizeCenterCrop,
+  ToTensor, Views) get the encoded bytes, choose the crop from the header and decode at reduced DCT
+  scale; the default transform is ResizeCenterCrop(image_size). Any other transform gets a decoded
+  PIL RGB image (full-resolution decode), as in the first version of this loader.
+- **Remote shards.** The release may be a URL (http(s) or anything fsspec opens); shards are read
+  through a local cache (`cache_dir`) or, without one, fetched into worker memory. See storage.py.
+- **Integrity.** Removals are applied at read time. `verify=True` checks every shard's sha256
+  against the manifest once before the first batch; downloaded shards are always checked.
 
-Order and determinism. Without `shuffle` samples come in shard order (sorted by key). With
-`shuffle`, the shard order is permuted and a sample shuffle buffer is drawn from RNGs seeded by
-(seed, epoch, rank, worker): the same seed and epoch give the same order, and `set_epoch` changes
-it. Workers get whole shards (webdataset.split_by_worker); under torch.distributed, ranks get
-whole shards too (webdataset.split_by_node) -- not yet balanced, so ranks may see different sample
-counts. Balanced DDP splitting, mid-epoch resume and fast decode build on `ReleaseDataset`.
+Images and batching: transforms must give same-shape tensors within a batch (or a list/tuple of
+tensors per sample for multi-view recipes; each view is stacked separately). `batch_size=None`
+yields single (image, meta) pairs. `metas` are the samples' `<key>.json` dicts (title, creator,
+licence, attribution, ...), so attribution travels with the data.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import math
+import os
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from passkit.stream import decode
+from passkit.stream.plan import Balance, RankPlan, rank_plan, rng_for
+from passkit.stream.storage import (
+    ShardIntegrityError,
+    ShardPool,
+    ShardRef,
+    fetch_to_cache,
+    is_remote,
+    join,
+    local_path,
+    read_bytes,
+    verify_file,
+)
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_BUFFER = 1000
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def reraise_exception(exn: Exception) -> bool:
+    """Default error handler: raise. A handler that returns True skips the failed sample instead."""
+    raise exn
+
+
+# ----------------------------------------------------------------------------- release
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
     """What a reader needs from a release: where the shards are and which keys are removed."""
 
-    root: Path
+    location: str  # release folder path, or URL
     manifest: dict[str, Any]
-    shards: tuple[Path, ...]  # absolute paths, in manifest order
+    refs: tuple[ShardRef, ...]  # in manifest order
     shard_samples: tuple[int, ...]  # samples per shard, from the manifest
     removed: frozenset[str]
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.location)
+
+    @property
+    def root(self) -> Path:
+        """The local release folder (a remote release has none)."""
+        if self.remote:
+            raise ValueError(f"{self.location} is a remote release; it has no local folder")
+        return local_path(self.location)
 
     @property
     def name(self) -> str:
@@ -62,43 +124,135 @@ class Release:
         return sum(self.shard_samples)
 
     @property
+    def shards(self) -> tuple[Path | str, ...]:
+        """Shard locations: absolute paths for a local release, URLs for a remote one."""
+        return tuple(r.location if self.remote else Path(r.location) for r in self.refs)
+
+    @property
     def urls(self) -> list[str]:
-        return [str(p) for p in self.shards]
+        return [r.location for r in self.refs]
+
+    def file(self, rel: str) -> str:
+        return join(self.location, rel)
 
 
 def open_release(release_dir: Path | str) -> Release:
-    """Read manifest.json of a release folder; raises FileNotFoundError / ValueError clearly."""
-    root = Path(release_dir).resolve()
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{root}: no manifest.json; is this a release folder?")
-    m = json.loads(path.read_text(encoding="utf-8"))
-    shards, counts = [], []
+    """Read manifest.json of a release folder or URL; raises FileNotFoundError / ValueError clearly."""
+    loc = str(release_dir).rstrip("/")
+    if not is_remote(loc):
+        root = local_path(loc).resolve()
+        loc = str(root)
+        if not (root / "manifest.json").is_file():
+            raise FileNotFoundError(f"{root}: no manifest.json; is this a release folder?")
+    path = join(loc, "manifest.json")
+    try:
+        m = json.loads(read_bytes(path).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the manifest ({e})") from e
+    refs, counts = [], []
     for s in m.get("shards") or []:
-        rel = s["path"]
-        p = (root / rel).resolve()
-        if not p.is_relative_to(root) or not rel.startswith("shards/"):
+        rel = str(s["path"])
+        parts = rel.split("/")
+        if not rel.startswith("shards/") or ".." in parts or "\\" in rel or len(parts) != 2:
             raise ValueError(f"{path}: shard path {rel!r} leaves the release folder")
-        shards.append(p)
+        refs.append(ShardRef(join(loc, rel), rel, s.get("sha256"), s.get("bytes")))
         counts.append(int(s.get("samples", 0)))
-    if not shards:
+    if not refs:
         raise ValueError(f"{path}: the release lists no shards")
     removed = frozenset(r["key"] for r in m.get("removals") or [])
-    return Release(root, m, tuple(shards), tuple(counts), removed)
+    return Release(loc, m, tuple(refs), tuple(counts), removed)
+
+
+# ----------------------------------------------------------------------------- the sample catalog
+
+
+def key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every readable sample, numbered in release order: shard index, position in the shard's tar,
+    and a hash of its key (checked against the tar when read). Plain arrays: cheap to send to workers."""
+
+    shard: np.ndarray  # int32
+    ordinal: np.ndarray  # int32, position among the shard's samples (removed ones included)
+    keyhash: np.ndarray  # int64
+    shard_counts: tuple[int, ...]  # readable samples per shard (after removals)
+    source: str = "index.parquet"
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+
+def _shard_keys_from_index(release: Release, pool: ShardPool) -> list[list[str]] | None:
+    rel = "index.parquet"
+    try:
+        import pyarrow.parquet as pq
+
+        raw = read_bytes(release.file(rel))
+    except (OSError, FileNotFoundError):
+        return None
+    want = (release.manifest.get("files") or {}).get(rel) or {}
+    if want.get("sha256") and hashlib.sha256(raw).hexdigest() != want["sha256"]:
+        warnings.warn(f"{release.file(rel)} does not match its manifest sha256; scanning shard headers instead",
+                      stacklevel=3)
+        return None
+    import io
+
+    table = pq.read_table(io.BytesIO(raw), columns=["key", "shard"])
+    by_shard: dict[str, list[str]] = {}
+    for k, s in zip(table.column("key").to_pylist(), table.column("shard").to_pylist(), strict=True):
+        by_shard.setdefault(s, []).append(k)
+    out = []
+    for ref, n in zip(release.refs, release.shard_samples, strict=True):
+        keys = sorted(by_shard.get(ref.rel, []))  # the format: sorted by key within a shard
+        if len(keys) != n:
+            warnings.warn(
+                f"index.parquet lists {len(keys)} samples for {ref.rel}, the manifest {n}; scanning "
+                "shard headers instead (run `passkit audit` on this release)", stacklevel=3)
+            return None
+        out.append(keys)
+    return out
+
+
+def _shard_keys_from_headers(release: Release, pool: ShardPool) -> list[list[str]]:
+    out = []
+    for ref in release.refs:
+        out.append(list(pool.get(ref).sample_keys))
+    pool.close()
+    return out
+
+
+def build_catalog(release: Release, pool: ShardPool, apply_removals: bool = True) -> Catalog:
+    """The catalog from index.parquet (or the shard headers when it is missing or inconsistent)."""
+    keys = _shard_keys_from_index(release, pool)
+    source = "index.parquet"
+    if keys is None:
+        keys, source = _shard_keys_from_headers(release, pool), "shard headers"
+    removed = release.removed if apply_removals else frozenset()
+    shard, ordinal, hashes, counts = [], [], [], []
+    for s, ks in enumerate(keys):
+        n = 0
+        for i, k in enumerate(ks):
+            if k in removed:
+                continue
+            shard.append(s)
+            ordinal.append(i)
+            hashes.append(key_hash(k))
+            n += 1
+        counts.append(n)
+    return Catalog(np.asarray(shard, np.int32), np.asarray(ordinal, np.int32), np.asarray(hashes, np.int64),
+                   tuple(counts), source)
 
 
 # ----------------------------------------------------------------------------- transforms, collate
 
 
-def default_transform(image_size: int | None = DEFAULT_IMAGE_SIZE) -> Callable[[Any], torch.Tensor]:
-    """PIL RGB -> uint8 [3, S, S]: shorter side resized to S, center crop (S=None: native size)."""
-    from torchvision.transforms import v2
-
-    steps: list[Any] = []
-    if image_size is not None:
-        steps += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-    steps.append(v2.PILToTensor())
-    return v2.Compose(steps)
+def default_transform(image_size: int | None = DEFAULT_IMAGE_SIZE) -> decode.JpegTransform:
+    """JPEG -> uint8 [3, S, S]: shorter side resized to S, center crop, decoded at reduced DCT scale
+    (S=None: native size). Also accepts PIL images."""
+    return decode.ToTensor() if image_size is None else decode.ResizeCenterCrop(image_size)
 
 
 def _stack(items: Sequence[Any]) -> Any:
@@ -123,18 +277,58 @@ def collate(samples: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[Any, list[di
     return _stack(images), metas
 
 
+def normalize(images: torch.Tensor, device: torch.device | str | None = None,
+              mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> normalised float on `device`: move the 4x smaller uint8, convert there."""
+    x = images.to(device, non_blocking=True) if device is not None else images
+    m = torch.tensor(mean, device=x.device, dtype=dtype).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, device=x.device, dtype=dtype).view(1, -1, 1, 1) * 255
+    return (x.to(dtype) - m) / s
+
+
 # ----------------------------------------------------------------------------- dataset
 
 
-def _rng(*parts: object) -> random.Random:
-    return random.Random(":".join(map(str, parts)))  # str seeds hash deterministically (sha512)
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size): torch.distributed when initialised, else torchrun's RANK/WORLD_SIZE, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, restore: bool) -> Iterator[None]:
+    """Seed torch, random and numpy for one batch; restore the caller's state when `restore`."""
+    saved = (torch.random.get_rng_state(), random.getstate(), np.random.get_state()) if restore else None
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        if saved is not None:
+            torch.random.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            np.random.set_state(saved[2])
+
+
+@dataclass
+class _Pass:
+    """What one pass over the data needs, set in the main process before workers start."""
+
+    plan: RankPlan
+    epoch: int
+    rank: int
+    start: int  # batches of the plan already yielded (resume)
+    verified: bool = field(default=False)
 
 
 class ReleaseDataset(IterableDataset):
     """An iterable over a release: (image, meta) samples, or (images, metas) batches.
 
-    The webdataset pipeline is built in `__iter__`, inside each DataLoader worker, from the
-    dataset's state (seed, epoch), so the order is a pure function of (seed, epoch, rank, worker).
+    The pass's plan is made by `prepare(...)` (ReleaseLoader does it in the main process before
+    forking workers); iterating without it prepares a pass for the current epoch from position 0.
     """
 
     def __init__(
@@ -150,65 +344,210 @@ class ReleaseDataset(IterableDataset):
         drop_last: bool = False,
         apply_removals: bool = True,
         split_by_node: bool = True,
-        handler: Callable[[Exception], bool] = wds.reraise_exception,
+        handler: Callable[[Exception], bool] = reraise_exception,
+        balance: Balance = "pad",
+        rank: int | None = None,
+        world_size: int | None = None,
+        cache_dir: Path | str | None = None,
+        verify: bool = False,
+        seed_augment: bool = True,
     ):
         super().__init__()
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: use a positive number, or None for single samples")
+        if balance not in ("pad", "drop"):
+            raise ValueError(f"balance={balance!r}: use 'pad' (repeat samples) or 'drop' (leave the tail out)")
         self.release = release
         self.batch_size = batch_size
         self.transform = transform if transform is not None else default_transform(image_size)
+        self.wants_jpeg = bool(getattr(self.transform, "wants_jpeg", False))
         self.shuffle = shuffle
         self.seed = seed
         self.buffer_size = buffer_size
         self.drop_last = drop_last
+        self.apply_removals = apply_removals
         self.removed = release.removed if apply_removals else frozenset()
         self.split_by_node = split_by_node
         self.handler = handler
+        self.balance: Balance = balance
+        self.rank, self.world_size = rank, world_size
+        self.verify = verify
+        self.seed_augment = seed_augment
+        self.pool = ShardPool(cache_dir)
+        self.catalog = build_catalog(release, self.pool, apply_removals)
         self.epoch = 0
+        self._pass: _Pass | None = None
+        self._verified = False
+
+    # -- plan
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _keep(self, sample: dict[str, Any]) -> bool:
-        return sample["__key__"] not in self.removed
+    def placement(self) -> tuple[int, int]:
+        """(rank, world_size) this dataset reads for."""
+        if not self.split_by_node:
+            return 0, 1
+        r, w = dist_info()
+        rank = self.rank if self.rank is not None else r
+        world = self.world_size if self.world_size is not None else w
+        return rank, world
 
-    def _to_pair(self, sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        return self.transform(sample["jpg"]), sample["json"]
+    def plan(self, epoch: int | None = None) -> RankPlan:
+        rank, world = self.placement()
+        return rank_plan(self.catalog.shard_counts, rank=rank, world_size=world, batch_size=self.batch_size,
+                         seed=self.seed, epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
+                         buffer_size=self.buffer_size, balance=self.balance, drop_last=self.drop_last)
 
-    def pipeline(self) -> wds.WebDataset:
-        rank, _, worker, _ = wds.utils.pytorch_worker_info()
-        urls = self.release.urls
-        if self.shuffle:
-            _rng("shards", self.seed, self.epoch).shuffle(urls)  # same on every rank and worker
-        ds = wds.WebDataset(
-            urls,
-            shardshuffle=False,  # shard order is ours (seeded by seed and epoch), see above
-            nodesplitter=wds.split_by_node if self.split_by_node else wds.single_node_only,
-            workersplitter=wds.split_by_worker,
-            empty_check=False,  # more workers than shards leaves some workers empty
-            handler=self.handler,
-        )
-        if self.removed:
-            ds = ds.select(self._keep)
-        if self.shuffle and self.buffer_size > 1:
-            rng = _rng("samples", self.seed, self.epoch, rank, worker)
-            ds = ds.shuffle(self.buffer_size, initial=min(self.buffer_size, 100), rng=rng)
-        ds = ds.decode("pilrgb", handler=self.handler).map(self._to_pair, handler=self.handler)
-        if self.batch_size:
-            ds = ds.batched(self.batch_size, collation_fn=collate, partial=not self.drop_last)
-        return ds
+    def __len__(self) -> int:
+        """Batches (samples when batch_size is None) this rank yields per epoch."""
+        n, (_, world) = len(self.catalog), self.placement()
+        per = math.ceil(n / world) if self.balance == "pad" else n // world
+        bs = self.batch_size or 1
+        return per // bs if self.drop_last else math.ceil(per / bs)
 
-    def __iter__(self):
-        return iter(self.pipeline())
+    def prepare(self, start: int = 0) -> _Pass:
+        """Plan the pass for the current epoch, skipping `start` batches; verify shards if asked."""
+        if self.verify and not self._verified:
+            self.verify_shards()
+        plan = self.plan()
+        if not 0 <= start <= len(plan):
+            raise ValueError(f"resume position {start} is outside this epoch's {len(plan)} batches")
+        self._pass = _Pass(plan, self.epoch, self.placement()[0], start, self._verified)
+        return self._pass
+
+    def verify_shards(self) -> None:
+        """sha256 and size of every shard against the manifest (remote ones via the cache, if any)."""
+        for ref in self.release.refs:
+            if not is_remote(ref.location):
+                verify_file(local_path(ref.location), ref.sha256, ref.bytes)
+            elif self.pool.cache_dir is not None:
+                path = fetch_to_cache(ref.location, self.pool.cache_dir, ref.sha256, ref.bytes)
+                verify_file(path, ref.sha256, ref.bytes)
+            # remote without a cache: checked as each worker fetches it (ShardPool.get)
+        self._verified = True
+
+    # -- reading
+
+    def read(self, sid: int) -> tuple[bytes, dict[str, Any]]:
+        """(jpg bytes, meta) of global sample id `sid`."""
+        c = self.catalog
+        ref = self.release.refs[int(c.shard[sid])]
+        shard = self.pool.get(ref)
+        keys = shard.sample_keys
+        ordinal = int(c.ordinal[sid])
+        key = keys[ordinal] if ordinal < len(keys) else None
+        if key is None or key_hash(key) != int(c.keyhash[sid]):
+            raise ShardIntegrityError(
+                f"{ref.location}: sample {ordinal} is {key!r}, not the key {self.catalog.source} lists; "
+                "the shard and the index disagree (run `passkit audit` on the release)"
+            )
+        group = shard.members[key]
+        if "json" not in group:
+            raise ShardIntegrityError(f"{ref.location}: sample {key!r} has no .json member")
+        meta = json.loads(shard.read(group["json"]))
+        return shard.read(group["jpg"]), meta
+
+    def sample(self, sid: int) -> tuple[Any, dict[str, Any]]:
+        data, meta = self.read(sid)
+        image = data if self.wants_jpeg else decode.decode_pil(data)
+        return self.transform(image), meta
+
+    def _batch_seed(self, p: _Pass, batch_no: int) -> int:
+        return int(rng_for("augment", self.seed, p.epoch, p.rank, batch_no).integers(0, 2**63 - 1))
+
+    def __iter__(self) -> Iterator[Any]:
+        p = self._pass if self._pass is not None else self.prepare()
+        self._pass = None  # one pass per prepare
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        remaining = p.plan.batches[p.start :]
+        try:
+            for i in range(wid, len(remaining), nw):
+                batch_no = p.start + i
+                ctx = _seeded(self._batch_seed(p, batch_no), restore=info is None) if self.seed_augment \
+                    else contextlib.nullcontext()
+                with ctx:
+                    samples = []
+                    for sid in remaining[i].tolist():
+                        try:
+                            samples.append(self.sample(sid))
+                        except Exception as e:
+                            if not self.handler(e):
+                                raise
+                if not samples:
+                    raise RuntimeError(f"every sample of batch {batch_no} failed; see the handler's warnings")
+                yield collate(samples) if self.batch_size else samples[0]
+        finally:
+            if info is None:
+                self.pool.close()
 
 
 class ReleaseLoader(DataLoader):
-    """A DataLoader over a ReleaseDataset (batching happens in the dataset, in the workers)."""
+    """A DataLoader over a ReleaseDataset (batches are built in the workers), with epoch and resume state."""
 
     dataset: ReleaseDataset
 
+    def __init__(self, dataset: ReleaseDataset, **kw: Any):
+        super().__init__(dataset, batch_size=None, **kw)
+        self._epoch_state = 0
+        self._position = 0
+        self._resume_at = 0
+
     def set_epoch(self, epoch: int) -> None:
-        """Reseed the shuffle for an epoch; call before iterating (workers are not persistent)."""
+        """Choose the epoch of the next pass (its own reproducible order). Setting another epoch than
+        the one a loaded state was in starts that epoch from its beginning."""
+        epoch = int(epoch)
+        if epoch != self.dataset.epoch:
+            self._resume_at = 0
+            self._position = 0
         self.dataset.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        start, self._resume_at = self._resume_at, 0
+        self.dataset.prepare(start)
+        self._position = start
+        for item in super().__iter__():
+            self._position += 1
+            yield item
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current (or last) pass is: load it into a loader built with the same arguments."""
+        ds = self.dataset
+        rank, world = ds.placement()
+        return {
+            "epoch": ds.epoch,
+            "position": self._position,
+            "batches": len(ds),
+            "seed": ds.seed,
+            "shuffle": ds.shuffle,
+            "buffer_size": ds.buffer_size,
+            "batch_size": ds.batch_size,
+            "drop_last": ds.drop_last,
+            "balance": ds.balance,
+            "world_size": world,
+            "rank": rank,
+            "samples": len(ds.catalog),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next pass continues `state["epoch"]` right after `state["position"]` batches."""
+        mine = self.state_dict()
+        keys = ("seed", "shuffle", "buffer_size", "batch_size", "drop_last", "balance", "world_size", "rank",
+                "samples")
+        diff = {k: (state.get(k), mine[k]) for k in keys if k in state and state[k] != mine[k]}
+        if diff:
+            raise ValueError(
+                "cannot resume: the saved loader state was made with different "
+                + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items())
+                + "; build the loader with the same arguments, world size and release"
+            )
+        self.dataset.set_epoch(int(state["epoch"]))
+        self._position = self._resume_at = int(state["position"])
 
     @property
     def release(self) -> Release:
@@ -219,6 +558,11 @@ class ReleaseLoader(DataLoader):
         """Samples the manifest lists; exact for a valid release (removed keys are not in its shards),
         an upper bound when removals were issued after the shards were written."""
         return self.release.num_samples
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Readable samples (removals applied), over all ranks, before padding or dropping."""
+        return len(self.dataset.catalog)
 
 
 def loader(
@@ -235,15 +579,25 @@ def loader(
     apply_removals: bool = True,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
-    handler: Callable[[Exception], bool] = wds.reraise_exception,
+    handler: Callable[[Exception], bool] = reraise_exception,
+    balance: Balance = "pad",
+    rank: int | None = None,
+    world_size: int | None = None,
+    cache_dir: Path | str | None = None,
+    verify: bool = False,
+    seed_augment: bool = True,
+    multiprocessing_context: Any = None,
 ) -> ReleaseLoader:
-    """A DataLoader yielding (images, metas) batches from a release folder.
+    """A DataLoader yielding (images, metas) batches from a release folder or URL (see the module doc).
 
-    batch_size: samples per batch (None: unbatched (image, meta) pairs); the last batch is partial
-        unless drop_last. transform: PIL RGB image -> tensor(s); default: `default_transform(image_size)`
-        (shorter side to 224, center crop, uint8 CHW). shuffle/seed: see the module doc; call
-        `set_epoch(e)` for a new order each epoch. handler: webdataset exception handler (e.g.
-        wds.warn_and_continue to skip undecodable samples; the default raises).
+    batch_size: samples per batch (None: single (image, meta) pairs); the last batch is partial
+        unless drop_last. transform: a passkit.stream.decode JPEG transform (fast), or any callable
+        taking a PIL RGB image; default `default_transform(image_size)` (shorter side to 224, center
+        crop, uint8 CHW). shuffle/seed/buffer_size: the epoch order, see passkit.stream.plan; call
+        `set_epoch(e)` for each epoch. balance: "pad" or "drop", how ranks get equal counts.
+        rank/world_size: override torch.distributed / torchrun's env. cache_dir: local copy of remote
+        shards. verify: check shard sha256s before the first batch. handler: called with a sample's
+        exception; return True to skip the sample (e.g. webdataset.warn_and_continue), the default raises.
     """
     release = open_release(release_dir)
     ds = ReleaseDataset(
@@ -257,8 +611,17 @@ def loader(
         drop_last=drop_last,
         apply_removals=apply_removals,
         handler=handler,
+        balance=balance,
+        rank=rank,
+        world_size=world_size,
+        cache_dir=cache_dir,
+        verify=verify,
+        seed_augment=seed_augment,
     )
     kw: dict[str, Any] = {}
-    if num_workers > 0 and prefetch_factor is not None:
-        kw["prefetch_factor"] = prefetch_factor
-    return ReleaseLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kw)
+    if num_workers > 0:
+        if prefetch_factor is not None:
+            kw["prefetch_factor"] = prefetch_factor
+        if multiprocessing_context is not None:
+            kw["multiprocessing_context"] = multiprocessing_context
+    return ReleaseLoader(ds, num_workers=num_workers, pin_memory=pin_memory, **kw)

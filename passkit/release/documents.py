@@ -1,0 +1,41 @@
+"""Every human-readable file of a release, derived from the manifest, the index and the rejections.
+
+`write_all` writes ATTRIBUTION.md, attribution.csv, attribution.html (attribution.py), LICENSES.md
+and the dataset card README.md (card.py) and report.html (report.py). The builder and a takedown
+call it the same way, so documents always agree with the samples they describe. Deterministic:
+the same inputs give the same bytes (no clock, no random ids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from passkit.shards import sha256_file
+
+DOCUMENTS = ("ATTRIBUTION.md", "attribution.csv", "attribution.html", "LICENSES.md", "README.md", "report.html")
+
+
+def write_all(
+    release_dir: Path,
+    manifest: dict[str, Any],
+    index_rows: list[dict[str, Any]],
+    rejected_rows: list[dict[str, Any]],
+) -> list[str]:
+    """Write the documents into `release_dir` (shards must already be there); returns their names."""
+    from passkit.release import attribution, card, report
+
+    d = Path(release_dir)
+    attribution.write_markdown(d / "ATTRIBUTION.md", manifest["release"], index_rows)
+    attribution.write_csv(d / "attribution.csv", index_rows)
+    attribution.write_html(d / "attribution.html", manifest["release"], index_rows)
+    card.write_licenses(d / "LICENSES.md", manifest, index_rows)
+    card.write_card(d / "README.md", manifest, index_rows, rejected_rows)
+    report.write_report(d / "report.html", d, manifest, index_rows, rejected_rows)
+    return list(DOCUMENTS)
+
+
+def file_entries(release_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """manifest["files"]: sha256 and size of each named file."""
+    d = Path(release_dir)
+    return {n: {"sha256": sha256_file(d / n), "bytes": (d / n).stat().st_size} for n in sorted(names)}

@@ -1,0 +1,166 @@
+"""report.html: one self-contained page an auditor can open offline.
+
+The funnel from candidates through each stage to kept, the rejection reasons, licences and providers,
+people-detector score histograms and a thumbnail grid of kept samples with their credit lines.
+Plots are matplotlib (Agg) PNGs and thumbnails small JPEGs, both inlined as data: URIs, so the page
+loads no other file. Only kept samples are ever shown: thumbnails are read from the release's own
+shards, which hold no rejected image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from passkit.release.attribution import safe_url
+from passkit.release.curate import STAGE_ORDER
+
+MAX_THUMBS = 120
+THUMB_SIDE = 200
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _barh(labels: list[str], values: list[int], title: str, color: str = "#2f6fb0") -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 0.35 * max(len(labels), 2) + 0.8))
+    ys = list(range(len(labels)))[::-1]
+    ax.barh(ys, values, color=color)
+    ax.set_yticks(ys, labels)
+    for y, v in zip(ys, values, strict=True):
+        ax.text(v, y, f" {v}", va="center", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_xlim(0, max(values + [1]) * 1.15)
+    return _png(fig)
+
+
+def funnel(counts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stages in funnel order with the candidates each rejected and how many remain after it."""
+    by_stage = dict(counts.get("by_stage") or {})
+    order = [s for s in STAGE_ORDER if s in by_stage] + sorted(s for s in by_stage if s not in STAGE_ORDER)
+    remaining = int(counts["candidates"])
+    out = []
+    for s in order:
+        remaining -= int(by_stage[s])
+        out.append({"stage": s, "rejected": int(by_stage[s]), "remaining": remaining})
+    return out
+
+
+def _scores(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+    out = []
+    for r in rows:
+        sc = r.get("scores") or []
+        out.append(dict(sc.items()) if isinstance(sc, dict) else {k: v for k, v in sc})
+    return out
+
+
+def _score_plot(detectors: list[dict[str, Any]], kept: list[dict[str, float]],
+                people: list[dict[str, float]]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    names = [d["name"] for d in detectors]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False)
+    bins = [i / 20 for i in range(21)]
+    for ax, d in zip(axes[0], detectors, strict=True):
+        k = [s[d["name"]] for s in kept if d["name"] in s]
+        p = [s[d["name"]] for s in people if d["name"] in s]
+        ax.hist(k, bins=bins, alpha=0.7, label=f"kept ({len(k)})", color="#2f6fb0")
+        ax.hist(p, bins=bins, alpha=0.7, label=f"people-rejected ({len(p)})", color="#b3261e")
+        ax.axvline(float(d["threshold"]), color="black", linestyle="--", linewidth=1)
+        ax.set_title(d["name"], fontsize=10)
+        ax.set_xlabel("top score", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    from PIL import Image
+
+    from passkit.shards import iter_samples
+
+    rows = sorted(index_rows, key=lambda r: r["key"])
+    if len(rows) > limit:
+        step = len(rows) / limit
+        rows = [rows[int(i * step)] for i in range(limit)]
+    wanted = {r["key"]: r for r in rows}
+    by_shard: dict[str, list[str]] = {}
+    for r in rows:
+        by_shard.setdefault(r["shard"], []).append(r["key"])
+    images: dict[str, tuple[str, int, int]] = {}
+    for shard in sorted(by_shard):
+        keys = set(by_shard[shard])
+        for key, group in iter_samples(release_dir / shard):
+            if key in keys and "jpg" in group:
+                with Image.open(io.BytesIO(group["jpg"])) as im:
+                    im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
+                    im = im.convert("RGB")
+                    im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+                    buf = io.BytesIO()
+                    im.save(buf, "JPEG", quality=75)
+                    images[key] = ("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+                                   im.width, im.height)
+    out = []
+    for key, r in wanted.items():
+        if key not in images:
+            continue
+        src, w, h = images[key]
+        out.append({
+            "key": key, "src": src, "width": w, "height": h, "title": r.get("title") or "",
+            "attribution": r.get("attribution") or "", "license_name": r.get("license_name") or "",
+            "license_link": safe_url(r.get("license_url")),
+        })
+    return out
+
+
+def render_report(release_dir: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]],
+                  rejected_rows: list[dict[str, Any]], max_thumbs: int = MAX_THUMBS) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from passkit.release.templates import render
+
+    counts = manifest["counts"]
+    fun = funnel(counts)
+    reasons = Counter((str(r.get("stage")), str(r.get("reason"))) for r in rejected_rows)
+    reason_rows = [{"stage": s, "reason": r, "n": n} for (s, r), n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lic = Counter(r.get("license_name") or r.get("license") or "unknown" for r in index_rows)
+    prov = Counter(r.get("provider") or "unknown" for r in index_rows)
+    detectors = list(manifest.get("detectors") or [])
+    plots = {
+        "funnel": _barh(["candidates", *[f["stage"] for f in fun]],
+                        [int(counts["candidates"]), *[f["remaining"] for f in fun]], "remaining after each stage"),
+        "reasons": _barh([f"{r['stage']}: {r['reason']}" for r in reason_rows], [r["n"] for r in reason_rows],
+                         "rejected candidates by reason", "#b3261e") if reason_rows else None,
+        "licenses": _barh([k for k, _ in lic.most_common()], [v for _, v in lic.most_common()],
+                          "kept samples by licence") if lic else None,
+        "scores": _score_plot(detectors, _scores(index_rows),
+                              _scores([r for r in rejected_rows if r.get("stage") == "people"])),
+    }
+    size = sum(int(s["bytes"]) for s in manifest.get("shards") or [])
+    return render(
+        "report.html.j2", m=manifest, counts=counts, funnel=fun, reasons=reason_rows,
+        licenses=lic.most_common(), providers=prov.most_common(), detectors=detectors, plots=plots,
+        thumbs=_thumbs(Path(release_dir), index_rows, max_thumbs), removals=manifest.get("removals") or [],
+        previous=manifest.get("previous"), shards=len(manifest.get("shards") or []),
+        size=f"{size / 1e6:.1f} MB",
+    )
+
+
+def write_report(path: Path, release_dir: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]],
+                 rejected_rows: list[dict[str, Any]]) -> None:
+    Path(path).write_text(render_report(release_dir, manifest, index_rows, rejected_rows), encoding="utf-8")

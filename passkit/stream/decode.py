@@ -1,0 +1,261 @@
+"""Fast decode: choose the crop first, then decode the JPEG only as large as that crop needs.
+
+A 1600 px photo cropped and resized to 224 px does not need its full-resolution pixels. JPEG
+stores 8x8 DCT blocks, and libjpeg-turbo can reconstruct them at 1/2, 1/4 or 1/8 of the size (and
+other n/8 factors) for a fraction of the IDCT, upsampling and colour-conversion work, and the
+resize that follows then starts from far fewer pixels. The transforms here therefore:
+
+1. read the image size from the JPEG header (no decoding);
+2. draw the crop in full-resolution coordinates, with exactly torchvision's RandomResizedCrop
+   distribution (or the deterministic resize + center crop);
+3. decode at the strongest DCT reduction that still leaves the crop at least as large as the
+   output -- so the result is a downscale, like the full-resolution path, never an upscale;
+4. crop and resize in one antialiased Pillow pass (`Image.resize(box=...)`, sub-pixel box), flip,
+   and return a uint8 CHW tensor (normalise on the device: passkit.recipes.augment.normalize).
+
+The decoder is simplejpeg (bundles libjpeg-turbo, decodes straight into numpy with any n/8 scale)
+when installed, else Pillow's `draft` (libjpeg-turbo too, scales 1/2, 1/4, 1/8). Anything the fast
+path cannot read (CMYK, progressive oddities, non-JPEG bytes) falls back to a full Pillow decode.
+
+These are "JPEG transforms": they take the encoded bytes (`wants_jpeg = True`); the loader hands
+them the `.jpg` member as is. Any other transform gets a decoded PIL RGB image, as before.
+Randomness comes from torch's global RNG, like torchvision's; the loader seeds it per batch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+try:  # optional: faster header parsing and n/8 scaled decoding into numpy
+    import simplejpeg
+except ImportError:  # pragma: no cover - depends on the environment
+    simplejpeg = None
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom in full-resolution pixels
+
+
+def backend() -> str:
+    """Which decoder the fast path uses: "simplejpeg" or "pillow-draft"."""
+    return "simplejpeg" if simplejpeg is not None else "pillow-draft"
+
+
+Source = bytes | Image.Image  # encoded JPEG, or an already decoded image
+
+
+def jpeg_size(data: Source) -> tuple[int, int]:
+    """(width, height) from the header, without decoding."""
+    if isinstance(data, Image.Image):
+        return data.size
+    if simplejpeg is not None:
+        try:
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            return int(w), int(h)
+        except ValueError:
+            pass
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def decode_pil(data: bytes) -> Image.Image:
+    """Full-resolution decode to PIL RGB (the slow path, and the fallback)."""
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode_reduced(data: Source, size: tuple[int, int], need: tuple[int, int]) -> np.ndarray:
+    """Decode to RGB uint8 [H, W, 3] at the smallest DCT scale whose size is at least `need` (w, h).
+
+    `size` is the full (w, h) from the header; the result's shape tells which scale was used.
+    A decoded PIL image is converted as it is.
+    """
+    if isinstance(data, Image.Image):
+        return np.asarray(data if data.mode == "RGB" else data.convert("RGB"))
+    w, h = size
+    nw, nh = min(max(need[0], 1), w), min(max(need[1], 1), h)
+    if simplejpeg is not None:
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=nw, min_height=nh)
+        except ValueError:
+            pass  # e.g. CMYK: Pillow below converts it
+    im = Image.open(io.BytesIO(data))
+    if im.format == "JPEG":
+        im.draft("RGB", (nw, nh))  # picks the largest 1/2^k reduction that stays >= (nw, nh)
+    im.load()
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def reduction(crop_w: float, crop_h: float, out: tuple[int, int]) -> int:
+    """The DCT reduction (1, 2, 4 or 8) that keeps a crop_w x crop_h crop at least `out` (w, h).
+
+    Only powers of two: libjpeg-turbo's other n/8 scales use slower generic IDCTs (5/8 or 7/8
+    decode slower than full size), while 1/2, 1/4, 1/8 are the fast paths."""
+    k = 1
+    while k < 8 and crop_w / (2 * k) >= out[0] and crop_h / (2 * k) >= out[1]:
+        k *= 2
+    return k
+
+
+def crop_resize(data: Source, box: Box, out: tuple[int, int], size: tuple[int, int] | None = None,
+                flip: bool = False) -> torch.Tensor:
+    """JPEG bytes -> uint8 [3, out_h, out_w]: the full-resolution `box` resized to `out` (w, h).
+
+    After the DCT reduction the crop is 1-2x the output size, so one bilinear sampling pass
+    (cv2.warpAffine: sub-pixel box, flip folded into the matrix) finishes it; the DCT scaling
+    itself is the low-pass filter. Only when the crop is still over 2x the output (a huge crop at
+    the 1/8 limit) does an area resize keep it free of aliasing.
+    """
+    w, h = size if size is not None else jpeg_size(data)
+    left, top, right, bottom = box
+    k = reduction(right - left, bottom - top, out)
+    arr = decode_reduced(data, (w, h), (math.ceil(w / k), math.ceil(h / k)))
+    sx, sy = arr.shape[1] / w, arr.shape[0] / h
+    l, t, r, b = left * sx, top * sy, right * sx, bottom * sy
+    ax, ay = (r - l) / out[0], (b - t) / out[1]  # source pixels per output pixel
+    if ax > 2 or ay > 2:
+        crop = arr[max(0, int(t)) : math.ceil(b), max(0, int(l)) : math.ceil(r)]
+        res = cv2.resize(crop, out, interpolation=cv2.INTER_AREA)
+        if flip:
+            res = res[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(res)).permute(2, 0, 1)
+    tx, ty = l + 0.5 * ax - 0.5, t + 0.5 * ay - 0.5  # output pixel centres -> source coordinates
+    m = np.array([[-ax, 0, tx + ax * (out[0] - 1)] if flip else [ax, 0, tx], [0, ay, ty]], dtype=np.float64)
+    res = cv2.warpAffine(arr, m, out, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(res).permute(2, 0, 1)
+
+
+def pil_to_chw(im: Image.Image) -> torch.Tensor:
+    """PIL RGB -> uint8 [3, H, W] (a view of one writable copy of the pixels)."""
+    return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """(h, w) as torchvision reads `size`."""
+    if isinstance(size, int):
+        return size, size
+    s = tuple(int(v) for v in size)
+    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
+
+
+def rrc_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]) -> Box:
+    """torchvision RandomResizedCrop.get_params, in (left, top, right, bottom): same RNG calls, same
+    distribution (area fraction uniform in `scale`, log aspect ratio uniform in `ratio`, 10 tries,
+    then a center crop clamped to `ratio`)."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            i = torch.randint(0, height - h + 1, size=(1,)).item()
+            j = torch.randint(0, width - w + 1, size=(1,)).item()
+            return (j, i, j + w, i + h)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    i, j = (height - h) // 2, (width - w) // 2
+    return (j, i, j + w, i + h)
+
+
+class JpegTransform:
+    """Base of transforms that take the encoded JPEG bytes (the loader checks `wants_jpeg`).
+
+    `then`: optional transform applied to the uint8 tensor afterwards (e.g. colour jitter).
+    """
+
+    wants_jpeg = True
+
+    def __init__(self, then: Callable[[torch.Tensor], Any] | None = None):
+        self.then = then
+
+    def apply(self, data: Source) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, data: Source) -> Any:
+        """JPEG bytes (fast path), or a PIL image (same crop and resize, nothing to skip)."""
+        out = self.apply(data)
+        return self.then(out) if self.then is not None else out
+
+
+class RandomResizedCrop(JpegTransform):
+    """torchvision's RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip(flip_p) on JPEG
+    bytes, decoding at reduced DCT scale; uint8 [3, H, W] out."""
+
+    def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5,
+                 then: Callable[[torch.Tensor], Any] | None = None):
+        super().__init__(then)
+        self.size = _pair(size)
+        self.scale, self.ratio, self.flip_p = tuple(scale), tuple(ratio), flip_p
+
+    def apply(self, data: Source) -> torch.Tensor:
+        w, h = jpeg_size(data)
+        box = rrc_box(w, h, self.scale, self.ratio)  # type: ignore[arg-type]
+        flip = self.flip_p > 0 and torch.rand(1).item() < self.flip_p
+        return crop_resize(data, box, (self.size[1], self.size[0]), (w, h), flip)
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, flip_p={self.flip_p})"
+
+
+class ResizeCenterCrop(JpegTransform):
+    """Shorter side resized to `resize` (default `size`), center crop to `size`: torchvision's
+    Resize + CenterCrop, on JPEG bytes at reduced DCT scale; uint8 [3, size, size] out."""
+
+    def __init__(self, size: int | Sequence[int], resize: int | None = None,
+                 then: Callable[[torch.Tensor], Any] | None = None):
+        super().__init__(then)
+        self.size = _pair(size)
+        self.resize = resize if resize is not None else max(self.size)
+
+    def apply(self, data: Source) -> torch.Tensor:
+        w, h = jpeg_size(data)
+        s = self.resize / min(w, h)  # full-res -> resized scale
+        oh, ow = self.size
+        cw, ch = min(ow / s, w), min(oh / s, h)  # center crop, in full-resolution pixels
+        left, top = (w - cw) / 2, (h - ch) / 2
+        return crop_resize(data, (left, top, left + cw, top + ch), (ow, oh), (w, h))
+
+    def __repr__(self) -> str:
+        return f"ResizeCenterCrop(size={self.size}, resize={self.resize})"
+
+
+class ToTensor(JpegTransform):
+    """Full-size decode to uint8 [3, H, W] (native size; the fast decoder, no scaling)."""
+
+    def apply(self, data: Source) -> torch.Tensor:
+        if isinstance(data, Image.Image):
+            return pil_to_chw(data.convert("RGB"))
+        if simplejpeg is not None:
+            try:
+                return torch.from_numpy(simplejpeg.decode_jpeg(data, colorspace="RGB")).permute(2, 0, 1)
+            except ValueError:
+                pass
+        return pil_to_chw(decode_pil(data))
+
+
+class Views(JpegTransform):
+    """Several JPEG transforms on the same bytes, one output per view (multi-crop recipes).
+    Each view decodes at the scale its own crop needs."""
+
+    def __init__(self, transforms: Sequence[JpegTransform]):
+        super().__init__(None)
+        self.transforms = list(transforms)
+
+    def apply(self, data: Source) -> Any:
+        return tuple(t(data) for t in self.transforms)

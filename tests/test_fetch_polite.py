@@ -1,0 +1,181 @@
+"""Politeness: robots.txt (RFC 9309), per-host concurrency and rate, Retry-After pauses, user agent."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from crawlfixtures import jpeg
+
+from passkit.config import FetchSpec
+from passkit.fetch import Fetcher, HostLimiter, Robots
+
+ROBOTS = """
+# comments and odd spacing are fine
+User-agent: otherbot
+Disallow: /
+
+User-agent: passkit
+User-agent: somebot
+Disallow: /private/
+Allow: /private/public/
+Disallow: /*.gif$
+Disallow: /tmp
+Allow: /tmp/ok
+Crawl-delay: 0.2
+
+User-agent: *
+Disallow: /
+"""
+
+
+def test_robots_rfc9309_matching():
+    r = Robots.parse(ROBOTS, "passkit")
+    assert r.allowed("/photos/a.jpg")
+    assert not r.allowed("/private/a.jpg")
+    assert r.allowed("/private/public/a.jpg")  # the longer Allow wins
+    assert not r.allowed("/x/y.gif") and r.allowed("/x/y.gif?v=1")  # $ anchors the end
+    assert not r.allowed("/tmp/x") and r.allowed("/tmp/ok/x") and not r.allowed("/tmpfile")
+    assert r.allowed("/robots.txt")
+    assert r.crawl_delay == 0.2
+    # An agent without its own group falls back to "*"; group names match case-insensitively.
+    assert not Robots.parse(ROBOTS, "unknownbot").allowed("/photos/a.jpg")
+    assert not Robots.parse(ROBOTS, "PASSKIT").allowed("/private/a.jpg")
+    # Percent-encoding and unicode paths compare equal.
+    u = Robots.parse("User-agent: *\nDisallow: /caf%C3%A9/\n", "passkit")
+    assert not u.allowed("/café/x.jpg") and not u.allowed("/caf%c3%a9/x.jpg") and u.allowed("/cafe/x.jpg")
+    # Equal-length Allow and Disallow: Allow wins. Empty Disallow allows everything.
+    assert Robots.parse("User-agent: *\nDisallow: /a\nAllow: /a\n", "passkit").allowed("/a")
+    assert Robots.parse("User-agent: *\nDisallow:\n", "passkit").allowed("/anything")
+
+
+def _spec(**kw) -> FetchSpec:
+    return FetchSpec(**{"retries": 0, "allow_private": ["127.0.0.1"], "per_host_rate": 0, **kw})
+
+
+def test_robots_fetch_outcomes_and_user_agent(http_server):
+    agents: list[str] = []
+
+    def robots(h):
+        agents.append(h.headers["User-Agent"])
+        body = b"User-agent: passkit\nDisallow: /no/\n"
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    http_server.routes["/robots.txt"] = robots
+    http_server.serve_bytes("/no/a.jpg", jpeg(1))
+    http_server.serve_bytes("/yes/a.jpg", jpeg(1))
+    f = Fetcher(_spec(contact="mailto:crawl@example.org"))
+    assert f.fetch(http_server.url("/no/a.jpg")).reason == "robots_disallowed"
+    assert f.fetch(http_server.url("/yes/a.jpg")).ok
+    assert agents == ["passkit/0.1 (+mailto:crawl@example.org; dataset builder)"]
+    # robots off: the path is fetched.
+    assert Fetcher(_spec(robots=False)).fetch(http_server.url("/no/a.jpg")).ok
+    # A robots.txt that errors: assume disallowed, and call it transient (retry later).
+    http_server.serve_bytes("/robots.txt", b"", "text/plain", status=503)
+    r = Fetcher(_spec()).fetch(http_server.url("/yes/a.jpg"))
+    assert (r.reason, r.transient) == ("robots_unavailable", True)
+    # A missing robots.txt (4xx) allows everything.
+    del http_server.routes["/robots.txt"]
+    assert Fetcher(_spec()).fetch(http_server.url("/no/a.jpg")).ok
+
+
+def test_per_host_concurrency_cap(http_server):
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+    body = jpeg(2)
+
+    def slow(h):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.15)
+        with lock:
+            state["now"] -= 1
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    for i in range(12):
+        http_server.routes[f"/s{i}.jpg"] = slow
+    f = Fetcher(_spec(threads=12, per_host_connections=3, robots=False))
+    results = list(f.map(f.fetch, [http_server.url(f"/s{i}.jpg") for i in range(12)]))
+    assert all(r.ok for r in results)
+    assert state["max"] == 3
+    # The build-wide cap is split between worker processes: 3 over 2 workers -> 2 each.
+    assert Fetcher(_spec(per_host_connections=3), share=0.5).limiter.max_concurrent == 2
+
+
+def test_per_host_rate_and_pause():
+    clock = {"t": 0.0}
+    lim = HostLimiter(8, rate=4.0, clock=lambda: clock["t"], sleep=lambda s: clock.__setitem__("t", clock["t"] + s))
+    starts = []
+    for _ in range(5):
+        with lim.slot("a:80"):
+            starts.append(clock["t"])
+    assert starts == [0.0, 0.25, 0.5, 0.75, 1.0]
+    with lim.slot("b:80"):  # another host is not held back
+        assert clock["t"] == 1.0
+    lim.pause("a:80", 3.0)
+    with lim.slot("a:80"):
+        assert clock["t"] >= 4.0
+    lim.slow_down("a:80", 1.0)  # Crawl-delay
+    t0 = clock["t"]
+    with lim.slot("a:80"):
+        pass
+    with lim.slot("a:80"):
+        assert clock["t"] - t0 >= 1.0
+
+
+def test_retry_after_pauses_the_host_for_every_thread(http_server):
+    times: list[float] = []
+    calls = {"n": 0}
+    body = jpeg(3)
+
+    def route(h):
+        calls["n"] += 1
+        times.append(time.monotonic())
+        if calls["n"] == 1:
+            h.send_response(429)
+            h.send_header("Retry-After", "1")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    b_times: list[float] = []
+
+    def route_b(h):
+        b_times.append(time.monotonic())
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    http_server.routes["/a.jpg"] = route
+    http_server.routes["/b.jpg"] = route_b
+    f = Fetcher(_spec(retries=2, robots=False))
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("a", f.fetch(http_server.url("/a.jpg"))))
+    t.start()
+    while not times:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the 429 has arrived; another thread now asks the same host
+    assert f.fetch(http_server.url("/b.jpg")).ok
+    t.join()
+    assert out["a"].ok and out["a"].attempts == 2
+    assert b_times[0] - times[0] >= 0.95, "the other thread did not wait out Retry-After"
+    # A Retry-After longer than max_retry_wait is not waited out: transient, left for --retry-failed.
+    http_server.serve_bytes("/c.jpg", b"", status=503, headers={"Retry-After": "3600"})
+    t1 = time.monotonic()
+    r = Fetcher(_spec(retries=3, robots=False, max_retry_wait=2)).fetch(http_server.url("/c.jpg"))
+    assert (r.reason, r.transient, r.attempts) == ("http_503", True, 1) and time.monotonic() - t1 < 1
