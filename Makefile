@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.passkit-installed
 MODELS ?= $(abspath ../shared/models)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser
 
 setup: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: setup
 	$(BIN)/passkit build pipelines/demo.yaml
 	$(BIN)/passkit audit releases/demo-1.0.0
 
-test: setup
+# Headless Chromium for the tests that load HTML pages (report.html, review page) through Playwright,
+# which drives /usr/bin/chromium (no `playwright install` download).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup browser
 	PASSKIT_MODELS=$(MODELS) $(BIN)/python -m pytest -q -ra tests
 
 lint: setup

@@ -18,8 +18,16 @@ What is checked (codes in `CODES`):
   needs it); the attribution sentence equals the one recomputed from the fields;
 - keys are unique and sorted across the release; per-shard sample counts match the manifest;
   index.parquet has exactly the samples found, in the right shards, with the same attribution;
-- keys listed in the manifest's removals are absent; the other files in manifest["files"] match
-  their sha256 and size.
+- keys listed in the manifest's removals are absent, and so is any image whose sha256 a removal
+  records (the same photo re-added under another key); the other files in manifest["files"] match
+  their sha256 and size;
+- every JPEG decodes completely (not just its header);
+- optional, `rescan=True`: the people detectors the manifest names run again on every image
+  (`people_detected`); `check_sources=N`: N random samples' source URLs are fetched again and their
+  landing pages searched for the licence (`source_license_changed`; unreachable or changed sources are
+  warnings, which do not fail the audit: links rot, licences granted stay granted).
+
+`write_html(report, path)` renders the report as a self-contained page (templates/audit.html.j2).
 
 Streaming: one sample in memory at a time (one shard's tar headers); the key set and the index
 columns needed for cross-checks are held in memory.
@@ -43,6 +51,7 @@ from passkit import licenses
 from passkit.records import REQUIRED_ATTRIBUTION
 from passkit.release.manifest import SchemaNotFound, schema_path
 from passkit.shards import UnsafeTarError, check_tar, iter_samples, sha256_file
+from passkit.shards.reader import DEFAULT_MAX_MEMBER
 
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
@@ -83,7 +92,15 @@ CODES: dict[str, str] = {
     "license_inconsistent": "license_url or license_name disagree with the licence id",
     "attribution_incomplete": "a required TASL field is empty",
     "attribution_mismatch": "the attribution sentence differs from the one recomputed from the fields",
-    "removed_present": "a key listed in the manifest's removals is still in the release",
+    "attribution_file": "attribution.csv misses a sample, credits one not in the release or differs from it",
+    "removed_present": "a key (or an image sha256) listed in the manifest's removals is still in the release",
+    "people_detected": "the rescan's people detectors fire on a kept image",
+    "rescan_failed": "the people detectors named in the manifest could not be run",
+    "source_license_changed": "a source's landing page names another licence than the sample's",
+    # warnings (reported, do not fail the audit)
+    "source_unreachable": "warning: the sample's source URL no longer serves an image",
+    "source_changed": "warning: the source URL now serves a visibly different image (pHash distance)",
+    "source_license_unverified": "warning: the landing page could not be fetched or names no CC licence",
     "index_missing": "index.parquet is absent",
     "index_unreadable": "index.parquet cannot be read or lacks a required column",
     "index_duplicate": "index.parquet has the same key twice",
@@ -148,6 +165,7 @@ class AuditReport:
     name: str | None = None
     version: str | None = None
     suppressed: dict[str, int] = field(default_factory=dict)  # findings over the per-code limit
+    warnings: list[Finding] = field(default_factory=list)  # observations that do not fail the audit
 
     @property
     def ok(self) -> bool:
@@ -176,6 +194,7 @@ class AuditReport:
             "counts": self.counts(),
             "suppressed": dict(self.suppressed),
             "findings": [f.to_dict() for f in self.findings],
+            "warnings": [f.to_dict() for f in self.warnings],
         }
 
 
@@ -277,22 +296,48 @@ def _load_index(path: Path, add: Any) -> dict[str, dict[str, Any]] | None:
 # ----------------------------------------------------------------------------- the audit
 
 
-def audit(release_dir: Path, *, limit: int | None = 1000) -> AuditReport:
-    """Check a release folder; `limit` caps stored findings per code (the rest are counted)."""
+def audit(
+    release_dir: Path,
+    *,
+    limit: int | None = 1000,
+    max_member: int = DEFAULT_MAX_MEMBER,
+    rescan: bool = False,
+    check_sources: int = 0,
+    seed: int = 0,
+    fetch_spec: Any = None,
+    models_dir: Path | None = None,
+) -> AuditReport:
+    """Check a release folder; `limit` caps stored findings per code (the rest are counted).
+
+    `max_member`: tar members over this many bytes make a shard unsafe. `rescan`: rerun the people
+    detectors. `check_sources`: re-check this many random sources (`seed` picks them; `fetch_spec`, a
+    passkit.config.FetchSpec, defaults to the manifest's spec).
+    """
     t0 = time.perf_counter()
     root = Path(release_dir)
     report = AuditReport(root)
     out = _Collector(report, limit)
     try:
-        _Audit(root, report, out).run()
+        a = _Audit(root, report, out, max_member=max_member)
+        if rescan:
+            a.rescanner = _Rescan(a, models_dir)
+        a.run()
+        if a.rescanner is not None:
+            a.rescanner.flush()
+        if check_sources and a.m is not None:
+            _check_sources(root, a.m, check_sources, seed, fetch_spec, out.add, report.warnings)
     finally:
         report.stats.seconds = round(time.perf_counter() - t0, 3)
     return report
 
 
 class _Audit:
-    def __init__(self, root: Path, report: AuditReport, out: _Collector):
+    def __init__(self, root: Path, report: AuditReport, out: _Collector, max_member: int = DEFAULT_MAX_MEMBER):
         self.root = root
+        self.max_member = max_member
+        self.m: dict[str, Any] | None = None
+        self.rescanner: _Rescan | None = None
+        self.removed_sha: dict[str, str] = {}  # image sha256 -> removed key
         self.report = report
         self.add = out.add
         self.policy: licenses.Policy | None = None
@@ -308,6 +353,7 @@ class _Audit:
         m = self.manifest()
         if m is None:
             return
+        self.m = m
         self.release_files(m)
         shards = self.shard_entries(m)
         self.unlisted_shards({rel for rel, _ in shards})
@@ -322,6 +368,7 @@ class _Audit:
             self.shard(rel, entry)
         self.report.stats.shards = len(shards)
         self.index_rows()
+        self.attribution_csv()
 
     def manifest(self) -> dict[str, Any] | None:
         path = self.root / MANIFEST
@@ -358,6 +405,8 @@ class _Audit:
         for r in m.get("removals") or []:
             if isinstance(r, dict) and isinstance(r.get("key"), str):
                 self.removed[r["key"]] = str(r.get("reason", ""))
+                if isinstance(r.get("sha256"), str):
+                    self.removed_sha[r["sha256"]] = r["key"]
         return m
 
     def release_files(self, m: dict[str, Any]) -> None:
@@ -422,7 +471,7 @@ class _Audit:
         digest = sha256_file(path)
         sha_differs = digest != entry.get("sha256")
         try:
-            check_tar(path)
+            check_tar(path, self.max_member)
         except UnsafeTarError as e:
             self.add("shard_unsafe", "; ".join(e.problems), shard=rel)
             self.dead_shards.add(rel)
@@ -439,7 +488,7 @@ class _Audit:
         count = 0
         at = len(self.report.findings)  # shard-level findings go before the samples'
         try:
-            for key, group in iter_samples(path):
+            for key, group in iter_samples(path, self.max_member):
                 count += 1
                 found.add(key)
                 self.report.stats.samples += 1
@@ -522,6 +571,14 @@ class _Audit:
 
         jpg = group.get("jpg")
         digest = hashlib.sha256(jpg).hexdigest() if jpg is not None else None
+        if digest is not None and digest in self.removed_sha and self.removed_sha[digest] != key:
+            gone = self.removed_sha[digest]
+            add(
+                "removed_present",
+                f"its image is removed sample {gone} ({self.removed[gone] or 'no reason given'}) under a new key",
+                rel,
+                key,
+            )
         if digest is not None and row is not None and row.get("sha256") != digest:
             add("index_sha256", f".jpg sha256 {digest} but {INDEX} says {row.get('sha256')}", rel, key)
             changed = True
@@ -576,6 +633,18 @@ class _Audit:
             return
         if fmt != "JPEG":
             self.add("image_invalid", f"{key}.jpg is {fmt}, not JPEG", rel, key)
+        else:
+            # Decode every pixel: a JPEG whose header parses can still be truncated or corrupt.
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    full = Image.open(io.BytesIO(data))
+                    full.load()
+            except Exception as e:
+                self.add("image_invalid", f"{key}.jpg does not decode: {type(e).__name__}: {e}", rel, key)
+            else:
+                if self.rescanner is not None:
+                    self.rescanner.add(rel, key, full)
         w, h = meta.get("width"), meta.get("height")
         if (w, h) != size:
             self.add("image_size", f"JPEG is {size[0]}x{size[1]}, its json says {w}x{h}", rel, key)
@@ -632,6 +701,31 @@ class _Audit:
                     key,
                 )
 
+    # -- attribution.csv: the credit lines redistributors copy must be the samples' own
+    def attribution_csv(self) -> None:
+        import csv
+
+        path = self.root / "attribution.csv"
+        if self.index is None or not path.is_file():
+            return
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = {r.get("key"): r for r in csv.DictReader(f)}
+        except (UnicodeDecodeError, csv.Error) as e:
+            self.add("attribution_file", f"attribution.csv cannot be read: {e}")
+            return
+        missing = sorted(set(self.index) - set(rows))
+        extra = sorted(k for k in set(rows) - set(self.index) if k)
+        if missing:
+            self.add("attribution_file", f"attribution.csv lacks {len(missing)} sample(s): {_short(missing)}")
+        if extra:
+            self.add("attribution_file", f"attribution.csv credits {len(extra)} key(s) not in the release: {_short(extra)}")
+        for k, r in sorted(rows.items(), key=lambda kv: str(kv[0])):
+            want = (self.index.get(k) or {}).get("attribution") if k in self.index else None
+            if want is not None and "attribution" in r and r["attribution"] != want:
+                self.add("attribution_file", f"attribution.csv credit line differs from the sample's: {r['attribution']!r}",
+                         (self.index.get(k) or {}).get("shard"), k)
+
     # -- index
     def index_rows(self) -> None:
         if self.index is None:
@@ -653,3 +747,193 @@ class _Audit:
                 self.add(
                     "index_extra_key", f"{INDEX} row (shard {shard}) has no sample in the shards", shard, key
                 )
+
+
+# ----------------------------------------------------------------------------- rescan
+
+
+class _Rescan:
+    """Reruns the people detectors the manifest names on every kept image, in batches."""
+
+    BATCH = 16
+
+    def __init__(self, audit: _Audit, models_dir: Path | None):
+        self.audit = audit
+        self.models_dir = models_dir
+        self.filter: Any = None
+        self.failed = False
+        self.pending: list[tuple[str, str, Any]] = []
+
+    def _build(self) -> None:
+        from passkit.config import DetectorSpec, PeopleSpec
+        from passkit.filters.people import PeopleFilter, PeopleFilterError
+
+        m = self.audit.m or {}
+        try:
+            dets = [DetectorSpec(name=d["name"], threshold=float(d["threshold"]), required=True)
+                    for d in m.get("detectors") or []]
+        except (KeyError, TypeError, ValueError) as e:
+            self.audit.add("rescan_failed", f"the manifest's detectors cannot be rerun: {e}")
+            self.failed = True
+            return
+        if not dets:
+            self.audit.add("rescan_failed", "the manifest names no people detector to rerun")
+            self.failed = True
+            return
+        try:
+            self.filter = PeopleFilter(PeopleSpec(detectors=dets), self.models_dir)
+        except (PeopleFilterError, FileNotFoundError, ValueError) as e:
+            self.audit.add("rescan_failed", f"{e} (set PASSKIT_MODELS to the folder with the weights)")
+            self.failed = True
+
+    def add(self, rel: str, key: str, img: Any) -> None:
+        if self.failed:
+            return
+        self.pending.append((rel, key, img.convert("RGB")))
+        if len(self.pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending or self.failed:
+            self.pending.clear()
+            return
+        if self.filter is None:
+            self._build()
+            if self.failed:
+                self.pending.clear()
+                return
+        batch, self.pending = self.pending, []
+        results = self.filter.score([img for _, _, img in batch])
+        for (rel, key, _), res in zip(batch, results, strict=True):
+            if res.has_person:
+                fired = ", ".join(f"{d} {res.scores.get(d, 0):.3f}" for d in res.fired)
+                self.audit.add("people_detected", f"the rescan's detectors fire: {fired}", rel, key)
+
+
+# ----------------------------------------------------------------------------- sources
+
+CC_LINK = re.compile(r"""(?:https?:)?//(?:www\.)?creativecommons\.org/(?:licenses|publicdomain)/[A-Za-z0-9./_-]+""")
+SOURCE_PHASH_CHANGED = 12  # pHash bits: more than this and the URL serves another picture
+LANDING_MAX_BYTES = 2_000_000
+
+
+def page_licenses(html_text: str) -> set[str]:
+    """Registry ids of the CC licences a page links to (rel="license" links and plain ones)."""
+    from passkit import licenses as lic_mod
+
+    found: set[str] = set()
+    for url in CC_LINK.findall(html_text):
+        try:
+            found.add(lic_mod.from_url(url if url.startswith("http") else "https:" + url).id)
+        except lic_mod.LicenseError:
+            continue
+    return found
+
+
+def _get_page(url: str, fetch_spec: Any) -> tuple[str | None, str]:
+    """(HTML text, "") or (None, why): redirects followed by hand, each hop through the SSRF guard."""
+    import requests
+
+    from passkit.fetch.ssrf import Guard, Refused
+
+    guard = Guard(fetch_spec.allow_private)
+    current = url
+    try:
+        for _ in range(fetch_spec.max_redirects + 1):
+            guard.check_url(current)
+            with requests.get(current, stream=True, allow_redirects=False,
+                              timeout=(fetch_spec.connect_timeout, fetch_spec.read_timeout),
+                              headers={"User-Agent": fetch_spec.agent, "Accept": "text/html,*/*;q=0.5"}) as r:
+                if r.is_redirect and r.headers.get("location"):
+                    current = requests.compat.urljoin(current, r.headers["location"])
+                    continue
+                if r.status_code != 200:
+                    return None, f"landing page HTTP {r.status_code}"
+                body = r.raw.read(LANDING_MAX_BYTES, decode_content=True)
+                return body.decode(r.encoding or "utf-8", errors="replace"), ""
+        return None, "too many redirects"
+    except Refused as e:
+        return None, f"{e.reason}: {e.detail}"
+    except requests.RequestException as e:
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _check_sources(root: Path, m: dict[str, Any], n: int, seed: int, fetch_spec: Any, add: Any,
+                   warnings_out: list[Finding]) -> None:
+    """Fetch `n` random samples' source URLs and landing pages again; compare image and licence."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from passkit import images
+    from passkit.config import FetchSpec, ImageSpec
+    from passkit.fetch import Fetcher
+    from passkit.filters.dedup import hamming
+
+    if fetch_spec is None:
+        try:
+            fetch_spec = FetchSpec.model_validate((m.get("spec") or {}).get("fetch") or {})
+        except ValueError:
+            fetch_spec = FetchSpec()
+    try:
+        image_spec = ImageSpec.model_validate((m.get("spec") or {}).get("image") or {})
+    except ValueError:
+        image_spec = ImageSpec()
+    cols = ["key", "shard", "source_url", "landing_url", "license", "phash"]
+    try:
+        rows = pq.read_table(root / INDEX, columns=cols).to_pylist()
+    except Exception as e:
+        add("index_unreadable", f"{INDEX} cannot be read for --check-sources: {e}")
+        return
+    rows.sort(key=lambda r: r["key"])
+    picked = random.Random(seed).sample(rows, min(n, len(rows)))
+    fetcher = Fetcher(fetch_spec)
+
+    def warn(code: str, msg: str, r: dict[str, Any]) -> None:
+        warnings_out.append(Finding(code, msg, r.get("shard"), r["key"]))
+
+    def one(r: dict[str, Any]) -> None:
+        res = fetcher.fetch(r["source_url"]) if r.get("source_url") else None
+        if res is None or not res.ok:
+            why = "no source URL" if res is None else f"{res.reason}: {res.detail}"
+            warn("source_unreachable", f"{r.get('source_url')}: {why}", r)
+        else:
+            try:
+                ph = images.check(res.data, image_spec).info.phash
+            except images.ImageReject as e:
+                warn("source_changed", f"{r['source_url']} no longer decodes as an image ({e.reason})", r)
+            else:
+                d = hamming(ph, r["phash"]) if r.get("phash") else 64
+                if d > SOURCE_PHASH_CHANGED:
+                    warn("source_changed", f"{r['source_url']} now serves another image (pHash distance {d})", r)
+        if not r.get("landing_url"):
+            warn("source_license_unverified", "the sample has no landing page", r)
+            return
+        text, why = _get_page(r["landing_url"], fetch_spec)
+        if text is None:
+            warn("source_license_unverified", f"{r['landing_url']}: {why}", r)
+            return
+        found = page_licenses(text)
+        if not found:
+            warn("source_license_unverified", f"{r['landing_url']} links to no Creative Commons licence", r)
+        elif r.get("license") not in found:
+            add("source_license_changed",
+                f"{r['landing_url']} now names {', '.join(sorted(found))}, the sample says {r.get('license')}",
+                r.get("shard"), r["key"])
+
+    for r in picked:
+        one(r)
+
+
+# ----------------------------------------------------------------------------- html
+
+
+def render_html(report: AuditReport) -> str:
+    """The audit report as one self-contained HTML page."""
+    from passkit.release.templates import render
+
+    return render("audit.html.j2", r=report, d=report.to_dict(), codes=CODES)
+
+
+def write_html(report: AuditReport, path: Path) -> None:
+    Path(path).write_text(render_html(report), encoding="utf-8")

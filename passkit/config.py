@@ -322,7 +322,7 @@ class ImageSpec(_Model):
     jpeg_quality: int = Field(90, ge=1, le=100)
 
 
-DetectorName = Literal["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body"]
+DetectorName = Literal["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body", "torchvision"]
 
 
 class DetectorSpec(_Model):
@@ -331,17 +331,73 @@ class DetectorSpec(_Model):
     required: bool = Field(
         True, description="false: skipped with a note when its weights are not found under PASSKIT_MODELS"
     )
+    # --- people filter issue: review band, tiling, fallbacks, local torchvision weights (additive)
+    review: float | None = Field(
+        None, ge=0, le=1,
+        description="top scores in [review, threshold) send the image to the human review queue instead "
+        "of the release; None: no review band for this detector",
+    )
+    tiles: int = Field(
+        1, ge=1, le=4,
+        description="n > 1: also run the detector on an n x n grid of overlapping tiles, so small people "
+        "fill more of the network's input (about n*n times the cost)",
+    )
+    fallback_for: list[DetectorName] = Field(
+        default_factory=list,
+        description="run this detector only when every detector named here was skipped for missing weights "
+        "(e.g. hog stands in for the person detectors on a machine without downloads)",
+    )
+    weights: str | None = Field(
+        None, description="torchvision: path of a local weights file (.pth state dict) for `arch`"
+    )
+    arch: str | None = Field(
+        None, description="torchvision: detection model builder, e.g. fasterrcnn_mobilenet_v3_large_fpn"
+    )
+    sha256: str | None = Field(None, description="torchvision: expected sha256 of `weights` (checked)")
+
+    @model_validator(mode="after")
+    def _review_below_threshold(self) -> DetectorSpec:
+        if self.review is not None and self.review >= self.threshold:
+            raise ValueError(
+                f"detector {self.name}: review ({self.review}) must be below threshold ({self.threshold}); "
+                "the review band is [review, threshold)"
+            )
+        if self.name == "torchvision" and not self.weights:
+            raise ValueError("detector torchvision needs `weights: /path/to/file.pth` (and `arch`)")
+        return self
+
+
+def _default_detectors() -> list[DetectorSpec]:
+    """Weighted detectors when `passkit models fetch` has run; MTCNN + HOG stand in when it has not.
+
+    Thresholds and review bands measured on person_dev + person_dev_coco (see passkit/filters/people.py).
+    """
+    return [
+        DetectorSpec(name="yolox_nano", threshold=DEFAULTS_PEOPLE["yolox_nano"][0],
+                     review=DEFAULTS_PEOPLE["yolox_nano"][1], required=False),
+        DetectorSpec(name="yolo_fastest_body", threshold=DEFAULTS_PEOPLE["yolo_fastest_body"][0],
+                     review=DEFAULTS_PEOPLE["yolo_fastest_body"][1], required=False),
+        DetectorSpec(name="yunet", threshold=DEFAULTS_PEOPLE["yunet"][0],
+                     review=DEFAULTS_PEOPLE["yunet"][1], required=False),
+        DetectorSpec(name="mtcnn", threshold=0.90, fallback_for=["yunet"]),
+        DetectorSpec(name="hog", threshold=0.50, fallback_for=["yolox_nano", "yolo_fastest_body"]),
+    ]
+
+
+# detector -> (threshold, review floor) of the default ensemble
+DEFAULTS_PEOPLE: dict[str, tuple[float, float | None]] = {
+    "yolox_nano": (0.55, 0.30),
+    "yolo_fastest_body": (0.40, 0.20),
+    "yunet": (0.80, 0.60),
+}
 
 
 class PeopleSpec(_Model):
     enabled: bool = True
     device: Literal["cpu", "cuda"] = "cpu"
-    detectors: list[DetectorSpec] = Field(
-        default_factory=lambda: [
-            DetectorSpec(name="mtcnn", threshold=0.90),
-            DetectorSpec(name="hog", threshold=0.50),
-            DetectorSpec(name="yolox_nano", threshold=0.55, required=False),
-        ]
+    detectors: list[DetectorSpec] = Field(default_factory=_default_detectors)
+    concurrent: bool = Field(
+        True, description="run the detectors of a batch concurrently (one thread each; they release the GIL)"
     )
 
 

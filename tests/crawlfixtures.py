@@ -21,13 +21,15 @@ from passkit.records import Candidate
 
 
 def jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
-    """A deterministic, people-free photo-like JPEG (smooth colour field plus noise)."""
+    """A deterministic, people-free JPEG: a random 5x5 colour grid, smoothly enlarged, plus noise.
+
+    Different seeds give different coarse structure, so perceptual hashes differ and the release's
+    near-duplicate removal keeps them all.
+    """
     rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = rng.uniform(0, 255, 3)
-    img = np.stack([(base[c] + 80 * np.sin(xx / (7 + c + seed % 5)) + 60 * np.cos(yy / (11 + c))) for c in range(3)], -1)
-    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    grid = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8), "RGB")
+    img = np.asarray(grid.resize(size, Image.Resampling.BICUBIC)).astype(np.int16)
+    img = np.clip(img + rng.integers(-10, 11, img.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, "JPEG", quality=90)
     return buf.getvalue()

@@ -13,6 +13,7 @@ from PIL import Image
 
 from passkit import licenses
 from passkit.audit import CODES, AuditReport, Finding, audit, schema_path
+from passkit.shards import sha256_file
 
 try:  # tests/ is a plain folder that pytest puts on sys.path, or a package
     from releasefactory import (
@@ -433,3 +434,250 @@ def test_manifest_shard_path_outside_release(release: Path) -> None:
     report = audit(release)
     assert "shard_path_invalid" in codes(report) and "manifest_schema" in codes(report)
     assert "shard_unlisted" in codes(report)  # test-000000.tar is now on disk but not listed
+
+
+# ----------------------------------------------------------------------------- issue 6: more tampering
+
+
+def test_swapped_shards_are_caught(release: Path) -> None:
+    a, b = release / SHARD0, release / SHARD1
+    tmp = a.with_suffix(".swap")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    report = audit(release)
+    assert not report.ok
+    found = codes(report)
+    assert {"shard_sha256", "index_shard", "sample_order"} <= found
+    assert {f.shard for f in report.by_code("shard_sha256")} == {SHARD0, SHARD1}
+    # every sample of both shards is named as sitting in the wrong shard
+    assert len(report.by_code("index_shard")) == 10
+
+
+def test_shard_from_another_release_is_caught(release: Path, tmp_path: Path) -> None:
+    other = make_release(tmp_path / "other", n=12, shard_max=5, name="test", version="9.9.9", license_ids=("cc-by-4.0",))
+    shutil.copyfile(other / SHARD1, release / SHARD1)
+    report = audit(release)
+    assert "shard_sha256" in codes(report) and not report.ok
+
+
+def _member_tar(path: Path, kind: str) -> None:
+    ok = jpeg(16, 16, seed=1)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("aaa.jpg")
+        info.size = len(ok)
+        tar.addfile(info, io.BytesIO(ok))
+        if kind == "device":
+            info = tarfile.TarInfo("evil.jpg")
+            info.type = tarfile.CHRTYPE
+            info.devmajor, info.devminor = 1, 3
+            tar.addfile(info)
+        elif kind == "fifo":
+            info = tarfile.TarInfo("evil.json")
+            info.type = tarfile.FIFOTYPE
+            tar.addfile(info)
+        elif kind == "oversized":
+            info = tarfile.TarInfo("evil.jpg")
+            info.size = 300_000
+            tar.addfile(info, io.BytesIO(b"\0" * 300_000))
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "oversized"])
+def test_devices_and_oversized_members_are_refused_without_extracting(
+    release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shard = release / SHARD1
+    shard.unlink()
+    _member_tar(shard, kind)
+    before = tree(tmp_path)
+    report = audit(release, max_member=100_000)
+    assert tree(tmp_path) == before
+    unsafe = report.by_code("shard_unsafe")
+    assert len(unsafe) == 1 and "evil" in unsafe[0].message
+    if kind == "oversized":
+        assert "100000-byte limit" in unsafe[0].message
+    assert report.stats.shards_read == 2
+
+
+def test_removed_image_under_a_new_key_is_caught(release: Path) -> None:
+    import hashlib
+
+    samples = read_shard(release / SHARD0)
+    victim_key, group = samples[0]
+    digest = hashlib.sha256(group["jpg"]).hexdigest()
+    m = load_manifest(release)
+    m["removals"] = [{"key": "test_gone0000000000", "reason": "creator request", "sha256": digest}]
+    save_manifest(release, m)
+    report = audit(release)
+    assert codes(report) == {"removed_present"}
+    f = report.by_code("removed_present")[0]
+    assert f.key == victim_key and "test_gone0000000000" in f.message and "creator request" in f.message
+
+
+def test_truncated_jpeg_with_consistent_checksums_does_not_decode(release: Path) -> None:
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    key = shard_keys(release, SHARD0)[1]
+
+    def edit(samples):
+        out = []
+        for k, g in samples:
+            if k == key:
+                bad = g["jpg"][: len(g["jpg"]) // 2]  # header intact, scan data cut
+                meta = json.loads(g["json"])
+                meta["sha256"] = hashlib.sha256(bad).hexdigest()
+                g = {"jpg": bad, "json": json_bytes(meta)}
+            out.append((k, g))
+        return out
+
+    rewrite_shard(release / SHARD0, edit)
+    update_shard_in_manifest(release, SHARD0)
+    report = audit(release)
+    invalid = report.by_code("image_invalid")
+    assert [f.key for f in invalid] == [key] and "does not decode" in invalid[0].message
+    assert "image_sha256" not in codes(report)
+    assert pq.read_table(release / "index.parquet") is not None
+
+
+def test_rescan_finds_a_face_the_build_missed(tmp_path: Path) -> None:
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from passkit.sources.demo import catalog_bytes
+
+    rel = make_release(tmp_path, n=4, shard_max=4)
+    m = load_manifest(rel)
+    m["detectors"] = [{"name": "mtcnn", "threshold": 0.9, "weights": "facenet-pytorch", "sha256": None}]
+    save_manifest(rel, m)
+    assert audit(rel, rescan=True).ok  # gradients: no face
+    face = Image.open(io.BytesIO(catalog_bytes()["astronaut.png"])).convert("RGB").resize((256, 256))
+    buf = io.BytesIO()
+    face.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    key = shard_keys(rel, SHARD0)[2]
+    digest = hashlib.sha256(data).hexdigest()
+
+    def edit(samples):
+        out = []
+        for k, g in samples:
+            if k == key:
+                meta = {**json.loads(g["json"]), "sha256": digest, "width": 256, "height": 256, "bytes": len(data)}
+                g = {"jpg": data, "json": json_bytes(meta)}
+            out.append((k, g))
+        return out
+
+    rewrite_shard(rel / SHARD0, edit)
+    update_shard_in_manifest(rel, SHARD0)
+    t = pq.read_table(rel / "index.parquet").to_pylist()
+    for r in t:
+        if r["key"] == key:
+            r["sha256"] = digest
+    pq.write_table(pa.Table.from_pylist(t, schema=pq.read_schema(rel / "index.parquet")), rel / "index.parquet")
+    m = load_manifest(rel)
+    m["files"]["index.parquet"] = {"sha256": sha256_file(rel / "index.parquet"),
+                                   "bytes": (rel / "index.parquet").stat().st_size}
+    save_manifest(rel, m)
+    assert audit(rel).ok  # consistent checksums: only the rescan can tell
+    report = audit(rel, rescan=True)
+    assert [f.key for f in report.by_code("people_detected")] == [key]
+    assert "mtcnn" in report.by_code("people_detected")[0].message
+
+
+def test_rescan_without_usable_detectors_is_a_finding(release: Path) -> None:
+    report = audit(release, rescan=True)  # the factory names "yolox", not a registry detector
+    assert codes(report) == {"rescan_failed"}
+
+
+def test_check_sources(tmp_path: Path, http_server) -> None:
+    from passkit.config import FetchSpec
+
+    try:
+        from test_release import basic_items, png_bytes, staged_release, texture
+    except ImportError:  # pragma: no cover
+        from tests.test_release import basic_items, png_bytes, staged_release, texture
+
+    items = basic_items(5)
+    rel = staged_release(tmp_path, items, url_base=http_server.base)
+    page = '<html><body><a rel="license" href="{}">licence</a></body></html>'
+    by = "https://creativecommons.org/licenses/by/4.0/"
+    for it in items:
+        lic_url = {"cc-by-4.0": by, "cc-by-2.0": "//creativecommons.org/licenses/by/2.0/deed.en",
+                   "cc0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/"}[it.license]
+        http_server.serve_bytes(f"/img/{it.source_id}.png", png_bytes(it.image), "image/png")
+        http_server.serve_bytes(f"/photos/{it.source_id}", page.format(lic_url).encode(), "text/html")
+    # s00 (cc-by-4.0): the page now says NC; s01: image gone; s02: another picture; s03: no licence on the page
+    http_server.serve_bytes("/photos/s00", page.format("https://creativecommons.org/licenses/by-nc/4.0/").encode(),
+                            "text/html")
+    del http_server.routes["/img/s01.png"]
+    http_server.serve_bytes("/img/s02.png", png_bytes(texture(4242)), "image/png")
+    http_server.serve_bytes("/photos/s03", b"<html>all rights reserved</html>", "text/html")
+
+    spec = FetchSpec(allow_private=["127.0.0.1"], robots=False, retries=0)
+    report = audit(rel, check_sources=5, fetch_spec=spec)
+    from passkit.records import Candidate
+
+    def k(sid: str) -> str:
+        return Candidate("test", sid, "").key
+
+    assert codes(report) == {"source_license_changed"}
+    changed = report.by_code("source_license_changed")
+    assert [f.key for f in changed] == [k("s00")] and "cc-by-nc-4.0" in changed[0].message
+    warn = {(w.code, w.key) for w in report.warnings}
+    assert warn == {("source_unreachable", k("s01")), ("source_changed", k("s02")),
+                    ("source_license_unverified", k("s03"))}
+    assert "http_404" in next(w.message for w in report.warnings if w.code == "source_unreachable")
+    # the same samples are picked for the same seed; fewer when asked
+    assert len(audit(rel, check_sources=2, fetch_spec=spec).warnings) <= 2
+
+
+def test_html_report(release: Path, tmp_path: Path) -> None:
+    from passkit.audit import write_html
+
+    flip_byte(release / SHARD1, member_offset(release / SHARD1, f"{shard_keys(release, SHARD1)[0]}.jpg")[0] + 50)
+    report = audit(release)
+    write_html(report, tmp_path / "audit.html")
+    text = (tmp_path / "audit.html").read_text()
+    assert "FAILED" in text and "shard_sha256" in text and shard_keys(release, SHARD1)[0] in text
+    assert CODES["image_sha256"] in text
+
+
+def test_cli_audit_json_html_and_exit_codes(release: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    html = tmp_path / "a.html"
+    p = subprocess.run([sys.executable, "-m", "passkit.cli", "audit", str(release), "--json", "--html", str(html)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and json.loads(p.stdout)["ok"] is True and "OK" in html.read_text()
+    (release / SHARD0).unlink()
+    p = subprocess.run([sys.executable, "-m", "passkit.cli", "audit", str(release)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 1 and "shard_missing" in p.stdout and SHARD0 in p.stdout
+
+
+def test_attribution_csv_edited_together_with_the_manifest(release: Path) -> None:
+    import csv
+
+    path = release / "attribution.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    victim = rows[3]["key"]
+    rows[3]["attribution"] = "Photo by someone else"
+    dropped = rows.pop(5)["key"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    m = load_manifest(release)
+    m["files"]["attribution.csv"] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    save_manifest(release, m)
+    report = audit(release)
+    assert codes(report) == {"attribution_file"}
+    msgs = [f.message for f in report.by_code("attribution_file")]
+    assert any(dropped in msg for msg in msgs)
+    assert [f.key for f in report.by_code("attribution_file") if f.key] == [victim]

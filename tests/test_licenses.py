@@ -338,3 +338,13 @@ def test_property_no_nc_nd_sa_spelling_passes_cc_by(case):
     assert not L.policy("by-or-public-domain").allows(lic)
     c = _cand(license=name, license_version=None, license_url=url)
     assert L.gate(c, pol)[0] == "license_not_allowed"
+
+
+def test_cli_license_command(capsys):
+    from passkit.cli import main
+
+    assert main(["license", "flickr:4", "CC BY-SA 3.0 de", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["allowed"]) for r in rows] == [("cc-by-2.0", True), ("cc-by-sa-3.0-de", False)]
+    assert main(["license", "Attribution License", "--json"]) == 1  # no version, no URL: ambiguous
+    assert json.loads(capsys.readouterr().out)[0]["reason"] == "license_ambiguous"

@@ -21,6 +21,7 @@ def local_ray():
         ray.shutdown()
 
 
+@pytest.mark.slow  # Ray start-up alone takes 10-20 s on 2 busy cores
 def test_ray_executor_builds_the_same_release(local_ray, http_server, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     cands = []

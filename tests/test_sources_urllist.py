@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,6 @@ import pytest
 from PIL import Image
 
 from passkit.config import UrlListSourceSpec, parse_spec
-from passkit.sources import open_source
 from passkit.sources.urllist import UrlListSource
 
 HEADER = "id,url,license,license_version,license_url,title,creator,landing_url\n"

@@ -160,3 +160,44 @@ def test_streaming_memory_is_flat(tmp_path):
     assert res["n"] == 300_000 - 0 and res["stats"]["creator_cap"] == 0  # 60 rows per user < 80
     growth = res["marks"]["300000"] - res["marks"]["100000"]
     assert growth < 8, f"RSS grew {growth:.1f} MB between 100k and 300k rows"
+
+
+def test_build_with_recorded_lines_and_malformed_rows(shared_dir, http_server, tmp_path):
+    """The four recorded lines (image URLs pointed at 127.0.0.1) plus broken ones, built end to end."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from passkit.build import build
+
+    lines = []
+    for i, line in enumerate(_sample(shared_dir).read_text().splitlines()):
+        cols = line.split("\t")
+        buf = io.BytesIO()
+        y, x = np.mgrid[0:100, 0:120]
+        px = np.stack([(x * 2 + 50 * i) % 255, (y * 2) % 255, (x + y + 30 * i) % 255], -1).astype(np.uint8)
+        Image.fromarray(px).save(buf, "JPEG", quality=90)
+        cols[14] = http_server.serve_bytes(f"/{cols[0]}.jpg", buf.getvalue())
+        lines.append("\t".join(cols))
+    lines.append("\t".join(lines[1].split("\t")[:22]))  # line 5: 22 columns
+    lines.append(lines[1].replace("343224206", "99").replace("Team+Muppet+Show", "Team%FF"))  # 6: bad encoding
+    path = tmp_path / "yfcc100m_dataset"
+    path.write_text("\n".join(lines) + "\n")
+    spec = parse_spec({
+        "name": "yf", "version": "1",
+        "source": {"kind": "yfcc100m", "paths": [str(path)]},
+        "fetch": {"robots": False, "allow_private": ["127.0.0.1"], "retries": 0},
+        "people": {"enabled": False},  # the carte-de-visite portrait would go with people on
+        "work": {"unit_size": 4, "workers": 1},
+    })
+    build(spec, base=tmp_path)
+    rel = spec.release_dir(tmp_path)
+    kept = pq.read_table(rel / "index.parquet").to_pylist()
+    rej = {r["source_id"]: r["reason"] for r in pq.read_table(rel / "rejected.parquet").to_pylist()}
+    assert sorted(r["source_id"] for r in kept) == ["10642543105", "343224206"]
+    assert rej == {"7088065": "license_not_allowed", "6325727670": "license_not_allowed",
+                   "line:5": "wrong_column_count", "line:6": "bad_encoding"}
+    assert {r["license"] for r in kept} == {"cc-by-2.0"} and all(r["query"] == "yfcc100m_dataset" for r in kept)
+    assert http_server.hits.get("/7088065.jpg") is None

@@ -36,12 +36,24 @@ class HostLimiter:
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
 
+    MAX_HOSTS = 20_000  # a crawl of millions of hosts keeps state only for the busy ones
+
     def _host(self, host: str) -> _Host:
         with self._lock:
             h = self._hosts.get(host)
             if h is None:
+                if len(self._hosts) >= self.MAX_HOSTS:
+                    self._evict_idle()
                 h = self._hosts[host] = _Host(threading.Semaphore(self.max_concurrent), self.interval)
             return h
+
+    def _evict_idle(self) -> None:
+        """Forget hosts with no request in flight, no pause and no booked turn (caller holds the lock)."""
+        now = self._clock()
+        for name in [n for n, h in self._hosts.items()
+                     if h.paused_until <= now and h.next_at <= now
+                     and getattr(h.slots, "_value", 0) == self.max_concurrent]:
+            del self._hosts[name]
 
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:

@@ -124,9 +124,13 @@ class RobotsCache:
         p = urllib.parse.urlsplit(url)
         return f"{p.scheme.lower()}://{p.netloc.lower()}"
 
+    MAX_ORIGINS = 50_000
+
     def get(self, url: str) -> Robots:
         origin = self.origin(url)
         with self._guard:
+            if len(self._locks) >= self.MAX_ORIGINS:
+                self._prune()
             lock = self._locks.setdefault(origin, threading.Lock())
         with lock:
             hit = self._entries.get(origin)
@@ -135,6 +139,18 @@ class RobotsCache:
             robots, ttl = self._load(origin)
             self._entries[origin] = (time.monotonic() + ttl, robots)
             return robots
+
+    def _prune(self) -> None:
+        """Drop expired entries, then the older half, so a long crawl's memory stays bounded."""
+        now = time.monotonic()
+        live = sorted((exp, o) for o, (exp, _) in list(self._entries.items()) if exp > now)
+        keep = {o for _, o in live[len(live) // 2:]} if len(live) >= self.MAX_ORIGINS // 2 else {o for _, o in live}
+        for o in list(self._entries):
+            if o not in keep:
+                self._entries.pop(o, None)
+        for o in list(self._locks):
+            if o not in keep and not self._locks[o].locked():
+                del self._locks[o]
 
     def _load(self, origin: str) -> tuple[Robots, float]:
         status, body, detail = self._fetch(origin + "/robots.txt")

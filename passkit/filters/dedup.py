@@ -264,7 +264,11 @@ def near_duplicates(hashes: np.ndarray | Sequence[str], threshold: int, **kw: in
     Deterministic: the result depends only on the order and values of the hashes. Among several
     earlier keepers, the nearest is named (ties: the earliest).
     """
-    pairs = HashIndex(hashes, threshold, **kw).self_pairs()
+    return keep_first(HashIndex(hashes, threshold, **kw).self_pairs())
+
+
+def keep_first(pairs: Pairs) -> list[NearDuplicate]:
+    """The greedy rule of `near_duplicates` applied to precomputed self-pairs (i < j)."""
     if not len(pairs):
         return []
     # pairs are (i, j) with i < j; decide j once every i < j is decided: sort by (j, distance, i).

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ MTCNN_MIN_SIDE = 40  # MTCNN (min face 20 px) crashes on images under 20 px; sma
 MTCNN_MAX_SIDE = 2048  # ... but never past this long side (a 1 px wide strip is padded instead)
 YUNET_MIN_SIDE = 64  # see YuNetDetector.detect
 YUNET_MAX_SIDE = 4096
+TILE_OVERLAP = 0.25  # tiles of an n x n grid overlap by this fraction of a tile, so no person is cut in two
+TILE_MIN_SIDE = 96  # images whose shorter side is under n * this are not tiled (tiles would be tiny)
 
 
 class PeopleFilterError(RuntimeError):
@@ -79,10 +82,21 @@ class PeopleResult:
     scores: dict[str, float]  # detector name -> top person/face score in [0, 1] (0.0 when nothing found)
     boxes: dict[str, list[list[float]]] = field(default_factory=dict)  # [[x0, y0, x1, y1, score], ...]
     fired: list[str] = field(default_factory=list)  # detectors whose top score >= their threshold
+    review: list[str] = field(default_factory=list)  # detectors whose top score is in [review, threshold)
 
     @property
     def has_person(self) -> bool:
         return bool(self.fired)
+
+    @property
+    def needs_review(self) -> bool:
+        """No detector fired but one scored inside its review band: a human decides."""
+        return not self.fired and bool(self.review)
+
+    @property
+    def verdict(self) -> str:
+        """"person" (rejected), "review" (human queue) or "clear" (released)."""
+        return "person" if self.fired else ("review" if self.review else "clear")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -120,7 +134,46 @@ def _box_list(boxes: np.ndarray, scores: np.ndarray, keep: Sequence[int]) -> lis
     return [[*(round(float(v), 1) for v in boxes[i]), round(float(scores[i]), 4)] for i in keep]
 
 
-def _ort_session(path: Path, threads: int) -> Any:
+def tile_grid(h: int, w: int, n: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """The n x n overlapping tiles (x0, y0, x1, y1) of an h x w image; [] when n < 2 or it is too small."""
+    if n < 2 or min(h, w) < n * TILE_MIN_SIDE:
+        return []
+    th, tw = round(h / (n - (n - 1) * overlap)), round(w / (n - (n - 1) * overlap))
+    out = []
+    for i in range(n):
+        for j in range(n):
+            y0, x0 = round(i * (h - th) / (n - 1)), round(j * (w - tw) / (n - 1))
+            out.append((x0, y0, x0 + tw, y0 + th))
+    return out
+
+
+def ort_providers(device: str) -> list[str]:
+    """ONNX Runtime providers for a device; "cuda" needs onnxruntime-gpu (CUDA first, CPU as fallback)."""
+    if device != "cuda":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in have:
+        raise PeopleFilterError(
+            f"people.device is 'cuda' but onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+            f"(available: {', '.join(have)}). Install onnxruntime-gpu in place of onnxruntime "
+            "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu), or set people.device: cpu."
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _cv2_cuda() -> bool:
+    """True when this OpenCV build can run DNN layers on CUDA (opencv-python-headless cannot)."""
+    import cv2
+
+    try:
+        return cv2.cuda.getCudaEnabledDeviceCount() > 0
+    except (AttributeError, cv2.error):
+        return False
+
+
+def _ort_session(path: Path, threads: int, device: str = "cpu") -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -129,7 +182,7 @@ def _ort_session(path: Path, threads: int) -> Any:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=so, providers=ort_providers(device))
 
 
 # ----------------------------------------------------------------------------- detectors
@@ -281,9 +334,10 @@ class YOLOXNanoDetector(Detector):
     strides = (8, 16, 32)
     floor = 0.01  # candidates under this are dropped before NMS
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, device: str = "cpu"):
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
-        self.session = _ort_session(path, threads)
+        self.session = _ort_session(path, threads, device)
+        self.providers = list(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
         grids, strides = [], []
         for s in self.strides:
@@ -332,11 +386,15 @@ class YuNetDetector(Detector):
     name, task = "yunet", "face"
     floor = 0.3  # FaceDetectorYN's own score threshold: faces under it are not reported
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, device: str = "cpu"):
         import cv2
 
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
-        self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.floor, 0.3, 100)
+        backend, target = cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU
+        if device == "cuda" and _cv2_cuda():
+            backend, target = cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA
+        self.backend = "opencv-cuda" if backend == cv2.dnn.DNN_BACKEND_CUDA else "opencv-cpu"
+        self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.floor, 0.3, 100, backend, target)
 
     def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
         import cv2
@@ -372,13 +430,15 @@ class YoloFastestBodyDetector(Detector):
     name, task = "yolo_fastest_body", "person"
     size = 320
 
-    def __init__(self, weights: Path, cfg: Path):
+    def __init__(self, weights: Path, cfg: Path, device: str = "cpu"):
         import cv2
 
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
         self.net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        cuda = device == "cuda" and _cv2_cuda()
+        self.backend = "opencv-cuda" if cuda else "opencv-cpu"
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA if cuda else cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA if cuda else cv2.dnn.DNN_TARGET_CPU)
         self.outs = self.net.getUnconnectedOutLayersNames()
 
     def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:

@@ -27,7 +27,7 @@ from passkit.config import PipelineSpec
 from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, unit_paths
 from passkit.release import documents, manifest
 from passkit.release.curate import curate
-from passkit.shards import check_tar, sha256_file, write_tar
+from passkit.shards import check_tar, write_tar
 
 INDEX_COLUMNS = [
     "key", "shard", "sha256", "phash", "width", "height", "bytes", "title", "creator", "creator_url",

@@ -74,7 +74,8 @@ def write_licenses(path: Path, manifest: dict[str, Any], index_rows: list[dict[s
             duties.append("non-commercial use only")
         if lic.no_derivatives:
             duties.append("no derivatives")
-        rows.append([lic.name, f"`{lid}`", n, f"[legal code]({lic.url})", "; ".join(duties)])
+        text = "deed" if lic.id.startswith("pdm") else "legal code"
+        rows.append([lic.name, f"`{lid}`", n, f"[{text}]({lic.url})", "; ".join(duties)])
     lines += _table(["licence", "id", "images", "text", "what reuse requires"], rows)
     mod = index_rows[0]["modification"] if index_rows else manifest.get("image", {}).get("modification", "")
     lines += [

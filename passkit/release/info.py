@@ -31,5 +31,7 @@ def summarize(release_dir: Path) -> dict[str, Any]:
         "licenses": dict(Counter(index["license_name"]).most_common()),
         "providers": dict(Counter(p or "unknown" for p in index["provider"]).most_common()),
         "removals": len(m["removals"]),
+        "previous": (m.get("previous") or {}).get("release"),
+        "curation": m.get("curation") or {},
         "validation": m["validation"],
     }

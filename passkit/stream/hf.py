@@ -13,7 +13,8 @@ whatever the detectors). Keys in the manifest's removals are skipped.
 
 Implementation notes (datasets 5.x):
 - it uses the packaged "webdataset" builder on the local shard paths; nothing touches the network,
-  and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are not needed;
+  and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are not needed (a release URL is first downloaded into
+  `shard_cache` by passkit itself, checksums checked);
 - features are given explicitly: the builder would otherwise infer them from the first 5 samples
   of the first shard, where a field that happens to be null (or a detector missing from `scores`)
   breaks later shards;
@@ -35,6 +36,7 @@ from typing import Any
 
 from passkit.shards import iter_samples
 from passkit.stream.loader import Release, open_release
+from passkit.stream.storage import fetch_to_cache, local_path
 
 # The <key>.json fields (passkit.records.Sample.meta()) and their Arrow types.
 STRING_FIELDS = (
@@ -83,12 +85,25 @@ def _value_feature(v: Any) -> Any:
     return datasets.Value("string")
 
 
-def meta_features(release: Release) -> dict[str, Any]:
+def local_shards(release: Release, shard_cache: Path | str | None = None) -> list[Path]:
+    """Local paths of the release's shards; a remote release's shards are downloaded into
+    `shard_cache` (sha256-checked, reused on the next call)."""
+    if not release.remote:
+        return [local_path(u) for u in release.urls]
+    if shard_cache is None:
+        raise ValueError(
+            f"{release.location} is a remote release: pass shard_cache=<folder> to download its shards "
+            "(or use passkit.stream.loader, which can also read them without a cache)"
+        )
+    return [fetch_to_cache(r.location, Path(shard_cache), r.sha256, r.bytes) for r in release.refs]
+
+
+def meta_features(release: Release, shards: list[Path] | None = None) -> dict[str, Any]:
     """datasets features of the json struct: the known fields, plus any other field the first
     sample has (typed from its value), in the first sample's field order."""
     datasets = _datasets()
     first: dict[str, Any] = {}
-    for _, group in iter_samples(release.shards[0]):
+    for _, group in iter_samples((shards or local_shards(release))[0]):
         first = json.loads(group["json"]) if "json" in group else {}
         break
     known: dict[str, Any] = {f: datasets.Value("string") for f in STRING_FIELDS}
@@ -105,11 +120,16 @@ def dataset(
     cache_dir: Path | str | None = None,
     apply_removals: bool = True,
     split: str = "train",
+    shard_cache: Path | str | None = None,
 ) -> Any:
-    """The release as a `datasets.Dataset` (or `IterableDataset` when streaming); see the module doc."""
+    """The release as a `datasets.Dataset` (or `IterableDataset` when streaming); see the module doc.
+
+    `release_dir` may be a URL (http(s) or fsspec); its shards are then downloaded into `shard_cache`.
+    """
     datasets = _datasets()
     release = open_release(release_dir)
-    meta = meta_features(release)
+    shards = local_shards(release, shard_cache)
+    meta = meta_features(release, shards)
     raw = datasets.Features(
         {
             "jpg": datasets.Image(),
@@ -120,7 +140,7 @@ def dataset(
     )
     ds = datasets.load_dataset(
         "webdataset",
-        data_files={split: release.urls},
+        data_files={split: [str(p) for p in shards]},
         split=split,
         streaming=streaming,
         features=raw,

@@ -277,6 +277,12 @@ def collate(samples: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[Any, list[di
     return _stack(images), metas
 
 
+def _as_is(item: Any) -> Any:
+    """The DataLoader's per-item hook: batches are complete when they leave the dataset (this skips
+    default_convert walking every metadata dict)."""
+    return item
+
+
 def normalize(images: torch.Tensor, device: torch.device | str | None = None,
               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -461,6 +467,10 @@ class ReleaseDataset(IterableDataset):
         self._pass = None  # one pass per prepare
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            import cv2
+
+            cv2.setNumThreads(1)  # like torch in DataLoader workers: the workers are the parallelism
         remaining = p.plan.batches[p.start :]
         try:
             for i in range(wid, len(remaining), nw):
@@ -489,6 +499,8 @@ class ReleaseLoader(DataLoader):
     dataset: ReleaseDataset
 
     def __init__(self, dataset: ReleaseDataset, **kw: Any):
+        # Its own generator: the DataLoader draws worker base seeds from it, not from the caller's RNG.
+        kw.setdefault("generator", torch.Generator().manual_seed(dataset.seed))
         super().__init__(dataset, batch_size=None, **kw)
         self._epoch_state = 0
         self._position = 0
@@ -624,4 +636,4 @@ def loader(
             kw["prefetch_factor"] = prefetch_factor
         if multiprocessing_context is not None:
             kw["multiprocessing_context"] = multiprocessing_context
-    return ReleaseLoader(ds, num_workers=num_workers, pin_memory=pin_memory, **kw)
+    return ReleaseLoader(ds, num_workers=num_workers, pin_memory=pin_memory, collate_fn=_as_is, **kw)

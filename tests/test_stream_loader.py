@@ -1,0 +1,357 @@
+"""passkit.stream.loader: exact resume, worker-independent order, rank balance, remote shards
+(HTTP on 127.0.0.1, with and without a cache), integrity checks and the fast JPEG transforms."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from passkit.shards import UnsafeTarError, write_tar
+from passkit.stream import ShardIntegrityError, decode, loader, open_release
+
+try:
+    from releasefactory import load_manifest, make_release, read_shard, sample_key, save_manifest
+except ImportError:  # pragma: no cover
+    from tests.releasefactory import load_manifest, make_release, read_shard, sample_key, save_manifest
+
+N = 17  # shards of 5, 5, 5, 2
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_release(tmp_path_factory.mktemp("rel"), n=N, shard_max=5)
+
+
+def fresh_release(tmp_path: Path, **kw) -> Path:
+    return make_release(tmp_path, n=kw.pop("n", 8), shard_max=kw.pop("shard_max", 3), **kw)
+
+
+def run(dl) -> tuple[list[list[str]], list[torch.Tensor]]:
+    keys, images = [], []
+    for imgs, metas in dl:
+        keys.append([m["key"] for m in metas])
+        images.append(imgs)
+    return keys, images
+
+
+AUG = dict(transform=decode.RandomResizedCrop(24), shuffle=True, seed=11, buffer_size=6)
+
+
+# ----------------------------------------------------------------------------- order and resume
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_yields_exactly_the_rest(release: Path, workers: int) -> None:
+    full_keys, full_imgs = run(loader(release, 3, num_workers=workers, **AUG))
+    assert len(full_keys) == 6 and sorted(k for b in full_keys for k in b) == sorted(sample_key(i) for i in range(N))
+
+    dl = loader(release, 3, num_workers=workers, **AUG)
+    it = iter(dl)
+    for _ in range(4):
+        next(it)
+    state = dl.state_dict()
+    del it
+    assert state["position"] == 4 and state["epoch"] == 0 and state["batches"] == 6
+
+    again = loader(release, 3, num_workers=workers, **AUG)
+    again.load_state_dict(json.loads(json.dumps(state)))
+    keys, imgs = run(again)
+    assert keys == full_keys[4:]
+    assert all(torch.equal(a, b) for a, b in zip(imgs, full_imgs[4:], strict=True))  # same augmentations
+    assert again.state_dict()["position"] == 6
+    assert run(again)[0] == full_keys  # the following pass starts the epoch over
+
+
+def test_order_and_augmentations_do_not_depend_on_workers(release: Path) -> None:
+    k0, i0 = run(loader(release, 4, num_workers=0, **AUG))
+    k2, i2 = run(loader(release, 4, num_workers=2, **AUG))
+    assert k0 == k2 and all(torch.equal(a, b) for a, b in zip(i0, i2, strict=True))
+    dl = loader(release, 4, num_workers=0, **AUG)
+    dl.set_epoch(1)
+    k1, i1 = run(dl)
+    assert k1 != k0 and not torch.equal(i1[0], i0[0])
+
+
+def test_caller_rng_is_left_alone_without_workers(release: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run(loader(release, 4, **AUG))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_set_epoch_after_load_state(release: Path) -> None:
+    dl = loader(release, 3, **AUG)
+    dl.load_state_dict({"epoch": 1, "position": 5})
+    dl.set_epoch(1)  # same epoch: the position stays
+    assert len(run(dl)[0]) == 1
+    dl.load_state_dict({"epoch": 1, "position": 5})
+    dl.set_epoch(2)  # another epoch: from its start
+    assert len(run(dl)[0]) == 6
+
+
+def test_state_from_other_arguments_is_refused(release: Path) -> None:
+    state = loader(release, 3, **AUG).state_dict()
+    with pytest.raises(ValueError, match="batch_size=3 \\(now 4\\)"):
+        loader(release, 4, **AUG).load_state_dict(state)
+    with pytest.raises(ValueError, match="outside"):
+        dl = loader(release, 3, **AUG)
+        dl.load_state_dict({**state, "position": 99})
+        next(iter(dl))
+
+
+@pytest.mark.parametrize("balance,per_rank,batches", [("pad", 9, 3), ("drop", 8, 2)])
+def test_explicit_ranks_split_evenly(release: Path, balance: str, per_rank: int, batches: int) -> None:
+    shares = []
+    for rank in range(2):
+        dl = loader(release, 4, rank=rank, world_size=2, balance=balance, shuffle=True, seed=1, image_size=16)
+        keys = [k for b in run(dl)[0] for k in b]
+        assert len(keys) == per_rank and len(dl) == batches
+        shares.append(keys)
+    assert len(set(shares[0]) | set(shares[1])) == (N if balance == "pad" else 16)
+
+
+def test_unbatched_and_len(release: Path) -> None:
+    dl = loader(release, None, image_size=None)
+    items = list(dl)
+    assert len(items) == len(dl) == N
+    img, meta = items[0]
+    assert img.shape == (3, meta["height"], meta["width"]) and img.dtype == torch.uint8
+
+
+# ----------------------------------------------------------------------------- remote shards
+
+
+def serve_release(server, root: Path) -> str:
+    for p in root.rglob("*"):
+        if p.is_file():
+            server.serve_bytes(f"/rel/{root.name}/{p.relative_to(root)}", p.read_bytes(), "application/octet-stream")
+    return server.url(f"/rel/{root.name}")
+
+
+def test_http_release_with_cache(release: Path, http_server, tmp_path: Path) -> None:
+    url = serve_release(http_server, release)
+    cache = tmp_path / "cache"
+    local = run(loader(release, 4, **AUG))[0]
+    remote = run(loader(url, 4, num_workers=2, cache_dir=cache, **AUG))[0]
+    assert remote == local
+    assert len(list(cache.rglob("*.tar"))) == 4
+    hits = dict(http_server.hits)
+    assert all(v == 1 for k, v in hits.items() if k.endswith(".tar"))  # one download per shard, 2 workers
+    assert run(loader(url, 4, cache_dir=cache, verify=True, **AUG))[0] == local
+    assert {k: v for k, v in http_server.hits.items() if k.endswith(".tar")} == \
+        {k: v for k, v in hits.items() if k.endswith(".tar")}  # served from the cache
+
+
+def test_http_release_without_cache(release: Path, http_server) -> None:
+    url = serve_release(http_server, release)
+    assert run(loader(url, 5, **AUG))[0] == run(loader(release, 5, **AUG))[0]
+    rel = open_release(url)
+    assert rel.remote and rel.urls[0].startswith("http://127.0.0.1")
+
+
+def test_http_shard_that_does_not_match_the_manifest(tmp_path: Path, http_server) -> None:
+    root = fresh_release(tmp_path)
+    url = serve_release(http_server, root)
+    first = load_manifest(root)["shards"][0]["path"]
+    data = bytearray((root / first).read_bytes())
+    data[600] ^= 0xFF  # inside the first jpg
+    http_server.serve_bytes(f"/rel/{root.name}/{first}", bytes(data), "application/octet-stream")
+    with pytest.raises(ShardIntegrityError, match="sha256"):
+        run(loader(url, 4, cache_dir=tmp_path / "cache"))
+    assert not list((tmp_path / "cache").rglob("*.tar"))  # nothing corrupt was cached
+    with pytest.raises(ShardIntegrityError, match="sha256"):
+        run(loader(url, 4))
+
+
+def test_missing_release_url_is_a_clear_error(http_server) -> None:
+    with pytest.raises(ValueError, match="HTTP 404"):
+        open_release(http_server.url("/nothing/here"))
+
+
+# ----------------------------------------------------------------------------- integrity
+
+
+def test_verify_catches_an_altered_local_shard(tmp_path: Path) -> None:
+    root = fresh_release(tmp_path)
+    first = root / load_manifest(root)["shards"][0]["path"]
+    data = bytearray(first.read_bytes())
+    data[600] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(ShardIntegrityError, match="sha256"):
+        run(loader(root, 4, verify=True))
+
+
+def test_catalog_falls_back_to_shard_headers(tmp_path: Path) -> None:
+    root = fresh_release(tmp_path, removals=[(sample_key(2), "takedown")])
+    expected = run(loader(root, 3))[0]
+    (root / "index.parquet").unlink()
+    dl = loader(root, 3)
+    assert dl.dataset.catalog.source == "shard headers"
+    assert run(dl)[0] == expected and sample_key(2) not in {k for b in expected for k in b}
+
+
+def test_index_that_disagrees_with_the_manifest_warns_and_falls_back(tmp_path: Path) -> None:
+    root = fresh_release(tmp_path)
+    m = load_manifest(root)
+    m["shards"][0]["samples"] += 1
+    save_manifest(root, m)
+    with pytest.warns(UserWarning, match="index.parquet lists"):
+        dl = loader(root, 3)
+    assert len([k for b in run(dl)[0] for k in b]) == 8
+
+
+def test_shard_with_other_keys_than_the_index_is_refused(tmp_path: Path) -> None:
+    root = fresh_release(tmp_path)
+    rel = load_manifest(root)["shards"][0]["path"]
+    samples = read_shard(root / rel)
+    members = []
+    for i, (_, group) in enumerate(samples):  # same count, different keys
+        members += [(f"other{i}.{ext}", data) for ext, data in sorted(group.items())]
+    write_tar(root / rel, members)
+    with pytest.raises(ShardIntegrityError, match="disagree"):
+        run(loader(root, 3))
+
+
+def test_hostile_shard_is_refused(tmp_path: Path) -> None:
+    root = fresh_release(tmp_path)
+    rel = load_manifest(root)["shards"][0]["path"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("evil.jpg")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    (root / rel).write_bytes(buf.getvalue())
+    with pytest.raises(UnsafeTarError, match="link"):
+        run(loader(root, 3))
+
+
+def test_handler_can_skip_undecodable_samples(tmp_path: Path) -> None:
+    root = fresh_release(tmp_path)
+    rel = load_manifest(root)["shards"][0]["path"]
+    samples = read_shard(root / rel)
+    samples[0][1]["jpg"] = b"not a jpeg"
+    write_tar(root / rel, [(f"{k}.{e}", d) for k, g in samples for e, d in sorted(g.items())])
+    with pytest.raises(Exception):  # noqa: B017 - the decoder's own error type
+        run(loader(root, 4))
+    keys = run(loader(root, 4, handler=lambda e: True))[0]
+    assert [len(b) for b in keys] == [3, 4]  # still two batches; the first lost its broken sample
+
+
+# ----------------------------------------------------------------------------- fast decode
+
+
+def photo(w: int, h: int, mode: str = "RGB", quality: int = 92) -> bytes:
+    y, x = np.mgrid[0:h, 0:w]
+    px = np.stack([(np.sin(x / 23.0) + np.cos(y / 17.0)) * 60 + 128, x * 255.0 / w, y * 255.0 / h], -1)
+    im = Image.fromarray(px.clip(0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    im.convert(mode).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def reference(data: bytes, box, out, flip=False) -> torch.Tensor:
+    im = decode.decode_pil(data)
+    x0, y0, x1, y1 = box
+    ref = v2.functional.pil_to_tensor(v2.functional.resized_crop(im, y0, x0, y1 - y0, x1 - x0, [out[1], out[0]],
+                                                                 antialias=True))
+    return ref.flip(-1) if flip else ref
+
+
+@pytest.mark.parametrize("box", [(0, 0, 1200, 900), (100, 50, 700, 500), (300, 200, 420, 330), (0, 0, 1200, 300)])
+@pytest.mark.parametrize("flip", [False, True])
+def test_crop_resize_matches_torchvision(box, flip) -> None:
+    data = photo(1200, 900)
+    ours = decode.crop_resize(data, box, (64, 48), flip=flip)
+    ref = reference(data, box, (64, 48), flip)
+    assert ours.shape == ref.shape == (3, 48, 64) and ours.dtype == torch.uint8
+    assert (ours.float() - ref.float()).abs().mean() < 3.0
+
+
+def test_reduction_never_upscales() -> None:
+    assert decode.reduction(1600, 1200, (224, 224)) == 4
+    assert decode.reduction(447, 447, (224, 224)) == 1
+    assert decode.reduction(448, 448, (224, 224)) == 2
+    assert decode.reduction(100, 100, (224, 224)) == 1
+    assert decode.reduction(9000, 9000, (224, 224)) == 8
+
+
+def test_reduced_decode_is_smaller() -> None:
+    data = photo(1600, 1200)
+    assert decode.decode_reduced(data, (1600, 1200), (400, 300)).shape == (300, 400, 3)
+
+
+def test_random_resized_crop_distribution_and_reproducibility() -> None:
+    t = decode.RandomResizedCrop(32, scale=(0.25, 0.5))
+    data = photo(400, 300)
+    torch.manual_seed(0)
+    import random
+
+    random.seed(0)
+    a = t(data)
+    random.seed(0)
+    assert torch.equal(t(data), a) and a.shape == (3, 32, 32)
+    rng = random.Random(1)
+    areas = [((x1 - x0) * (y1 - y0)) / (400 * 300) for x0, y0, x1, y1 in
+             (decode.rrc_box(400, 300, (0.25, 0.5), (3 / 4, 4 / 3), rng) for _ in range(500))]
+    assert min(areas) >= 0.24 and max(areas) <= 0.51 and 0.33 < float(np.mean(areas)) < 0.42
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grayscale_and_cmyk_jpegs_decode_to_rgb(mode: str) -> None:
+    data = photo(200, 150, mode)
+    out = decode.ResizeCenterCrop(32)(data)
+    assert out.shape == (3, 32, 32)
+    full = decode.ToTensor()(data)
+    assert full.shape == (3, 150, 200)
+
+
+def test_jpeg_transforms_accept_pil_images_and_views() -> None:
+    data = photo(300, 200)
+    im = decode.decode_pil(data)
+    a, b = decode.ResizeCenterCrop(40)(im), decode.ResizeCenterCrop(40)(data)
+    assert a.shape == b.shape == (3, 40, 40) and (a.float() - b.float()).abs().mean() < 3
+    v1, v2_ = decode.Views([decode.RandomResizedCrop(16), decode.ResizeCenterCrop(8)])(data)
+    assert v1.shape == (3, 16, 16) and v2_.shape == (3, 8, 8)
+    assert decode.RandomResizedCrop(8, then=lambda x: x.float() / 255)(data).dtype == torch.float32
+
+
+def test_views_through_the_loader(release: Path) -> None:
+    views, metas = next(iter(loader(release, 4, transform=decode.Views([decode.RandomResizedCrop(16)] * 2))))
+    assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2 and len(metas) == 4
+
+
+# ----------------------------------------------------------------------------- Hugging Face, remote
+
+
+def test_hf_dataset_from_a_release_url(release: Path, http_server, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from passkit.stream.hf import dataset
+
+    url = serve_release(http_server, release)
+    with pytest.raises(ValueError, match="shard_cache"):
+        dataset(url, cache_dir=tmp_path / "hf")
+    ds = dataset(url, cache_dir=tmp_path / "hf", shard_cache=tmp_path / "shards")
+    assert isinstance(ds.features["image"], datasets.Image) and ds.num_rows == N
+    assert {r["key"] for r in ds} == {sample_key(i) for i in range(N)}
+    assert ds[0]["attribution"] and ds[0]["license_url"]
+
+
+def test_pillow_draft_fallback_without_simplejpeg(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode, "simplejpeg", None)
+    assert decode.backend() == "pillow-draft"
+    data = photo(1200, 900)
+    assert decode.jpeg_size(data) == (1200, 900)
+    assert decode.decode_reduced(data, (1200, 900), (300, 225)).shape == (225, 300, 3)
+    box = (100, 50, 700, 500)
+    ours = decode.crop_resize(data, box, (64, 48))
+    assert (ours.float() - reference(data, box, (64, 48)).float()).abs().mean() < 3.0
+    assert decode.ToTensor()(data).shape == (3, 900, 1200)
