@@ -22,6 +22,8 @@ The contestants, each a full command in fresh processes, wall-clock timed, 2 pro
   writing the release (shards, index, rejected list, attribution, manifest).
 
 images/s = images written / wall seconds; medians of `--runs` runs, alternating contestants.
+CPU-ms/image (user + system time of the whole process tree per image) is printed beside it: on a
+shared machine it is the steadier number, since wall time also measures the neighbours' load.
 One more passkit run with the people filter on (default detectors) is reported unless --no-people.
 The last line is `ratio passkit/img2dataset: X.XX` against img2dataset keep_ratio_largest (same
 output size); the ratio against keep_ratio is printed on the line before.
@@ -33,6 +35,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -201,7 +204,13 @@ http {{
 # ----------------------------------------------------------------------------- contestants
 
 
-def run_img2dataset(exe: Path, urls: Path, out: Path, mode: str, threads: int) -> tuple[float, int]:
+def _child_cpu() -> float:
+    """CPU seconds used by finished child processes (and their waited-for children) so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_img2dataset(exe: Path, urls: Path, out: Path, mode: str, threads: int) -> tuple[float, int, float]:
     if out.exists():
         shutil.rmtree(out)
     cmd = [str(exe), f"--url_list={urls}", "--input_format=txt", "--output_format=webdataset",
@@ -209,13 +218,13 @@ def run_img2dataset(exe: Path, urls: Path, out: Path, mode: str, threads: int) -
            f"--thread_count={threads}", "--number_sample_per_shard=250", "--encode_quality=90",
            "--timeout=10", "--retries=0", "--enable_wandb=False", "--distributor=multiprocessing"]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), _child_cpu()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = time.monotonic() - t0
+    seconds, cpu = time.monotonic() - t0, _child_cpu() - c0
     if p.returncode != 0:
         sys.exit(f"img2dataset failed ({p.returncode}):\n{p.stderr[-3000:]}")
     ok = sum(json.loads(f.read_text())["successes"] for f in out.glob("*_stats.json"))
-    return seconds, ok
+    return seconds, ok, cpu
 
 
 def passkit_spec(run_dir: Path, urls_csv: Path, people: bool) -> Path:
@@ -237,15 +246,15 @@ def passkit_spec(run_dir: Path, urls_csv: Path, people: bool) -> Path:
     return path
 
 
-def run_passkit(run_dir: Path, urls_csv: Path, people: bool) -> tuple[float, int, dict[str, Any]]:
+def run_passkit(run_dir: Path, urls_csv: Path, people: bool) -> tuple[float, int, float, dict[str, Any]]:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     spec = passkit_spec(run_dir, urls_csv, people)
     env = {**os.environ, "COLUMNS": "160"}
     env.setdefault("PASSKIT_MODELS", str(ROOT.parent / "shared" / "models"))
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), _child_cpu()
     p = subprocess.run([str(PASSKIT), "build", str(spec)], cwd=run_dir, env=env, capture_output=True, text=True)
-    seconds = time.monotonic() - t0
+    seconds, cpu = time.monotonic() - t0, _child_cpu() - c0
     if p.returncode != 0:
         sys.exit(f"passkit build failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
     manifest = json.loads((run_dir / "releases" / "ingestbench-1.0.0" / "manifest.json").read_text())
@@ -254,7 +263,7 @@ def run_passkit(run_dir: Path, urls_csv: Path, people: bool) -> tuple[float, int
     # Images downloaded, checked and written to staging: what img2dataset counts as successes. The
     # release then drops near-duplicates (the corpus is cut from a handful of photos), a step
     # img2dataset does not have; its time is included all the same.
-    return seconds, int(stats["kept"]), stats
+    return seconds, int(stats["kept"]), cpu, stats
 
 
 # ----------------------------------------------------------------------------- main
@@ -268,6 +277,8 @@ def main() -> None:
     ap.add_argument("--i2d-venv", type=Path, default=Path("/tmp/i2d-venv"))
     ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset --thread_count (per process)")
     ap.add_argument("--no-people", action="store_true", help="skip the passkit run with the people filter on")
+    ap.add_argument("--modes", default="keep_ratio,keep_ratio_largest",
+                    help="img2dataset resize modes to run, comma-separated ('' for passkit alone)")
     args = ap.parse_args()
 
     nginx = ensure_nginx()
@@ -292,29 +303,37 @@ def main() -> None:
         say(f"{args.images} images, nginx on 127.0.0.1:{port}, {os.cpu_count()} CPUs, "
             f"img2dataset at {i2d}, passkit at {PASSKIT}")
 
-        results: dict[str, list[tuple[float, int]]] = {"i2d_keep_ratio": [], "i2d_keep_ratio_largest": [],
+        results: dict[str, list[tuple[float, int, float]]] = {"i2d_keep_ratio": [], "i2d_keep_ratio_largest": [],
                                                        "passkit": []}
         for r in range(args.runs):
-            for mode in ("keep_ratio", "keep_ratio_largest"):
-                s, ok = run_img2dataset(i2d, run_dir / "urls.txt", run_dir / f"i2d-{mode}", mode, args.i2d_threads)
-                results[f"i2d_{mode}"].append((s, ok))
-                say(f"run {r + 1}: img2dataset {mode:<18} {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s")
-            s, ok, stats = run_passkit(run_dir / "passkit", run_dir / "urls.csv", people=False)
-            results["passkit"].append((s, ok))
-            say(f"run {r + 1}: passkit (people off)         {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s "
+            for mode in [m for m in args.modes.split(",") if m]:
+                s, ok, cpu = run_img2dataset(i2d, run_dir / "urls.txt", run_dir / f"i2d-{mode}", mode,
+                                             args.i2d_threads)
+                results[f"i2d_{mode}"].append((s, ok, cpu))
+                say(f"run {r + 1}: img2dataset {mode:<18} {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s, "
+                    f"{1000 * cpu / max(ok, 1):5.1f} CPU-ms/image (load {os.getloadavg()[0]:.1f})")
+            s, ok, cpu, stats = run_passkit(run_dir / "passkit", run_dir / "urls.csv", people=False)
+            results["passkit"].append((s, ok, cpu))
+            say(f"run {r + 1}: passkit (people off)         {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s, "
+                f"{1000 * cpu / max(ok, 1):5.1f} CPU-ms/image (load {os.getloadavg()[0]:.1f}) "
                 f"(crawl {stats['seconds']:.1f}s, release {stats['release_seconds']:.1f}s, "
                 f"{stats['release_kept']} in the release after near-duplicate removal)")
 
-        med = {k: statistics.median(ok / s for s, ok in v) for k, v in results.items()}
+        med = {k: statistics.median(ok / s for s, ok, _ in v) if v else float("nan") for k, v in results.items()}
+        cpu_ms = {k: statistics.median(1000 * c / max(ok, 1) for _, ok, c in v) if v else float("nan")
+                  for k, v in results.items()}
         people_line = None
         if not args.no_people:
-            s, ok, stats = run_passkit(run_dir / "passkit-people", run_dir / "urls.csv", people=True)
+            s, ok, _cpu, stats = run_passkit(run_dir / "passkit-people", run_dir / "urls.csv", people=True)
             people_line = (f"passkit (people filter on, 1 run): {args.images / s:.1f} candidates/s, {ok} passed the "
                            f"people filter in {s:.1f}s (crawl {stats['seconds']:.1f}s)")
         print()
-        print(f"img2dataset 1.47 keep_ratio          : {med['i2d_keep_ratio']:8.1f} images/s (median of {args.runs})")
-        print(f"img2dataset 1.47 keep_ratio_largest  : {med['i2d_keep_ratio_largest']:8.1f} images/s (median of {args.runs})")
-        print(f"passkit, people filter off           : {med['passkit']:8.1f} images/s (median of {args.runs})")
+        for label, k in (("img2dataset 1.47 keep_ratio        ", "i2d_keep_ratio"),
+                         ("img2dataset 1.47 keep_ratio_largest", "i2d_keep_ratio_largest"),
+                         ("passkit, people filter off         ", "passkit")):
+            print(f"{label}: {med[k]:8.1f} images/s, {cpu_ms[k]:5.1f} CPU-ms/image (medians of {args.runs})")
+        print(f"CPU-time ratio img2dataset/passkit (keep_ratio_largest): "
+              f"{cpu_ms['i2d_keep_ratio_largest'] / cpu_ms['passkit']:.2f}")
         if people_line:
             print(people_line)
         print(f"ratio passkit/img2dataset(keep_ratio): {med['passkit'] / med['i2d_keep_ratio']:.2f}")

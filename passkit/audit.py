@@ -830,8 +830,11 @@ def page_licenses(html_text: str) -> set[str]:
     return found
 
 
-def _get_page(url: str, fetch_spec: Any) -> tuple[str | None, str]:
-    """(HTML text, "") or (None, why): redirects followed by hand, each hop through the SSRF guard."""
+def _get_page(url: str, fetch_spec: Any, fetcher: Any = None) -> tuple[str | None, str]:
+    """(HTML text, "") or (None, why): redirects followed by hand, each hop through the SSRF guard and,
+    when the fetcher keeps one, its robots.txt cache."""
+    import urllib.parse
+
     import requests
 
     from passkit.fetch.ssrf import Guard, Refused
@@ -841,6 +844,12 @@ def _get_page(url: str, fetch_spec: Any) -> tuple[str | None, str]:
     try:
         for _ in range(fetch_spec.max_redirects + 1):
             guard.check_url(current)
+            robots = getattr(fetcher, "robots", None)
+            if robots is not None:
+                parts = urllib.parse.urlsplit(current)
+                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                if not robots.get(current).allowed(path):
+                    return None, f"robots.txt of {parts.netloc} disallows {path[:200]}"
             with requests.get(current, stream=True, allow_redirects=False,
                               timeout=(fetch_spec.connect_timeout, fetch_spec.read_timeout),
                               headers={"User-Agent": fetch_spec.agent, "Accept": "text/html,*/*;q=0.5"}) as r:
@@ -909,7 +918,7 @@ def _check_sources(root: Path, m: dict[str, Any], n: int, seed: int, fetch_spec:
         if not r.get("landing_url"):
             warn("source_license_unverified", "the sample has no landing page", r)
             return
-        text, why = _get_page(r["landing_url"], fetch_spec)
+        text, why = _get_page(r["landing_url"], fetch_spec, fetcher)
         if text is None:
             warn("source_license_unverified", f"{r['landing_url']}: {why}", r)
             return

@@ -240,6 +240,160 @@ def _cmd_license(args: argparse.Namespace) -> int:
     return 0 if all(r["id"] for r in rows) else 1
 
 
+# ----------------------------------------------------------------------------- people filter (issue 5)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from passkit import models
+
+    base = Path(args.dir).expanduser() if args.dir else models.models_dir()
+    names = args.names or sorted(models.REGISTRY)
+    unknown = [n for n in names if n not in models.REGISTRY]
+    if unknown:
+        console.print(f"[red]error:[/] unknown model(s) {', '.join(unknown)}; known: "
+                      f"{', '.join(sorted(models.REGISTRY))}", highlight=False)
+        return 2
+    if args.action == "list" and args.json:
+        out.print_json(json.dumps([
+            {"name": n, "task": models.REGISTRY[n].task, "license": models.REGISTRY[n].license,
+             "source": models.REGISTRY[n].source, "package": models.REGISTRY[n].package,
+             "files": [{"path": f.path, "sha256": f.sha256, "size": f.size, "url": f.url, "role": f.role,
+                        "status": models.verify(n, base)[f.path]} for f in models.REGISTRY[n].files]}
+            for n in names
+        ]))
+        return 0
+    if args.action == "list":
+        t = Table(title=f"detector models (folder: {base})", header_style="bold")
+        for c in ("name", "task", "licence", "sha256 / package", "files", "source"):
+            t.add_column(c, overflow="fold")
+        for n in names:
+            m = models.REGISTRY[n]
+            pin = m.main.sha256 if m.main else f"{m.package} {models.package_version(m) or 'not installed'}"
+            files = ", ".join(f"{Path(k).name}: {v}" for k, v in models.verify(n, base).items())
+            t.add_row(n, m.task, m.license, pin, files or "(inside the package)", m.source)
+        out.print(t)
+        return 0
+    if args.action == "verify":
+        bad = 0
+        for n in names:
+            for path, st in models.verify(n, base).items():
+                # a mismatch always fails; a missing file fails only when that model was asked for
+                bad += st.startswith("sha256") or (st == "missing" and bool(args.names))
+                colour = {"ok": "green", "missing": "yellow"}.get(st, "red")
+                out.print(f"[{colour}]{st}[/] {n}: {base / path}", highlight=False)
+        return 1 if bad else 0
+    failed = 0
+    for n in names:
+        try:
+            res = models.fetch(n, base, mirror=args.mirror)
+        except models.FetchError as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+            failed += 1
+            if "no internet" in str(e):
+                break
+            continue
+        for path, st in res.items():
+            out.print(f"{st}: {n} {path}", highlight=False)
+    return 1 if failed else 0
+
+
+def _cmd_filter_eval(args: argparse.Namespace) -> int:
+    from passkit.config import PeopleSpec, SpecError, load_spec
+    from passkit.filters.eval import EvalError, evaluate, plot
+
+    people, image = PeopleSpec(), None
+    if args.spec:
+        try:
+            spec = load_spec(args.spec)
+        except SpecError as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+            return 2
+        people, image = spec.people, spec.image
+    with Progress(TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("eval", total=None)
+        try:
+            rep = evaluate(Path(args.folder), people, image, threads=args.threads,
+                           on_progress=lambda d, t: bar.update(task, completed=d, total=t))
+        except EvalError as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+            return 2
+    png: Path | None = Path(args.png) if args.png else Path(Path(args.folder).resolve().name + "-people-eval.png")
+    try:
+        plot(rep, png)  # type: ignore[arg-type]
+    except OSError as e:
+        console.print(f"[yellow]warning:[/] could not write the curve to {png}: {e}", highlight=False)
+        png = None
+    if args.json:
+        d = rep.to_dict(items=args.items)
+        d["png"] = str(png) if png else None
+        out.print_json(json.dumps(d))
+        return 0
+    t = Table(title=f"{rep.folder}: {rep.positives} person / {rep.negatives} no-person images"
+                    + (f", {rep.errors} unreadable" if rep.errors else ""), header_style="bold")
+    for c in ("detector", "threshold", "review", "recall", "recall+review", "FRR", "precision", "review rate"):
+        t.add_column(c, justify="left" if c == "detector" else "right")
+    th = {d["name"]: d for d in rep.detectors}
+    for name, m in [*rep.per_detector.items(), ("ensemble", rep.ensemble)]:
+        d = th.get(name, {})
+        t.add_row(f"[bold]{name}" if name == "ensemble" else name, str(d.get("threshold", "")),
+                  str(d.get("review", "")), f"{m.recall:.3f}", f"{m.recall_with_review:.3f}", f"{m.frr:.3f}",
+                  f"{m.precision:.3f}", f"{m.review_rate:.3f}")
+    out.print(t)
+    sw = Table(title="threshold sweep (each detector alone; ensemble = every threshold x factor)",
+               header_style="bold")
+    for c in ("detector", "threshold / factor", "recall", "recall+review", "FRR", "precision"):
+        sw.add_column(c)
+    for r in rep.sweep:
+        sw.add_row(r["detector"], str(r.get("threshold", f"x{r.get('factor')}")), f"{r['recall']:.3f}",
+                   f"{r['recall_with_review']:.3f}", f"{r['frr']:.3f}", f"{r['precision']:.3f}")
+    out.print(sw)
+    for s in rep.skipped:
+        out.print(f"  skipped {s['name']}: {s['why']}", highlight=False)
+    out.print(f"throughput: {rep.images_per_second:.1f} images/s (filter only, {rep.seconds:.1f} s)"
+              + (f"; curve written to {png}" if png else ""), highlight=False)
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from passkit.review.server import ReviewError, serve
+
+    try:
+        serve(Path(args.workdir), host=args.host, port=args.port, sample=args.sample, seed=args.seed,
+              reviewer=args.reviewer, log=lambda m: console.print(m, highlight=False))
+    except ReviewError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from passkit.recipes.validate import validate
+
+    try:
+        r = validate(Path(args.release), recipe=args.recipe, preset=args.preset, eval_spec=args.eval,
+                     seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
+                     steps=args.steps)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+    t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
+    for col in ("check", "value", "rule", "status"):
+        t.add_column(col)
+    for c in r.entry["checks"]:
+        v = c.get("value")
+        colour = {"pass": "green", "fail": "red"}.get(c["status"], "yellow")
+        t.add_row(c["name"], "" if v is None else f"{v:.3f}", c["rule"], f"[{colour}]{c['status']}[/]")
+    out.print(t)
+    ev = r.entry.get("eval") or {}
+    for k in sorted(ev.get("pretrained") or {}):
+        out.print(f"{k}: pretrained {ev['pretrained'][k]:.3f} · random init {ev['random_init'][k]:.3f}", highlight=False)
+    tr = r.entry["train"]
+    out.print(f"{r.entry['settings']['steps']} steps in {tr['seconds']:.1f}s ({tr['images_per_s']:.1f} images/s on "
+              f"{tr['device']}); results in {r.out_dir}", highlight=False)
+    return 0 if r.ok else 1
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="passkit", description="Build, audit and serve people-free, CC-licensed image datasets.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -286,6 +440,17 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("release")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_cmd_info)
+    v = sub.add_parser("validate", help="pretrain a reference recipe on a release and check that it learned")
+    v.add_argument("release")
+    v.add_argument("--recipe", default="moco_v2", choices=["moco_v2"])
+    v.add_argument("--preset", default="smoke", choices=["smoke", "small", "full"])
+    v.add_argument("--eval", default=None, metavar="LABELLED",
+                   help="labelled set for kNN/linear probe: 'synthetic' or a folder of class folders")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    v.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    v.add_argument("--work", default=None, help="checkpoint folder (default work/validate/<release>/<run>)")
+    v.set_defaults(func=_cmd_validate)
     lc = sub.add_parser("license", help="normalise licence spellings (names, codes, URLs, flickr:<id>) and check a policy")
     lc.add_argument("text", nargs="+", help='e.g. "CC BY-SA 3.0 de", "Attribution License", flickr:4, a CC URL')
     lc.add_argument("--version", default=None, help="licence version given beside the name (Openverse)")
@@ -295,6 +460,36 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--deny", action="append", default=[], help="registry id to deny (repeatable)")
     lc.add_argument("--json", action="store_true", help="machine-readable output")
     lc.set_defaults(func=_cmd_license)
+    # people filter (issue 5): models, filter eval, review
+    mo = sub.add_parser("models", help="detector weights: list, verify against pinned sha256, fetch")
+    mo.add_argument("action", choices=["list", "verify", "fetch"])
+    mo.add_argument("names", nargs="*", help="models (default: all)")
+    mo.add_argument("--dir", help="models folder (default: $PASSKIT_MODELS or ~/.cache/passkit/models)")
+    mo.add_argument("--mirror", help="fetch from this URL laid out like the models folder instead of the "
+                                     "public source URLs")
+    mo.add_argument("--json", action="store_true", help="list: machine-readable output")
+    mo.set_defaults(func=_cmd_models)
+    fl = sub.add_parser("filter", help="people filter tools")
+    flsub = fl.add_subparsers(dest="filter_command", required=True)
+    fe = flsub.add_parser("eval", help="recall, false rejections, precision, speed and a threshold sweep "
+                                       "on a folder with labels.csv (file,has_person)")
+    fe.add_argument("folder", help="labelled folder, e.g. ../shared/data/person_dev_coco")
+    fe.add_argument("--spec", help="pipeline spec whose people: and image: sections to evaluate "
+                                   "(default: the default ensemble at 512 px)")
+    fe.add_argument("--json", action="store_true", help="machine-readable output")
+    fe.add_argument("--items", action="store_true", help="with --json: every image's scores and verdict")
+    fe.add_argument("--png", help="where to write the recall/FRR curve (default: <folder>-people-eval.png)")
+    fe.add_argument("--threads", type=int, default=None, help="intra-op threads per detector")
+    fe.set_defaults(func=_cmd_filter_eval)
+    rv = sub.add_parser("review", help="serve the human review queue of a build's work folder on 127.0.0.1")
+    rv.add_argument("workdir", help="the build's work folder, e.g. work/demo (holds units/)")
+    rv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    rv.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    rv.add_argument("--sample", type=int, default=0, metavar="N",
+                    help="also queue N random kept images for a spot check")
+    rv.add_argument("--seed", type=int, default=0, help="which kept images --sample draws")
+    rv.add_argument("--reviewer", default="", help="name recorded with each decision")
+    rv.set_defaults(func=_cmd_review)
     return ap
 
 

@@ -86,6 +86,11 @@ class License:
         return f"https://creativecommons.org/licenses/{fam}/{self.version}/{port}"
 
     @property
+    def unported_id(self) -> str:
+        """The id without the jurisdiction port: `cc-by-2.0` for `cc-by-2.0-jp`."""
+        return _make_id(self.family, self.version, None)
+
+    @property
     def public_domain(self) -> bool:
         return self.family in ("cc0", "pdm")
 
@@ -371,7 +376,7 @@ class Policy:
 
     @staticmethod
     def _listed(lic: License, ids: frozenset[str]) -> bool:
-        return lic.id in ids or (lic.port is not None and _make_id(lic.family, lic.version, None) in ids)
+        return lic.id in ids or lic.unported_id in ids
 
     def allows(self, lic: License) -> bool:
         if self._listed(lic, self.deny):

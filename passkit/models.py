@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 ENV_VAR = "PASSKIT_MODELS"
 DEFAULT_DIR = Path("~/.cache/passkit/models")
@@ -294,4 +294,99 @@ def verify(name: str, base: Path | None = None) -> dict[str, str]:
             out[f.path] = "ok" if verify_file(base, f) is not None else "missing"
         except ChecksumError as e:
             out[f.path] = f"sha256 mismatch: got {e.actual}"
+    return out
+
+
+# ----------------------------------------------------------------------------- torchvision (local weights)
+
+TORCHVISION_DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_fpn"
+
+
+def torchvision_release(arch: str) -> tuple[str, str] | None:
+    """(URL, sha256 prefix) of torchvision's own COCO weights for `arch`, None if unknown.
+
+    torchvision pins its weights by the first hex digits of their sha256 in the file name
+    (`<arch>_coco-<hex>.pth`); a user's local copy is checked against that prefix.
+    """
+    import re
+
+    try:
+        import torchvision
+
+        url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    except (ImportError, ValueError, AttributeError):
+        return None
+    m = re.search(r"-([0-9a-f]{6,})\.pth$", url)
+    return (url, m.group(1)) if m else None
+
+
+REGISTRY["torchvision"] = Model(
+    name="torchvision",
+    task="person",
+    license="BSD-3-Clause (torchvision code); weights: see the torchvision model card of the chosen arch",
+    source="https://pytorch.org/vision/stable/models.html#object-detection (a local .pth the user supplies)",
+    package="torchvision",
+    notes="not fetched by passkit: set `weights:` (and `arch:`, `sha256:`) on the detector in the spec; "
+    "files named like torchvision's release (<arch>_coco-<hex>.pth) are checked against that hex prefix",
+)
+
+
+# ----------------------------------------------------------------------------- fetch
+
+
+class FetchError(ModelError):
+    """A model file could not be downloaded (no network, HTTP error, or wrong bytes)."""
+
+
+def fetch(
+    name: str,
+    base: Path | None = None,
+    mirror: str | None = None,
+    timeout: float = 30.0,
+    on_file: Any = None,
+) -> dict[str, str]:
+    """Download a model's files into the models folder, each checked against its pinned sha256.
+
+    Files already present with the right hash are left alone ("present"). `mirror`: a URL laid out
+    like the models folder (`{mirror}/{path}`), for air-gapped sites with an internal copy; by
+    default each file comes from its public `url`. A file is written to a temporary name and renamed
+    only after its hash matched, so a failed download never leaves a half file behind.
+    Raises `FetchError` with what to do when the network cannot be reached.
+    """
+    import requests
+
+    model = get(name)
+    if not model.files:
+        return {"(package)": f"ships inside {model.package}; nothing to fetch"}
+    base = models_dir() if base is None else Path(base)
+    out: dict[str, str] = {}
+    for mf in model.files:
+        try:
+            if verify_file(base, mf) is not None:
+                out[mf.path] = "present"
+                continue
+        except ChecksumError:
+            pass  # replaced below
+        url = f"{mirror.rstrip('/')}/{mf.path}" if mirror else mf.url
+        try:
+            r = requests.get(url, timeout=timeout, headers={"User-Agent": "passkit-models-fetch"})
+        except requests.RequestException as e:
+            raise FetchError(
+                f"cannot download {url}: {type(e).__name__}: {e}. This machine seems to have no internet "
+                f"access. Copy the files from a machine that has (`passkit models fetch` there, then copy "
+                f"{base}), or pass --mirror with an internal copy, or set {ENV_VAR} to a folder that holds them."
+            ) from None
+        if r.status_code != 200:
+            raise FetchError(f"cannot download {url}: HTTP {r.status_code}")
+        actual = hashlib.sha256(r.content).hexdigest()
+        if actual != mf.sha256:
+            raise FetchError(f"{url}: sha256 {actual} is not the pinned {mf.sha256}; file not saved")
+        dest = base / mf.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+        tmp.write_bytes(r.content)
+        os.replace(tmp, dest)
+        out[mf.path] = "fetched"
+        if on_file:
+            on_file(mf.path)
     return out

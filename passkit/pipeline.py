@@ -146,6 +146,12 @@ def _identity(key: str, url: str, license_raw: str | None) -> tuple[str, str, st
     return key, url, license_raw or ""
 
 
+# Statuses whose image sits in the unit's staging tar. REVIEW (people filter's review band): staged so
+# that `passkit review` can show it and a release can take it after a human "no person", without a
+# refetch; the release builder takes only rows that end KEPT (passkit.release.build applies reviews).
+_STAGED = frozenset({str(Status.KEPT), str(Status.REVIEW)})
+PEOPLE_SIDECAR = ".people.json"  # unit-XXXXXX.people.json: detector boxes of staged rows, for review
+
 # Rows of these stages are recomputed on every run (cheap, and they depend on the unit's other rows).
 _RECOMPUTED_STAGES = frozenset({str(Stage.SOURCE), str(Stage.LICENSE)})
 
@@ -190,7 +196,7 @@ class UnitRunner:
         except (OSError, pa.ArrowInvalid, ValueError):
             return {}
         members: dict[str, bytes] = {}
-        if any(r["status"] == Status.KEPT for r in rows):
+        if any(r["status"] in _STAGED for r in rows):  # people-filter issue: review rows are staged too
             try:
                 members = {m.name: m.data for m in iter_members(tar_path)}
             except (OSError, ValueError, tarfile.TarError):
@@ -200,7 +206,7 @@ class UnitRunner:
             if r["stage"] in _RECOMPUTED_STAGES or (unit.retry and r["transient"]):
                 continue
             mem: list[tuple[str, bytes]] = []
-            if r["status"] == Status.KEPT:
+            if r["status"] in _STAGED:
                 names = (f"{r['key']}.jpg", f"{r['key']}.json")
                 if not all(n in members for n in names):
                     continue  # staging lost: fetch again
@@ -274,6 +280,7 @@ class UnitRunner:
         # People filter on the resized pixels, one batch per unit.
         ready = [i for i in range(n) if checked[i] is not None]
         scores: dict[int, dict[str, float]] = {i: {} for i in ready}
+        boxes: dict[int, dict[str, list[list[float]]]] = {}  # detector boxes, for the review sidecar
         if ready and self.people is not None:
             results = self.people.score([checked[i].image for i in ready])  # type: ignore[union-attr]
             for i, res in zip(ready, results, strict=True):
@@ -281,15 +288,21 @@ class UnitRunner:
                 if res.has_person:
                     fired = ", ".join(f"{d} {scores[i].get(d, 0):.3f}" for d in res.fired)
                     decisions[i] = Decision(Status.REJECTED, Stage.PEOPLE, "people", f"fired: {fired}", scores[i])
+                elif res.needs_review:  # people-filter issue: a score in a detector's review band
+                    band = ", ".join(f"{d} {scores[i].get(d, 0):.3f}" for d in res.review)
+                    decisions[i] = Decision(Status.REVIEW, Stage.PEOPLE, "review", f"review band: {band}", scores[i])
+                boxes[i] = res.boxes
 
         # Kept samples -> staging tar (sorted by key); every candidate -> ledger.
         samples: list[Sample] = []
         for i in ready:
-            if decisions[i] is None:
+            d_i = decisions[i]
+            if d_i is None or d_i.status == Status.REVIEW:  # review rows are staged too (see _STAGED)
                 c, a, ci = unit.candidates[i], attributions[i], checked[i]
                 assert a is not None and ci is not None
                 samples.append(Sample(c.key, c, a, ci.info, self.modification, scores[i]))
-                decisions[i] = Decision(Status.KEPT, None, None, None, scores[i])
+                if d_i is None:
+                    decisions[i] = Decision(Status.KEPT, None, None, None, scores[i])
         tar_path, ledger_path = unit_paths(units_dir, unit.index)
         by_key: dict[str, list[tuple[str, bytes]]] = {}
         for s in samples:
@@ -355,6 +368,7 @@ class UnitRunner:
                 DETECTORS_META: json.dumps({"detectors": detectors, "skipped": skipped}, sort_keys=True).encode(),
             }
         )
+        _write_people_sidecar(ledger_path, unit, boxes, reused, units_dir)  # people-filter issue: review
         tmp = ledger_path.with_name(f".{ledger_path.name}.tmp-{os.getpid()}")
         try:
             pq.write_table(table, tmp)
@@ -367,3 +381,26 @@ class UnitRunner:
             unit.index, n, kept, reasons, time.monotonic() - t0, fetched=len(todo), reused=len(reused),
             transient=sum(1 for r in rows if r["transient"]),
         )
+
+
+def _write_people_sidecar(
+    ledger_path: Path, unit: Unit, boxes: dict[int, dict[str, list[list[float]]]],
+    reused: dict[int, tuple[dict, list]], units_dir: Path,
+) -> None:
+    """Detector boxes of the unit's scored images by key (`passkit review` draws them), written
+    atomically before the ledger; boxes of rows reused from an earlier run are carried over."""
+    path = ledger_path.with_name(ledger_path.stem + PEOPLE_SIDECAR)
+    old: dict[str, Any] = {}
+    if reused and path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+    data = {unit.candidates[i].key: b for i, b in boxes.items()}
+    for i in reused:
+        k = unit.candidates[i].key
+        if k in old:
+            data[k] = old[k]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)

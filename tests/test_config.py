@@ -22,7 +22,7 @@ def test_default_policy_is_cc_by():
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        ({"fetch": {"thredas": 3}}, "fetch.thredas: unknown field; allowed here: backoff"),
+        ({"fetch": {"thredas": 3}}, "fetch.thredas: unknown field; allowed here: allow_private, backoff"),
         ({"source": {"kind": "demo", "qureies": []}}, "source.qureies: unknown field; allowed here: kind, page_size, port, queries"),
         ({"people": {"detectors": [{"name": "mtcnn", "threshold": 2}]}}, "people.detectors.0.threshold"),
         ({"people": {"detectors": [{"name": "facefinder", "threshold": 0.5}]}}, "'mtcnn', 'hog'"),

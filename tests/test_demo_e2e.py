@@ -26,6 +26,17 @@ EPOCH = "1767225600"  # pins manifest.created so whole releases compare byte for
 pytestmark = pytest.mark.slow
 
 
+def _demo_detectors() -> list[str]:
+    """The detectors the default people ensemble runs here (see passkit.config.PeopleSpec)."""
+    from passkit.config import PeopleSpec
+    from passkit.filters.people import PeopleFilter
+
+    return PeopleFilter(PeopleSpec(), threads=1).names
+
+
+DEMO_DETECTORS = _demo_detectors()
+
+
 def run(args: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "COLUMNS": "120"}
     p = subprocess.run([*PASSKIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw)
@@ -50,7 +61,9 @@ def demo(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo")
     shutil.copytree(ROOT / "pipelines", d / "pipelines")
     p = run(["build", "pipelines/demo.yaml"], cwd=d)
-    assert "people detectors that ran: mtcnn" in p.stdout
+    # people-filter issue: the default ensemble is yolox_nano + yolo_fastest_body + yunet when the weights
+    # are installed (PASSKIT_MODELS, as `make test` sets), and MTCNN + HOG stand in when they are not
+    assert f"people detectors that ran: {DEMO_DETECTORS[0]}" in p.stdout
     return d / "releases" / "demo-1.0.0"
 
 
@@ -76,7 +89,7 @@ def test_every_catalog_entry_ends_as_promised(demo: Path):
     m = json.loads((demo / "manifest.json").read_text())
     assert m["counts"]["candidates"] == len(expected())
     assert m["counts"]["kept"] == sum(1 for v in expected().values() if v == "kept")
-    assert {d["name"] for d in m["detectors"]} >= {"mtcnn", "hog"}
+    assert {d["name"] for d in m["detectors"]} == set(DEMO_DETECTORS)
 
 
 def test_people_rejections_keep_scores_and_duplicate_appears_once(demo: Path):
@@ -84,7 +97,7 @@ def test_people_rejections_keep_scores_and_duplicate_appears_once(demo: Path):
     for sid, exp in expected().items():
         if exp == "people":
             scores = dict(rej[sid]["scores"])
-            assert {"mtcnn", "hog"} <= set(scores) and max(scores.values()) > 0.5, (sid, scores)
+            assert set(DEMO_DETECTORS) <= set(scores) and max(scores.values()) > 0.5, (sid, scores)
     index = pq.read_table(demo / "index.parquet").to_pylist()
     assert len({r["sha256"] for r in index}) == len(index)
     dup = next(r for r in rej.values() if r["reason"] == "duplicate")

@@ -1,4 +1,11 @@
+"""Licence registry: URL, name, code and id spellings; policies; attribution; property tests."""
+
+import json
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from passkit import licenses as L
 from passkit.records import Candidate
@@ -90,15 +97,7 @@ def test_gate_rejections():
     assert L.gate(_cand(license="gpl"), pol)[0] == "license_unknown"
 
 
-# ----------------------------------------------------------------------------- issue 3: every spelling
-
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "fixtures"
+# ----------------------------------------------------------------------------- every spelling
 
 # (license, version, url) exactly as the recorded responses spell them -> registry id, or the rejection reason.
 FIXTURE_SPELLINGS: dict[tuple[str | None, str | None, str | None], str] = {
@@ -140,29 +139,30 @@ def _outcome(license, version, url) -> str:
         return e.reason
 
 
-def _fixture_spellings() -> set[tuple[str | None, str | None, str | None]]:
+def _fixture_spellings(shared_dir: Path) -> set[tuple[str | None, str | None, str | None]]:
+    fixtures = shared_dir / "data" / "fixtures"
     found: set[tuple[str | None, str | None, str | None]] = set()
-    for f in sorted((FIXTURES / "openverse").glob("*.json")):
+    for f in sorted((fixtures / "openverse").glob("*.json")):
         for r in json.loads(f.read_text()).get("results") or []:
             found.add((r.get("license"), r.get("license_version"), r.get("license_url")))
-    for f in sorted((FIXTURES / "wikimedia").glob("*.json")):
+    for f in sorted((fixtures / "wikimedia").glob("*.json")):
         body = json.loads(f.read_text())
         pages = body["query"]["pages"].values() if "query" in body else [body]
         for p in pages:
             em = p["imageinfo"][0]["extmetadata"]
             found.add((em["LicenseShortName"]["value"], None, (em.get("LicenseUrl") or {}).get("value")))
-    for f in sorted((FIXTURES / "flickr").glob("*.json")):
+    for f in sorted((fixtures / "flickr").glob("*.json")):
         body = json.loads(f.read_text())
         for p in body["photos"]["photo"] if "photos" in body else [body]:
             found.add((f"flickr:{p['license']}", None, None))
-    for line in (FIXTURES / "yfcc100m" / "yfcc100m_dataset_sample_23col_4lines.tsv").read_text().splitlines():
+    for line in (fixtures / "yfcc100m" / "yfcc100m_dataset_sample_23col_4lines.tsv").read_text().splitlines():
         cols = line.split("\t")
         found.add((cols[15], None, cols[16]))
     return found
 
 
 def test_every_licence_spelling_in_the_fixtures_is_in_the_table(shared_dir):
-    found = _fixture_spellings()
+    found = _fixture_spellings(shared_dir)
     assert len(found) >= 12
     assert found <= set(FIXTURE_SPELLINGS), f"new spellings, add them to the table: {found - set(FIXTURE_SPELLINGS)}"
 

@@ -172,13 +172,13 @@ def _ledgers(base: Path) -> list[Path]:
     return sorted((base / "work" / "crawl" / "units").glob("unit-*.parquet"))
 
 
-N, UNIT = 24, 4
+N, UNIT = 16, 4
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["start", "first_unit", "half", "all_units"])
 def test_sigkill_then_rerun_gives_the_same_release(kill_at, http_server, tmp_path, monkeypatch):
-    imgs = Images(http_server, N, delay=0.08)
+    imgs = Images(http_server, N, delay=0.1)
     cands = imgs.candidates(N)
     s = spec(unit_size=UNIT, workers=2, threads=2)
     base = tmp_path / "killed"

@@ -355,3 +355,14 @@ def test_pillow_draft_fallback_without_simplejpeg(monkeypatch: pytest.MonkeyPatc
     ours = decode.crop_resize(data, box, (64, 48))
     assert (ours.float() - reference(data, box, (64, 48)).float()).abs().mean() < 3.0
     assert decode.ToTensor()(data).shape == (3, 900, 1200)
+
+
+def test_fsspec_url_release(release: Path, tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for p in release.rglob("*"):
+        if p.is_file():
+            fs.pipe(f"/passkit-test/{release.name}/{p.relative_to(release)}", p.read_bytes())
+    url = f"memory://passkit-test/{release.name}"
+    assert run(loader(url, 4, cache_dir=tmp_path / "c", **AUG))[0] == run(loader(release, 4, **AUG))[0]
+    assert len(list((tmp_path / "c").rglob("*.tar"))) == 4

@@ -22,10 +22,23 @@ Detectors (names as in `passkit.config.DetectorName`):
 - ``yolo_fastest_body``: people, Yolo-Fastest 1.1 body (Darknet) through `cv2.dnn`; score = obj * p(body)
   (OpenCV zeroes scores under ~0.2, so the score is 0 or >= 0.2).
 
-Default thresholds (`PeopleSpec`), measured on person_dev (24 photos) and person_dev_coco (297 COCO
-photos) resized to 512 px: mtcnn 0.90 (no false rejection on COCO), hog 0.50 (SVM margin 0.9: between
-the highest no-person photo the demo keeps, sklearn china at 0.79, and pywt ascent at 1.30),
-yolox_nano 0.55 (just above the skimage horse silhouette, 0.51, which the demo keeps).
+Default ensemble (`PeopleSpec`), chosen with `passkit filter eval` on person_dev (24 sample photos)
+and person_dev_coco (297 real COCO photos: 162 with a person, 135 without), images resized to 512 px:
+
+- with weights (`passkit models fetch`): yolox_nano >= 0.35 (review band from 0.10), yolo_fastest_body
+  >= 0.30 (review from 0.20; its scores are 0 or >= 0.2), yunet >= 0.85 (review from 0.70). On COCO:
+  recall 0.796 rejected outright, 0.907 counting the review queue, false-rejection rate 0.037,
+  precision 0.963, 10.4 % of images to review. person_dev: recall 1.0; FRR 0.20 (the skimage horse
+  silhouette, motorcycle, retina and aero score 0.35-0.51 on yolox_nano; none is served by the demo).
+  The thresholds sit low because people that fill under 1 % of a COCO photo score 0.1-0.4; the
+  review band catches most of the rest. Detectors fail on the same images (tiny, occluded, seen
+  from behind), so no threshold of these three reaches recall 0.99 at FRR <= 0.10 on COCO (the
+  sweep's best auto-reject recall at FRR <= 0.10 is ~0.88).
+- high recall: `tiles: 2` on yolox_nano (threshold 0.45, review 0.10) adds a 2 x 2 grid of overlapping
+  tiles: COCO recall 0.864 outright, 0.963 with review, FRR 0.104, 14.5 % to review, at ~3x the CPU
+  cost (`passkit filter eval ../shared/data/person_dev_coco --spec` with that people section).
+- without weights: MTCNN >= 0.90 and HOG >= 0.50 stand in (`fallback_for`): person_dev recall 1.0
+  (HOG alone catches pywt ascent), FRR 0.05; COCO recall 0.475, FRR 0.074. Install the weights.
 
 Threads: nothing here changes the process-wide thread settings of torch or OpenCV. ONNX Runtime
 sessions get `threads` intra-op threads (default: `torch.get_num_threads()` at construction), so
@@ -163,6 +176,18 @@ def ort_providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def _torch_device(device: str) -> str:
+    """`device` for torch, or a clear error when "cuda" is asked for and torch cannot use it."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PeopleFilterError(
+            f"people.device is 'cuda' but torch {torch.__version__} sees no CUDA device (built for CUDA: "
+            f"{torch.version.cuda or 'no'}); install a CUDA build of torch on a GPU machine, or set people.device: cpu"
+        )
+    return device
+
+
 def _cv2_cuda() -> bool:
     """True when this OpenCV build can run DNN layers on CUDA (opencv-python-headless cannot)."""
     import cv2
@@ -218,8 +243,8 @@ class MTCNNDetector(Detector):
         ident = models.identity("mtcnn")
         super().__init__(ident, None, ident.split("==", 1)[1])
         self.package_dir = Path(facenet_pytorch.__file__).parent
-        self.device = device
-        self.model = MTCNN(keep_all=True, device=device)
+        self.device = _torch_device(device)
+        self.model = MTCNN(keep_all=True, device=self.device)
         self.model.eval()
 
     def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
@@ -463,6 +488,71 @@ class YoloFastestBodyDetector(Detector):
         return out
 
 
+class TorchvisionDetector(Detector):
+    """A torchvision COCO detector (e.g. Faster R-CNN) from a local weights file; score = its person score.
+
+    For users who already have torchvision weights: nothing is downloaded. The file's sha256 is checked
+    against the spec's `sha256` when given, and against the hash prefix torchvision publishes in the
+    file name of its own release weights (`<arch>_coco-<8 hex>.pth`) when the arch is a known one.
+    """
+
+    name, task = "torchvision", "person"
+    floor = 0.05  # boxes under this score are dropped (torchvision's own box_score_thresh)
+
+    def __init__(self, arch: str, path: Path, sha256: str | None, device: str = "cpu"):
+        import torch
+        import torchvision
+
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"people filter: torchvision weights file {path} does not exist; set the detector's "
+                "`weights` to a local .pth file (e.g. one from download.pytorch.org/models)"
+            )
+        actual = models.sha256_file(path)
+        if sha256 and actual != sha256.lower():
+            raise models.ChecksumError(path, sha256.lower(), actual)
+        known = models.torchvision_release(arch)
+        if not sha256 and known is not None and not actual.startswith(known[1]):
+            raise models.ChecksumError(path, f"{known[1]}... (torchvision's {arch} release)", actual)
+        super().__init__(actual, actual, f"torchvision=={torchvision.__version__}")
+        try:
+            builder = torchvision.models.get_model_builder(arch)
+        except ValueError as e:
+            raise PeopleFilterError(f"detector torchvision: unknown arch {arch!r} ({e})") from None
+        kw: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": 91}
+        try:
+            model = builder(**kw, box_score_thresh=self.floor)
+        except TypeError:
+            model = builder(**kw, score_thresh=self.floor)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise PeopleFilterError(
+                f"detector torchvision: {path} is not a state dict of {arch} with 91 COCO classes: {str(e)[:300]}"
+            ) from None
+        self.device = _torch_device(device)
+        self.model = model.eval().to(self.device)
+        self.arch = arch
+        self.params = {"arch": arch}
+
+    def detect(self, images: list[np.ndarray]) -> list[list[list[float]]]:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            batch = [torch.tensor(a).permute(2, 0, 1).float().div(255).to(self.device) for a in images]
+            for pred in self.model(batch):
+                keep = pred["labels"] == 1  # COCO category 1: person
+                b = pred["boxes"][keep].float().cpu().numpy()
+                sc = pred["scores"][keep].float().cpu().numpy()
+                if not len(sc):
+                    out.append([])
+                    continue
+                out.append(_box_list(b, np.clip(sc, 0, 1), _nms(b, sc)))
+        return out
+
+
 def _needs_files_msg(name: str, base: Path, absent: list[str]) -> str:
     return (
         f"people filter: detector {name!r} is required but its weights are not in {base} "
@@ -478,17 +568,21 @@ def build_detector(spec: DetectorSpec, device: str, base: Path, threads: int) ->
         return MTCNNDetector(device)
     if name == "hog":
         return HOGDetector()
+    if name == "torchvision":
+        assert spec.weights is not None  # DetectorSpec's validator
+        return TorchvisionDetector(spec.arch or models.TORCHVISION_DEFAULT_ARCH, Path(spec.weights).expanduser(),
+                                   spec.sha256, device)
     model = models.get(name)
     path = models.find(name, base)  # ChecksumError propagates: a wrong file is never silently skipped
     if path is None:
         raise FileNotFoundError(_needs_files_msg(name, base, models.missing(name, base)))
     if name == "yolox_nano":
-        return YOLOXNanoDetector(path, threads)
+        return YOLOXNanoDetector(path, threads, device)
     if name == "yunet":
-        return YuNetDetector(path)
+        return YuNetDetector(path, device)
     if name == "yolo_fastest_body":
         cfg = next(f for f in model.files if f.role == "config")
-        return YoloFastestBodyDetector(path, base / cfg.path)
+        return YoloFastestBodyDetector(path, base / cfg.path, device)
     raise PeopleFilterError(f"no detector implementation for {name!r}")  # pragma: no cover
 
 
@@ -496,7 +590,18 @@ def build_detector(spec: DetectorSpec, device: str, base: Path, threads: int) ->
 
 
 class PeopleFilter:
-    """The detector ensemble of a `PeopleSpec`, models loaded once. Build one per worker process."""
+    """The detector ensemble of a `PeopleSpec`, models loaded once. Build one per worker process.
+
+    Rule: an image is rejected when any detector's top score reaches its threshold; otherwise it goes
+    to human review when any top score lies in that detector's review band `[review, threshold)`;
+    otherwise it is released. Detectors with `tiles: n` also look at an n x n grid of overlapping
+    tiles (their boxes mapped back to the image), so people a few percent of the frame tall fill
+    more of the network's input. Detectors with `fallback_for` run only when every detector they
+    stand in for was skipped for missing weights (MTCNN and HOG for a user without downloads).
+    With `concurrent`, each detector scores the batch in its own thread (ONNX Runtime, OpenCV and
+    torch release the GIL), so a batch takes about as long as its slowest detector when cores are
+    free; with one worker per core (a build's default) sequential scoring is faster (no oversubscription).
+    """
 
     def __init__(self, spec: PeopleSpec, models_dir: Path | None = None, *, threads: int | None = None):
         self.spec = spec
@@ -508,24 +613,43 @@ class PeopleFilter:
         self.threads = threads
         self.detectors: list[Detector] = []
         self.thresholds: dict[str, float] = {}
+        self.reviews: dict[str, float] = {}
+        self.tiles: dict[str, int] = {}
         self.skipped: list[tuple[str, str]] = []
+        self.standby: list[tuple[str, str]] = []  # fallbacks not needed: what they stand in for is active
         seen: set[str] = set()
         for d in spec.detectors:
             if d.name in seen:
                 raise PeopleFilterError(f"people filter: detector {d.name!r} is listed twice")
             seen.add(d.name)
+        built: dict[str, Detector] = {}
+        skipped_names: set[str] = set()
+        # first every primary detector, then the fallbacks, which depend on what was skipped
+        for d in sorted(spec.detectors, key=lambda x: bool(x.fallback_for)):
+            if d.fallback_for:
+                active = [n for n in d.fallback_for if n in built]
+                if active:
+                    self.standby.append((d.name, f"stand-in for {', '.join(d.fallback_for)}; "
+                                                 f"not needed while {', '.join(active)} ran"))
+                    continue
             try:
-                det = build_detector(d, spec.device, self.models_dir, threads)
+                built[d.name] = build_detector(d, spec.device, self.models_dir, threads)
             except FileNotFoundError as e:
                 if d.required:
                     raise PeopleFilterError(str(e)) from None
-                absent = models.missing(d.name, self.models_dir)
+                absent = models.missing(d.name, self.models_dir) if d.name != "torchvision" else [str(d.weights)]
+                skipped_names.add(d.name)
                 self.skipped.append(
                     (d.name, f"weights not found in {self.models_dir} (missing: {', '.join(absent)})")
                 )
-                continue
-            self.detectors.append(det)
-            self.thresholds[d.name] = d.threshold
+        for d in spec.detectors:  # spec order
+            if d.name in built:
+                self.detectors.append(built[d.name])
+                self.thresholds[d.name] = d.threshold
+                if d.review is not None:
+                    self.reviews[d.name] = d.review
+                self.tiles[d.name] = d.tiles
+        self.skipped.sort(key=lambda x: [d.name for d in spec.detectors].index(x[0]))
 
     @property
     def names(self) -> list[str]:
@@ -550,21 +674,58 @@ class PeopleFilter:
                 "license": m.license,
                 "source": m.source,
             }
+            if det.name in self.reviews:
+                entry["review"] = self.reviews[det.name]
+            if self.tiles.get(det.name, 1) > 1:
+                entry["tiles"] = self.tiles[det.name]
             if det.params:
                 entry["params"] = dict(det.params)
             out.append(entry)
         return out
 
+    def _run(self, det: Detector, arrays: list[np.ndarray]) -> list[list[list[float]]]:
+        """One detector on a batch, with its tiles when it has them (boxes in each image's pixels)."""
+        n = self.tiles.get(det.name, 1)
+        if n < 2:
+            return det.detect(arrays)
+        crops: list[np.ndarray] = []
+        where: list[tuple[int, int, int]] = []  # image index, x offset, y offset
+        for i, a in enumerate(arrays):
+            crops.append(a)
+            where.append((i, 0, 0))
+            for x0, y0, x1, y1 in tile_grid(a.shape[0], a.shape[1], n):
+                crops.append(np.ascontiguousarray(a[y0:y1, x0:x1]))
+                where.append((i, x0, y0))
+        found: list[list[list[float]]] = [[] for _ in arrays]
+        for (i, dx, dy), boxes in zip(where, det.detect(crops), strict=True):
+            found[i].extend([b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy, b[4]] for b in boxes)
+        out: list[list[list[float]]] = []
+        for bl in found:
+            if not bl:
+                out.append([])
+                continue
+            arr = np.asarray(bl, dtype=np.float32)
+            out.append(_box_list(arr[:, :4], arr[:, 4], _nms(arr[:, :4], arr[:, 4])))
+        return out
+
     def detect(self, images: list[Image.Image]) -> dict[str, list[list[list[float]]]]:
         """Raw boxes per detector per image (every box each detector reports, up to MAX_BOXES)."""
         arrays = [_to_rgb_array(im) for im in images]
-        return {det.name: det.detect(arrays) for det in self.detectors}
+        if not self.spec.concurrent or len(self.detectors) < 2:
+            return {det.name: self._run(det, arrays) for det in self.detectors}
+        with ThreadPoolExecutor(max_workers=len(self.detectors), thread_name_prefix="people") as pool:
+            futures = {det.name: pool.submit(self._run, det, arrays) for det in self.detectors}
+            return {name: f.result() for name, f in futures.items()}
 
     def combine(self, boxes: dict[str, list[list[float]]]) -> PeopleResult:
-        """One image's boxes per detector -> scores, fired, has_person (the ensemble rule)."""
+        """One image's boxes per detector -> scores, fired, review (the ensemble rule)."""
         scores = {name: (float(b[0][4]) if b else 0.0) for name, b in boxes.items()}
         fired = [name for name in boxes if scores[name] >= self.thresholds[name]]
-        return PeopleResult(scores=scores, boxes=boxes, fired=fired)
+        review = [
+            name for name in boxes
+            if name in self.reviews and self.reviews[name] <= scores[name] < self.thresholds[name]
+        ]
+        return PeopleResult(scores=scores, boxes=boxes, fired=fired, review=review)
 
     def score(self, images: list[Image.Image]) -> list[PeopleResult]:
         """Score RGB images of any size (the pipeline passes the resized <= 512 px images)."""

@@ -1,9 +1,9 @@
 """A procedurally generated, labelled image set, so that tests on a CPU can prove learning.
 
 Each class is a shape or a texture (disc, ring, square, triangle, cross, stripes, checkerboard,
-dots), drawn at a random position, size, rotation and phase, in a random foreground colour on a
-random background colour, with pixel noise. Colour, the easiest cue for a random network, carries
-no class information, so a randomly initialised encoder's kNN accuracy stays low while an encoder
+dots), drawn at a random position, size, rotation and phase, in a foreground colour on a
+background colour drawn from a small palette shared by all classes, with pixel noise. Colour, the
+easiest cue for a random network, carries no class information, so a randomly initialised encoder's kNN accuracy stays low while an encoder
 trained to ignore colour jitter and crops (MoCo's augmentations) separates the classes.
 
 Deterministic: the same (n, size, seed) gives the same images. `write_folder` stores a set as an
@@ -42,7 +42,7 @@ def _mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A float mask in [0, 1] of shape [S, S] for one class instance."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size  # [0,1)
     cx, cy = rng.uniform(0.3, 0.7, 2)
-    r = rng.uniform(0.18, 0.32)
+    r = rng.uniform(0.22, 0.36)
     th = rng.uniform(0, math.pi)
     x, y = xx - cx, yy - cy
     u, v = x * math.cos(th) + y * math.sin(th), -x * math.sin(th) + y * math.cos(th)  # rotated coords
@@ -75,11 +75,16 @@ def _mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown synthetic class {kind!r}")
 
 
+PALETTE = np.array([[230, 60, 50], [40, 160, 70], [50, 90, 220], [240, 200, 40], [30, 30, 30], [225, 225, 225]],
+                   dtype=np.float64)
+
+
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    while True:
-        bg, fg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        if np.abs(bg - fg).sum() > 150:  # visible contrast
-            return bg, fg
+    """Background and foreground from a small shared palette (slightly shifted), so that colour
+    neither names the class nor singles out an image: instances differ by shape, size and place."""
+    i, j = rng.choice(len(PALETTE), 2, replace=False)
+    shift = rng.normal(0, 10, 3)
+    return PALETTE[i] + shift, PALETTE[j] + shift
 
 
 def generate(n: int, size: int = 32, seed: int = 0, classes: tuple[str, ...] = CLASSES) -> tuple[torch.Tensor, torch.Tensor]:

@@ -128,6 +128,7 @@ def build_release(
     """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths."""
     t0 = time.monotonic()
     rows, det = read_ledgers(units_dir, unit_indices)
+    rows, review = apply_reviews(rows, units_dir.parent)  # people-filter issue: human review decisions
     staging = _StagingIndex()
     for idx in unit_indices:
         staging.add(unit_paths(units_dir, idx)[0])
@@ -197,6 +198,7 @@ def build_release(
         removals=cur.removals,
     )
     m["curation"] = cur.curation
+    m["review"] = review  # people-filter issue: what humans verified (review queue and spot checks)
     rejected_rows = [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected]
     written = documents.write_all(tmp, m, index_rows, rejected_rows)
     m["files"] = documents.file_entries(tmp, ["index.parquet", "rejected.parquet", *written])
@@ -215,6 +217,47 @@ def build_release(
         release_dir, len(rows), len(kept), len(rejected), len(shards), dict(by_reason),
         det["detectors"], det["skipped"], time.monotonic() - t0,
     )
+
+
+def apply_reviews(rows: list[dict[str, Any]], work_dir: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Apply the human decisions of `work_dir/review.sqlite` (passkit.review) to the ledger rows.
+
+    A row in the people filter's review band ("review" status) is kept after a human "no person",
+    rejected as people/human_review after "person", and rejected as people/pending_review while
+    undecided. A kept row drawn for a spot check and marked "person" is rejected as
+    people/human_review. Returns the rows and the counts the manifest records under "review".
+    """
+    from passkit.records import Status
+    from passkit.review.store import decisions_for_release
+
+    items, decided = decisions_for_release(work_dir)
+    stats = Counter({k: 0 for k in ("queued", "verified_no_person", "confirmed_person", "pending",
+                                    "spot_sampled", "spot_checked", "spot_found_person")})
+    stats["spot_sampled"] = sum(1 for k in items.values() if k == "spot")
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        d = decided.get(r["key"])
+        if r["status"] == Status.REVIEW:
+            stats["queued"] += 1
+            if d is not None and d.label == "no_person":
+                stats["verified_no_person"] += 1
+                r = {**r, "status": str(Status.KEPT), "stage": None, "reason": None, "detail": None}
+            elif d is not None:
+                stats["confirmed_person"] += 1
+                r = {**r, "status": str(Status.REJECTED), "reason": "human_review",
+                     "detail": f"human review: person ({r.get('detail') or ''})"}
+            else:
+                stats["pending"] += 1
+                r = {**r, "status": str(Status.REJECTED), "reason": "pending_review",
+                     "detail": f"awaiting human review (passkit review WORKDIR): {r.get('detail') or ''}"}
+        elif r["status"] == Status.KEPT and d is not None and items.get(r["key"]) == "spot":
+            stats["spot_checked"] += 1
+            if d.label == "person":
+                stats["spot_found_person"] += 1
+                r = {**r, "status": str(Status.REJECTED), "stage": "people", "reason": "human_review",
+                     "detail": "spot check: a human found a person"}
+        out.append(r)
+    return out, dict(stats)
 
 
 def _index_schema() -> pa.Schema:

@@ -107,3 +107,19 @@ def load(release_dir: Path) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"{release_dir}: no manifest.json — is this a passkit release folder?")
     return json.loads(p.read_text(encoding="utf-8"))
+
+
+def add_validation(release_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Append a validation entry (recipe, preset, seed, metrics, verdict) to manifest.json's
+    "validation" list and rewrite the manifest atomically. The manifest is not in manifest["files"],
+    so audit's checksums are unaffected."""
+    path = Path(release_dir) / "manifest.json"
+    m = load(Path(release_dir))
+    m.setdefault("validation", []).append(entry)
+    errors = validation_errors(m)
+    if errors:
+        raise ValueError("the validation entry would make the manifest fail its schema:\n  " + "\n  ".join(errors))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(m, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return m

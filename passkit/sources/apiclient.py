@@ -125,7 +125,7 @@ class ApiClient:
             except requests.RequestException as e:
                 if attempt >= self.max_retries:
                     raise ApiError(f"{self.name}: {url} failed after {attempt + 1} tries: {e}") from e
-                self._wait(self.backoff * 2**attempt)
+                self.wait(self.backoff * 2**attempt)
                 attempt += 1
                 continue
             if resp.status_code not in RETRY_STATUS:
@@ -144,10 +144,11 @@ class ApiClient:
                     f"{_detail(resp)}",
                     resp.status_code,
                 )
-            self._wait(wait if wait is not None else self.backoff * 2**attempt)
+            self.wait(wait if wait is not None else self.backoff * 2**attempt)
             attempt += 1
 
-    def _wait(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
+        """Sleep (through the injectable `sleep`) and count it."""
         self.waited += seconds
         self.sleep(seconds)
 

@@ -149,7 +149,7 @@ class CommonsSource:
                 raise ApiError(f"commons: answer is not a JSON object: {str(body)[:200]}")
             err = body.get("error")
             if isinstance(err, dict) and err.get("code") == "maxlag":
-                self.client._wait(min(5.0, self.client.max_retry_wait))  # replicas lag: wait, ask again
+                self.client.wait(min(5.0, self.client.max_retry_wait))  # replicas lag: wait, ask again
                 continue
             if err:
                 raise ApiError(f"commons: API error {err.get('code') if isinstance(err, dict) else ''}: "

@@ -83,8 +83,7 @@ class Yfcc100mSource:
             return True
         if lic is None:
             return True  # unreadable licence: passed on so the gate records why
-        base = licenses._make_id(lic.family, lic.version, None)
-        return lic.family in self.families or lic.id in self.ids or base in self.ids
+        return lic.family in self.families or lic.id in self.ids or lic.unported_id in self.ids
 
     def _parse(self, raw: bytes, n: int, width: int, query: str) -> Candidate | None:
         bad = self._bad

@@ -57,7 +57,7 @@ import os
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +327,6 @@ class _Pass:
     epoch: int
     rank: int
     start: int  # batches of the plan already yielded (resume)
-    verified: bool = field(default=False)
 
 
 class ReleaseDataset(IterableDataset):
@@ -419,7 +418,7 @@ class ReleaseDataset(IterableDataset):
         plan = self.plan()
         if not 0 <= start <= len(plan):
             raise ValueError(f"resume position {start} is outside this epoch's {len(plan)} batches")
-        self._pass = _Pass(plan, self.epoch, self.placement()[0], start, self._verified)
+        self._pass = _Pass(plan, self.epoch, self.placement()[0], start)
         return self._pass
 
     def verify_shards(self) -> None:

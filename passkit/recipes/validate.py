@@ -1,0 +1,186 @@
+"""`passkit validate`: pretrain a reference recipe on a release and check that it learned.
+
+    result = validate("releases/demo-1.0.0", recipe="moco_v2", preset="smoke", eval_spec="synthetic")
+
+Writes into the release folder `validation/<recipe>-<preset>-seed<seed>/` with validation.json,
+metrics.jsonl, similarity.jsonl and plots (loss.png, similarity.png, knn.png), and appends a
+validation entry to manifest.json (audit checks only the files the manifest lists, so this does
+not disturb it). The checkpoint goes to `work_dir`, not into the release.
+
+Checks (each pass / fail / skipped):
+- loss: the final InfoNCE loss is below `loss_ratio` x ln(K+1), the loss of an encoder that cannot
+  tell the positive from the K negatives;
+- rankme: the effective rank of the backbone's features of release images is above the preset's
+  floor (collapse gives ~1);
+- knn: with a labelled set (--eval), kNN top-1 (k=20, T=0.07) beats the same network at random
+  init by the preset's margin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from passkit.recipes import evaluate as ev
+from passkit.recipes import plots, presets
+from passkit.recipes.augment import MultiView, eval_transform, moco_v2_augment, normalize
+from passkit.recipes.engine import ReleaseData, TrainConfig, Trainer, seed_everything
+from passkit.recipes.moco import MoCoV2
+
+RECIPES = ("moco_v2",)
+RELEASE_EMBED_MAX = 512
+
+
+@dataclass(slots=True)
+class ValidationResult:
+    ok: bool
+    entry: dict[str, Any]  # what validation.json holds (and, shortened, the manifest entry)
+    out_dir: Path
+
+
+def _release_embeddings(recipe: MoCoV2, model: torch.nn.Module, release_dir: Path, size: int,
+                        device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """Backbone features of (up to 512) release images, and projected embeddings of two views."""
+    from passkit.stream import loader
+
+    aug = moco_v2_augment(size)
+    dl = loader(release_dir, 64, transform=MultiView([eval_transform(size), aug, aug]), shuffle=True, seed=seed)
+    feats, z1, z2 = [], [], []
+    model.eval()
+    with torch.no_grad():
+        n = 0
+        for (plain, a, b), _ in dl:
+            feats.append(recipe.features(model, normalize(plain.to(device))).float().cpu())
+            z1.append(model.encoder_q(normalize(a.to(device))).float().cpu())  # type: ignore[operator]
+            z2.append(model.encoder_q(normalize(b.to(device))).float().cpu())  # type: ignore[operator]
+            n += len(plain)
+            if n >= RELEASE_EMBED_MAX:
+                break
+    return {"features": torch.cat(feats), "z1": torch.cat(z1), "z2": torch.cat(z2)}
+
+
+def _embed_metrics(e: dict[str, torch.Tensor]) -> dict[str, float]:
+    out = {"rankme": ev.rankme(e["features"]), "alignment": ev.alignment(e["z1"], e["z2"])}
+    out["uniformity"] = ev.uniformity(e["z1"]) if len(e["z1"]) > 1 else float("nan")
+    return out
+
+
+def validate(
+    release_dir: Path | str,
+    *,
+    recipe: str = "moco_v2",
+    preset: str = "smoke",
+    eval_spec: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    work_dir: Path | None = None,
+    steps: int | None = None,
+    progress: bool = True,
+    update_manifest: bool = True,
+) -> ValidationResult:
+    from passkit.release.manifest import add_validation
+    from passkit.stream import open_release
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    release_dir = Path(release_dir)
+    rel = open_release(release_dir)
+    p = presets.get(preset)
+    rec = MoCoV2(p.moco)
+    run = f"{recipe}-{preset}-seed{seed}"
+    out_dir = release_dir / "validation" / run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir else Path("work") / "validate" / rel.name / run
+    batch = p.batch_size
+    total = steps or p.total_steps(rel.num_samples)
+    cfg = TrainConfig(steps=total, optim=p.optim, warmup_steps=int(p.warmup_frac * total), seed=seed,
+                      device=device, log_every=max(1, min(10, total // 20)), out_dir=work, progress=progress)
+    t0 = time.perf_counter()
+    data = ReleaseData(release_dir, rec.transform(), batch, seed=seed)
+    trainer = Trainer(rec, data, cfg)
+    res = trainer.fit()
+    dev = trainer.device
+    amp = trainer.amp_dtype
+
+    seed_everything(seed)
+    random_model = rec.build_model().to(dev).eval()  # the same architecture at random init
+    model = res.model.eval()
+    emb = _embed_metrics(_release_embeddings(rec, model, release_dir, p.moco.image_size, dev, seed))
+    emb_rand = _embed_metrics(_release_embeddings(rec, random_model, release_dir, p.moco.image_size, dev, seed))
+
+    evals: dict[str, Any] = {}
+    if eval_spec:
+        spec = p.eval_spec if eval_spec == "synthetic" else eval_spec
+        ls = ev.load_labelled(spec, p.eval_size, seed=seed)
+        evals = {
+            "set": ls.source, "classes": list(ls.classes),
+            "pretrained": ev.evaluate_features(lambda x: rec.features(model, x), ls, dev, amp_dtype=amp),
+            "random_init": ev.evaluate_features(lambda x: rec.features(random_model, x), ls, dev, amp_dtype=amp),
+        }
+
+    chance = p.moco.chance_loss
+    final_loss = res.final("loss", 0.2)
+    checks = [{"name": "loss", "value": final_loss, "threshold": p.loss_ratio * chance,
+               "rule": f"final loss < {p.loss_ratio} x ln(K+1) = {p.loss_ratio * chance:.3f}",
+               "status": "pass" if final_loss < p.loss_ratio * chance else "fail"},
+              {"name": "rankme", "value": emb["rankme"], "threshold": p.rankme_floor,
+               "rule": f"RankMe of release features > {p.rankme_floor}",
+               "status": "pass" if emb["rankme"] > p.rankme_floor else "fail"}]
+    if evals:
+        key = "knn_k20_t0.07"
+        a, b = evals["pretrained"][key], evals["random_init"][key]
+        checks.append({"name": "knn", "value": a, "threshold": b + p.knn_margin,
+                       "rule": f"kNN top-1 (k=20, T=0.07) > random init {b:.3f} + {p.knn_margin}",
+                       "status": "pass" if a > b + p.knn_margin else "fail"})
+    else:
+        checks.append({"name": "knn", "status": "skipped", "rule": "needs --eval LABELLED"})
+    ok = all(c["status"] != "fail" for c in checks)
+
+    paths = [plots.loss_curve(res.history, chance, out_dir / "loss.png"),
+             plots.similarity_histograms(res.histograms, out_dir / "similarity.png")]
+    if evals:
+        paths.append(plots.knn_bars(evals["pretrained"], evals["random_init"], out_dir / "knn.png"))
+    for name in ("metrics.jsonl", "similarity.jsonl"):
+        if (work / name).is_file():
+            (out_dir / name).write_text((work / name).read_text(encoding="utf-8"), encoding="utf-8")
+
+    entry: dict[str, Any] = {
+        "recipe": recipe, "preset": preset, "seed": seed, "verdict": "pass" if ok else "fail",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "release": rel.name, "samples": rel.num_samples,
+        "settings": {"recipe": rec.describe(), "optimizer": asdict(p.optim), "batch_size": batch, "steps": total},
+        "train": {"seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2), "device": res.device,
+                  "final_loss": final_loss, "chance_loss": chance, "optimizer_state": res.optimizer_state,
+                  "final": {k: res.final(k, 0.2) for k in ("acc", "pos_sim", "neg_sim", "rankme")}},
+        "release_embeddings": {"pretrained": emb, "random_init": emb_rand},
+        "eval": evals, "checks": checks,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "files": [str(x.relative_to(release_dir)) for x in paths] + [str((out_dir / "validation.json").relative_to(release_dir))],
+    }
+    entry = _finite(json.loads(json.dumps(entry, default=str)))
+    (out_dir / "validation.json").write_text(json.dumps(entry, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if update_manifest:
+        short = {k: entry[k] for k in ("recipe", "preset", "seed", "verdict", "created", "checks")}
+        short["metrics"] = {"final_loss": final_loss, "rankme": emb["rankme"],
+                            **{f"{k}": v for k, v in (evals.get("pretrained") or {}).items()},
+                            **{f"random_init_{k}": v for k, v in (evals.get("random_init") or {}).items()}}
+        short["path"] = str((out_dir / "validation.json").relative_to(release_dir))
+        add_validation(release_dir, _finite(short))
+    return ValidationResult(ok, entry, out_dir)
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN: replace non-finite floats with None."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x

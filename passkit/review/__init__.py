@@ -1,0 +1,1 @@
+"""Human review of the people filter: a durable SQLite store of decisions and a local web page."""

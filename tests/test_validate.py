@@ -1,0 +1,73 @@
+"""`passkit validate --preset smoke` on the real demo release: validation.json, plots, the
+manifest entry, audit still clean; and the labelled-folder evaluation set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from passkit.recipes.evaluate import load_labelled
+from passkit.recipes.synthetic import labelled_set, write_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from passkit.build import build
+    from passkit.config import load_spec
+
+    base = tmp_path_factory.mktemp("demo")
+    shutil.copytree(ROOT / "pipelines", base / "pipelines")
+    result = build(load_spec(base / "pipelines" / "demo.yaml"), base=base)
+    return Path(result.release.path)
+
+
+@pytest.mark.slow
+def test_validate_smoke_on_the_demo_release(demo_release: Path, tmp_path: Path) -> None:
+    from passkit.audit import audit
+    from passkit.cli import main
+
+    rc = main(["validate", str(demo_release), "--preset", "smoke", "--eval", "synthetic",
+               "--work", str(tmp_path / "work")])
+    out = demo_release / "validation" / "moco_v2-smoke-seed0"
+    v = json.loads((out / "validation.json").read_text())
+    assert rc == (0 if v["verdict"] == "pass" else 1)
+    assert {c["name"] for c in v["checks"]} == {"loss", "rankme", "knn"}
+    for c in v["checks"]:
+        assert c["status"] in ("pass", "fail")
+        assert (c["status"] == "pass") == (c["value"] > c["threshold"] if c["name"] != "loss"
+                                           else c["value"] < c["threshold"])
+    assert v["verdict"] == ("pass" if all(c["status"] == "pass" for c in v["checks"]) else "fail")
+    assert v["settings"]["steps"] == 20 and v["train"]["chance_loss"] > 0
+    for k in ("knn_k20_t0.07", "knn_k200_t0.1", "linear_probe", "rankme"):
+        assert v["eval"]["pretrained"][k] >= 0 and v["eval"]["random_init"][k] >= 0
+    for f in ("loss.png", "similarity.png", "knn.png", "metrics.jsonl"):
+        assert (out / f).stat().st_size > 0
+    m = json.loads((demo_release / "manifest.json").read_text())
+    entry = m["validation"][-1]
+    assert (entry["recipe"], entry["preset"], entry["seed"], entry["verdict"]) == ("moco_v2", "smoke", 0, v["verdict"])
+    assert entry["metrics"]["final_loss"] == pytest.approx(v["train"]["final_loss"])
+    assert audit(demo_release).ok  # validation output does not disturb the release's proof
+
+
+def test_validate_rejects_unknown_preset_and_recipe(demo_release: Path) -> None:
+    from passkit.recipes.validate import validate
+
+    with pytest.raises(ValueError, match="choose smoke, small or full"):
+        validate(demo_release, preset="huge", update_manifest=False)
+    with pytest.raises(ValueError, match="available: moco_v2"):
+        validate(demo_release, recipe="simclr", update_manifest=False)
+
+
+def test_labelled_folder_round_trip(tmp_path: Path) -> None:
+    ls = labelled_set(16, 8, size=16, seed=3)
+    write_folder(tmp_path / "set", ls)
+    back = load_labelled(tmp_path / "set", size=16)
+    assert back.classes == tuple(sorted(ls.classes))
+    assert len(back.train_images) == 16 and len(back.test_images) == 8
+    with pytest.raises(FileNotFoundError, match="synthetic"):
+        load_labelled(tmp_path / "missing", size=16)
