@@ -55,6 +55,7 @@ import json
 import math
 import os
 import random
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -633,6 +634,10 @@ def loader(
     if num_workers > 0:
         if prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor
+        if multiprocessing_context is None and threading.active_count() > 1:
+            # Forking a process that runs other threads (HTTP servers, Ray, thread pools) copies
+            # their held locks into the workers, which then hang; spawn is safe, if slower to start.
+            multiprocessing_context = "spawn"
         if multiprocessing_context is not None:
             kw["multiprocessing_context"] = multiprocessing_context
     return ReleaseLoader(ds, num_workers=num_workers, pin_memory=pin_memory, collate_fn=_as_is, **kw)
