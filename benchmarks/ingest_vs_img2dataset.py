@@ -41,6 +41,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -273,8 +274,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=3000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/passkit-ingest-bench"))
-    ap.add_argument("--i2d-venv", type=Path, default=Path("/tmp/i2d-venv"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "passkit-ingest-bench")
+    ap.add_argument("--i2d-venv", type=Path, default=Path(tempfile.gettempdir()) / "i2d-venv")
     ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset --thread_count (per process)")
     ap.add_argument("--no-people", action="store_true", help="skip the passkit run with the people filter on")
     ap.add_argument("--modes", default="keep_ratio,keep_ratio_largest",

@@ -33,6 +33,7 @@ import json
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3, help="runs per pipeline (the median is reported)")
-    ap.add_argument("--data", type=Path, default=Path("/tmp/passkit-bench"))
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "passkit-bench")
     args = ap.parse_args(argv)
 
     import torch
