@@ -55,7 +55,6 @@ import json
 import math
 import os
 import random
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -634,9 +633,9 @@ def loader(
     if num_workers > 0:
         if prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor
-        if multiprocessing_context is None and threading.active_count() > 1:
-            # Forking a process that runs other threads (HTTP servers, Ray, thread pools) copies
-            # their held locks into the workers, which then hang; spawn is safe, if slower to start.
+        if multiprocessing_context is None:
+            # Forked workers inherit whatever locks the parent's threads held (OpenMP pools of
+            # earlier torch ops, HTTP servers, Ray) and can hang forever; spawned ones cannot.
             multiprocessing_context = "spawn"
         if multiprocessing_context is not None:
             kw["multiprocessing_context"] = multiprocessing_context
