@@ -233,7 +233,7 @@ def test_unknown_licence_and_incomplete_tasl(release: Path) -> None:
 # ----------------------------------------------------------------------------- hostile tars
 
 
-def _hostile_tar(path: Path, kind: str) -> None:
+def _hostile_tar(path: Path, kind: str, outside: Path) -> None:
     ok = jpeg(16, 16, seed=1)
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         info = tarfile.TarInfo("aaa.jpg")
@@ -244,7 +244,7 @@ def _hostile_tar(path: Path, kind: str) -> None:
             info.size = 4
             tar.addfile(info, io.BytesIO(b"evil"))
         elif kind == "absolute":
-            info = tarfile.TarInfo("/tmp/passkit-audit-evil")
+            info = tarfile.TarInfo(str(outside))  # an absolute path outside the release
             info.size = 4
             tar.addfile(info, io.BytesIO(b"evil"))
         elif kind == "symlink":
@@ -268,12 +268,13 @@ def test_hostile_tar_is_unsafe_and_nothing_is_extracted(
     monkeypatch.chdir(cwd)
     shard = release / SHARD1
     shard.unlink()
-    _hostile_tar(shard, kind)
+    outside = tmp_path / "outside-evil"
+    _hostile_tar(shard, kind, outside)
     before = tree(tmp_path)
 
     report = audit(release)
     assert tree(tmp_path) == before
-    assert not Path("/tmp/passkit-audit-evil").exists()
+    assert not outside.exists()
     unsafe = report.by_code("shard_unsafe")
     assert len(unsafe) == 1 and unsafe[0].shard == SHARD1
     assert "evil" in unsafe[0].message
