@@ -127,6 +127,24 @@ def test_small_and_1d_tensors_keep_32bit_state(backend: str) -> None:
         assert dtypes == {expect}, (tuple(p.shape), dtypes)
 
 
+@needs_bnb
+def test_bnb_rule_is_local_to_each_optimizer() -> None:
+    """A large 1-D parameter keeps 32-bit state, and nothing is left in bitsandbytes' process-wide
+    override table (ids of freed tensors are reused, so leftovers flip later weights to 32-bit)."""
+    import bitsandbytes as bnb
+
+    mng = bnb.optim.GlobalOptimManager.get_instance()
+    before = (dict(mng.pid2config), dict(mng.index2config))
+    net = nn.Sequential(nn.Linear(64, 8192), nn.LayerNorm(8192), nn.Linear(8192, 4))
+    opt = build_optimizer(net, OptimConfig(name="adamw", lr=1e-3, bits=8, backend="bnb"))
+    net(torch.randn(2, 64)).sum().backward()
+    opt.step()
+    assert (dict(mng.pid2config), dict(mng.index2config)) == before
+    for p in net.parameters():
+        dtypes = {v.dtype for v in opt.state[p].values() if torch.is_tensor(v) and v.numel() == p.numel()}
+        assert dtypes == ({torch.uint8} if p.ndim > 1 else {torch.float32}), tuple(p.shape)
+
+
 @pytest.mark.parametrize("name", ["adamw", "sgd", "lars", "lion"])
 def test_state_dict_round_trips(name: str) -> None:
     torch.manual_seed(0)

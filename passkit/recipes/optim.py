@@ -289,22 +289,36 @@ class Lion(BlockwiseOptimizer):
 def _bnb_optimizer(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     import bitsandbytes as bnb
 
-    mng = bnb.optim.GlobalOptimManager.get_instance()
-    for g in groups:  # 1-D parameters keep 32-bit state, as in passkit's own optimizers
-        for p in g["params"]:
-            if p.ndim <= 1:
-                mng.override_config(p, "optim_bits", 32)
     common = {"min_8bit_size": cfg.min_8bit_size}
     if cfg.name == "adamw":
-        return bnb.optim.AdamW8bit(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                   weight_decay=cfg.weight_decay, **common)
-    if cfg.name == "sgd":
-        return bnb.optim.SGD8bit(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                 nesterov=cfg.nesterov, **common)
-    if cfg.name == "lion":
-        betas = cfg.extra.get("lion_betas", (0.9, 0.99))
-        return bnb.optim.Lion8bit(groups, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, **common)
-    raise OptimError(f"no bitsandbytes backend for {cfg.name!r}")
+        cls, kw = bnb.optim.AdamW8bit, {"betas": cfg.betas, "eps": cfg.eps}
+    elif cfg.name == "sgd":
+        cls, kw = bnb.optim.SGD8bit, {"momentum": cfg.momentum, "nesterov": cfg.nesterov}
+    elif cfg.name == "lion":
+        cls, kw = bnb.optim.Lion8bit, {"betas": cfg.extra.get("lion_betas", (0.9, 0.99))}
+    else:
+        raise OptimError(f"no bitsandbytes backend for {cfg.name!r}")
+    return _keep_1d_in_32bit(cls)(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw, **common)
+
+
+def _keep_1d_in_32bit(cls: type) -> type:
+    """A subclass of a bitsandbytes optimizer whose 1-D parameters keep 32-bit state.
+
+    bitsandbytes' own way (`GlobalOptimManager.override_config`) is a process-wide singleton keyed
+    by `id(p)` and by (group, index): overrides leak into every later optimizer, and a freed bias's
+    id reused by a new weight silently turns that weight's state to 32-bit. The per-instance
+    `get_config` hook keeps the rule local to this optimizer.
+    """
+
+    class Keep1D(cls):  # type: ignore[misc, valid-type]
+        def get_config(self, gindex: int, pindex: int, group: dict[str, Any]) -> dict[str, Any]:
+            config = super().get_config(gindex, pindex, group)
+            if self.param_groups[gindex]["params"][pindex].ndim <= 1:
+                config["optim_bits"] = 32
+            return config
+
+    Keep1D.__name__ = Keep1D.__qualname__ = cls.__name__
+    return Keep1D
 
 
 def build_optimizer(params: nn.Module | Iterable[Any], cfg: OptimConfig | None = None,
