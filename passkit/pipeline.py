@@ -60,6 +60,8 @@ LEDGER_SCHEMA = pa.schema(
         ("orig_width", pa.int32()),
         ("orig_height", pa.int32()),
         ("bytes", pa.int64()),
+        ("flat_fraction", pa.float64()),  # filters.quality, measured on the pixels in hand
+        ("flat_colour", pa.list_(pa.int16())),
     ]
 )
 FINGERPRINT_META = b"passkit.unit_fingerprint"
@@ -121,8 +123,21 @@ def unit_done(units_dir: Path, unit: Unit, settings: str) -> bool:
     return meta.get(FINGERPRINT_META) == unit.fingerprint(settings).encode()
 
 
+def read_ledger(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A unit's ledger as LEDGER_SCHEMA (or those `columns`); columns an older passkit did not
+    write come back as nulls. Reads the one file directly: `pq.read_table` would import
+    pyarrow.dataset (and pandas), half a second of every build's start-up."""
+    schema = LEDGER_SCHEMA if columns is None else pa.schema([LEDGER_SCHEMA.field(c) for c in columns])
+    pf = pq.ParquetFile(path)
+    have = set(pf.schema_arrow.names)
+    table = pf.read(columns=[c for c in schema.names if c in have])
+    n = table.num_rows
+    arrays = [table.column(f.name).cast(f.type) if f.name in have else pa.nulls(n, f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def summarize_ledger(path: Path) -> UnitResult:
-    t = pq.read_table(path, columns=["unit", "status", "stage", "reason", "transient"]).to_pylist()
+    t = read_ledger(path, ["unit", "status", "stage", "reason", "transient"]).to_pylist()
     reasons = Counter(f"{r['stage']}:{r['reason']}" for r in t if r["status"] != Status.KEPT)
     kept = sum(1 for r in t if r["status"] == Status.KEPT)
     idx = t[0]["unit"] if t else -1
@@ -133,7 +148,7 @@ def summarize_ledger(path: Path) -> UnitResult:
 def ledger_transient(path: Path) -> int:
     """How many rows of a finished unit ended in a transient failure (0 when unreadable)."""
     try:
-        return sum(1 for v in pq.read_table(path, columns=["transient"]).column(0).to_pylist() if v)
+        return sum(1 for v in read_ledger(path, ["transient"]).column(0).to_pylist() if v)
     except (OSError, pa.ArrowInvalid):
         return 0
 
@@ -192,7 +207,7 @@ class UnitRunner:
         try:
             if (pq.read_schema(ledger_path).metadata or {}).get(SETTINGS_META) != self.settings_digest:
                 return {}
-            rows = pq.read_table(ledger_path, schema=LEDGER_SCHEMA).to_pylist()
+            rows = read_ledger(ledger_path).to_pylist()
         except (OSError, pa.ArrowInvalid, ValueError):
             return {}
         members: dict[str, bytes] = {}
@@ -357,6 +372,8 @@ class UnitRunner:
                     "orig_width": info.orig_width if info else None,
                     "orig_height": info.orig_height if info else None,
                     "bytes": len(info.jpeg) if info else None,
+                    "flat_fraction": info.flat_fraction if info else None,
+                    "flat_colour": list(info.flat_colour) if info and info.flat_colour else None,
                 }
             )
         detectors = self.people.describe() if self.people is not None else []

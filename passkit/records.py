@@ -108,6 +108,8 @@ class ImageInfo:
     orig_height: int
     orig_format: str
     source_bytes: int
+    flat_fraction: float | None = None  # share of near-median pixels (filters.quality), for curation
+    flat_colour: tuple[int, int, int] | None = None
 
 
 @dataclass(slots=True)

@@ -76,3 +76,38 @@ def test_phash_is_robust_to_resize_and_differs_across_images():
     ham = lambda x, y: bin(int(phash(x), 16) ^ int(phash(y), 16)).count("1")  # noqa: E731
     assert ham(a, b) <= 6
     assert ham(a, c) > 12
+
+
+def test_wide_jpeg_decodes_at_reduced_scale_with_exact_output_size(monkeypatch):
+    """A 2000x1000 photo for max_side 500: the draft box has the photo's aspect (500x250), so libjpeg
+    may decode at 1/4 (500x250) instead of 1/2 (a square 500x500 box would force 1000x500)."""
+    from PIL import JpegImagePlugin
+
+    seen = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        out = real_draft(self, mode, size)
+        seen.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    out = check(_jpeg(2000, 1000, exif=False), ImageSpec(max_side=500))
+    assert seen == [(500, 250)]
+    assert (out.info.width, out.info.height) == (500, 250)
+    out = check(_jpeg(1999, 1001, exif=False), ImageSpec(max_side=500))
+    assert (out.info.width, out.info.height) == (500, 250)  # from the original size, not the draft's
+
+
+def test_exif_orientation_is_applied_then_dropped():
+    arr = np.zeros((100, 300, 3), "uint8")
+    arr[:, :150] = 255  # left half white
+    buf = io.BytesIO()
+    ex = Image.Exif()
+    ex[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(arr).save(buf, "JPEG", exif=ex, quality=95)
+    out = check(buf.getvalue(), ImageSpec(max_side=150))
+    im = Image.open(io.BytesIO(out.info.jpeg))
+    assert im.size == (50, 150) and not im.getexif()
+    px = np.asarray(im.convert("L"), dtype=float)
+    assert px[:60].mean() > 200 and px[-60:].mean() < 50  # the white half is now on top

@@ -89,8 +89,9 @@ def _candidate(it: Item, url_base: str = "https://example.org") -> Candidate:
 
 
 def write_units(units_dir: Path, items: list[Item], spec: PipelineSpec, unit_size: int = 4,
-                url_base: str = "https://example.org") -> list[int]:
-    """Staging units as passkit.pipeline.UnitRunner writes them (tar of kept samples + ledger of all)."""
+                url_base: str = "https://example.org", old_ledger: bool = False) -> list[int]:
+    """Staging units as passkit.pipeline.UnitRunner writes them (tar of kept samples + ledger of all);
+    `old_ledger`: as a passkit before the flat_fraction column wrote them."""
     units_dir.mkdir(parents=True, exist_ok=True)
     pol = spec.license.build()
     mod = images.modification_note(spec.image)
@@ -113,7 +114,8 @@ def write_units(units_dir: Path, items: list[Item], spec: PipelineSpec, unit_siz
             row.update(license=g.license_id, license_name=g.license_name, attribution=g.sentence,
                        sha256=ci.info.sha256, source_sha256=ci.info.source_sha256, phash=ci.info.phash,
                        width=ci.info.width, height=ci.info.height, orig_width=ci.info.orig_width,
-                       orig_height=ci.info.orig_height, bytes=len(ci.info.jpeg), scores=sorted(scores.items()))
+                       orig_height=ci.info.orig_height, bytes=len(ci.info.jpeg), scores=sorted(scores.items()),
+                       flat_fraction=ci.info.flat_fraction, flat_colour=list(ci.info.flat_colour or ()))
             if (it.people or 0) >= 0.9:
                 row.update(status="rejected", stage="people", reason="people", detail="fired: mtcnn")
             else:
@@ -127,7 +129,10 @@ def write_units(units_dir: Path, items: list[Item], spec: PipelineSpec, unit_siz
             members += [(f"{s.key}.jpg", s.image.jpeg),
                         (f"{s.key}.json", json.dumps(s.meta(), sort_keys=True, ensure_ascii=False).encode())]
         write_tar(tar, members)
-        table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA).replace_schema_metadata(
+        table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
+        if old_ledger:
+            table = table.drop_columns(["flat_fraction", "flat_colour"])
+        table = table.replace_schema_metadata(
             {DETECTORS_META: json.dumps({"detectors": DETECTORS, "skipped": []}).encode()})
         pq.write_table(table, ledger)
         indices.append(u)
@@ -143,10 +148,10 @@ def make_spec(**release: Any) -> PipelineSpec:
 
 
 def staged_release(tmp: Path, items: list[Item], name: str = "r", url_base: str = "https://example.org",
-                   **release: Any) -> Path:
+                   old_ledger: bool = False, **release: Any) -> Path:
     spec = make_spec(**release)
     units = tmp / f"units-{name}"
-    idx = write_units(units, items, spec, url_base=url_base)
+    idx = write_units(units, items, spec, url_base=url_base, old_ledger=old_ledger)
     out = tmp / "releases" / name / spec.release_name
     build_release(spec, units, idx, out, {"kind": "test"}, base=tmp)
     return out
@@ -190,7 +195,14 @@ def test_near_dup_can_be_switched_off(tmp_path: Path) -> None:
     assert outcomes(rel)["copy"][0] == "kept"
 
 
-def test_blank_and_single_colour_images_are_removed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("old_ledger", [False, True], ids=["measured-at-check", "older-ledger-decoded"])
+def test_blank_and_single_colour_images_are_removed(tmp_path: Path, old_ledger: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from passkit.filters import quality
+
+    decoded = []
+    real = quality.check_bytes
+    monkeypatch.setattr(quality, "check_bytes", lambda *a, **k: decoded.append(1) or real(*a, **k))
     items = basic_items(4) + [
         Item("white", flat((255, 255, 255))), Item("black", flat((3, 3, 3))),
         Item("teal", flat((20, 140, 150), noise=4)),
@@ -198,13 +210,14 @@ def test_blank_and_single_colour_images_are_removed(tmp_path: Path) -> None:
         Item("sky", Image.fromarray(np.concatenate([np.asarray(flat((120, 170, 230)))[:108],
                                                     np.asarray(texture(9))[:12]]), "RGB")),
     ]
-    rel = staged_release(tmp_path, items)
+    rel = staged_release(tmp_path, items, old_ledger=old_ledger)
+    assert len(decoded) == (len(items) if old_ledger else 0)  # the release decodes only old ledgers
     got = outcomes(rel)
     assert got["white"][:2] == ("quality", "blank")
     assert got["black"][:2] == ("quality", "blank")
     assert got["teal"][:2] == ("quality", "single_colour") and "%" in got["teal"][2]
     assert got["sky"][0] == "kept"
-    rel2 = staged_release(tmp_path, items, name="nob", drop_blank=False)
+    rel2 = staged_release(tmp_path, items, name="nob", old_ledger=old_ledger, drop_blank=False)
     assert outcomes(rel2)["teal"][0] == "kept"
 
 

@@ -1,6 +1,8 @@
 """Blank and single-colour images: they teach a self-supervised model nothing and waste a sample.
 
-An image is judged on a small copy (JPEG draft decoding at 1/8 scale where possible, then 64x64):
+An image is judged on a 64x64 area-averaged copy: the image check computes it from the pixels it
+already holds and the ledger keeps it, so the release never decodes a staged image again (older
+ledgers without it fall back to a 1/8-scale JPEG decode):
 the share of pixels within `tolerance` (per channel, 0-255) of the median colour. When that share
 reaches `min_fraction` the image is dropped, as `blank` when the colour is near white or near
 black, and as `single_colour` otherwise. Photos of sky, snow or a night scene keep enough texture
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -28,18 +31,19 @@ class QualityVerdict:
     colour: tuple[int, int, int]
 
 
-def flat_fraction(img: Image.Image, tolerance: int = 12) -> tuple[float, tuple[int, int, int]]:
-    """Share of pixels within `tolerance` of the median colour, and that colour."""
-    small = img.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
-    px = np.asarray(small, dtype=np.int16).reshape(-1, 3)
+def flat_fraction(img: Image.Image | np.ndarray, tolerance: int = 12) -> tuple[float, tuple[int, int, int]]:
+    """Share of pixels within `tolerance` of the median colour, and that colour (RGB input)."""
+    a = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
+    small = cv2.resize(a, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    px = small.reshape(-1, 3).astype(np.int16)
     colour = np.median(px, axis=0).round().astype(np.int16)
     near = (np.abs(px - colour).max(axis=1) <= tolerance).mean()
-    return float(near), (int(colour[0]), int(colour[1]), int(colour[2]))
+    return round(float(near), 4), (int(colour[0]), int(colour[1]), int(colour[2]))
 
 
-def check_image(img: Image.Image, min_fraction: float = 0.98, tolerance: int = 12) -> QualityVerdict | None:
-    """A verdict when the image is (nearly) one flat colour, else None."""
-    frac, colour = flat_fraction(img, tolerance)
+def verdict(frac: float, colour: tuple[int, int, int], min_fraction: float = 0.98,
+            tolerance: int = 12) -> QualityVerdict | None:
+    """A verdict from a measured flat fraction (as `flat_fraction` gives), or None to keep."""
     if frac < min_fraction:
         return None
     lum = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
@@ -49,8 +53,15 @@ def check_image(img: Image.Image, min_fraction: float = 0.98, tolerance: int = 1
     return QualityVerdict(reason, detail, frac, colour)
 
 
+def check_image(img: Image.Image | np.ndarray, min_fraction: float = 0.98,
+                tolerance: int = 12) -> QualityVerdict | None:
+    """A verdict when the image is (nearly) one flat colour, else None."""
+    frac, colour = flat_fraction(img, tolerance)
+    return verdict(frac, colour, min_fraction, tolerance)
+
+
 def check_bytes(data: bytes, min_fraction: float = 0.98, tolerance: int = 12) -> QualityVerdict | None:
-    """`check_image` on encoded bytes, decoding a JPEG at reduced scale (fast at release time)."""
+    """`check_image` on encoded bytes, decoding a JPEG at reduced scale (ledgers without flat_fraction)."""
     with Image.open(io.BytesIO(data)) as im:
         if im.format == "JPEG":
             im.draft("RGB", (SIDE, SIDE))

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from passkit.config import PipelineSpec
-from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, unit_paths
+from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
 from passkit.release import documents, manifest
 from passkit.release.curate import curate
 from passkit.shards import check_tar, write_tar
@@ -59,7 +59,7 @@ def read_ledgers(units_dir: Path, indices: list[int]) -> tuple[list[dict[str, An
     detectors: dict[str, Any] | None = None
     for idx in indices:
         _, ledger = unit_paths(units_dir, idx)
-        table = pq.read_table(ledger, schema=LEDGER_SCHEMA)
+        table = read_ledger(ledger)
         meta = pq.read_schema(ledger).metadata or {}
         d = json.loads(meta.get(DETECTORS_META, b'{"detectors": [], "skipped": []}'))
         if detectors is None:

@@ -101,17 +101,26 @@ def curate(
         if on_step:
             on_step(name, len(kept))
 
-    # Quality: decoded at 1/8 scale on a thread pool (Pillow releases the GIL while decoding); the
-    # bytes are read in this thread (`read_jpeg` need not be thread-safe), a chunk at a time.
+    # Quality: from the flat fraction the image check measured (in the ledger); rows from ledgers
+    # older than that column are decoded at 1/8 scale on a thread pool (Pillow releases the GIL
+    # while decoding), their bytes read in this thread (`read_jpeg` need not be thread-safe).
     if rs.drop_blank and kept:
         def verdict(data: bytes) -> Any:
             return quality.check_bytes(data, rs.blank_fraction)
 
-        verdicts: list[Any] = []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for lo in range(0, len(kept), QUALITY_CHUNK):
-                chunk = [read_jpeg(r["key"]) for r in kept[lo : lo + QUALITY_CHUNK]]
-                verdicts += pool.map(verdict, chunk)
+        verdicts: list[Any] = [
+            quality.verdict(r["flat_fraction"], tuple(r["flat_colour"]), rs.blank_fraction)
+            if r.get("flat_fraction") is not None and r.get("flat_colour") else False
+            for r in kept
+        ]
+        old = [i for i, v in enumerate(verdicts) if v is False]
+        if old:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                for lo in range(0, len(old), QUALITY_CHUNK):
+                    part = old[lo : lo + QUALITY_CHUNK]
+                    chunk = [read_jpeg(kept[i]["key"]) for i in part]
+                    for i, v in zip(part, pool.map(verdict, chunk), strict=True):
+                        verdicts[i] = v
         nxt = []
         for r, v in zip(kept, verdicts, strict=True):
             if v is None:
