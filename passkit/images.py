@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 from passkit.config import ImageSpec
 from passkit.filters.quality import flat_fraction
 from passkit.records import ImageInfo
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: camera JPEGs with extra frames; the first is the photo
 
 
 class ImageReject(Exception):
@@ -36,7 +38,11 @@ class ImageReject(Exception):
 @dataclass(frozen=True, slots=True)
 class CheckedImage:
     info: ImageInfo
-    image: Image.Image  # the resized RGB pixels, handed to the people filter
+    pixels: np.ndarray  # the resized RGB pixels (H, W, 3), for the people filter
+
+    @property
+    def image(self) -> Image.Image:
+        return Image.fromarray(self.pixels, "RGB")
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -70,11 +76,73 @@ def modification_note(spec: ImageSpec) -> str:
     return f"resized to at most {spec.max_side} px on the longer side, re-encoded as JPEG, metadata removed"
 
 
+def _dct_scale(w: int, h: int, max_side: int) -> int:
+    """The largest of 1, 2, 4, 8 that libjpeg can divide by and still cover the target size."""
+    tw, th = fit_size(w, h, max_side)
+    s = 1
+    while s < 8 and w // (2 * s) >= tw and h // (2 * s) >= th:
+        s *= 2
+    return s
+
+
+def _decode_jpeg(data: bytes, w: int, h: int, max_side: int) -> np.ndarray | None:
+    """RGB pixels at a reduced DCT scale straight into numpy (libjpeg-turbo via simplejpeg), or
+    None when it cannot (CMYK, anything it warns about): Pillow then decodes, and decides."""
+    s = _dct_scale(w, h, max_side)
+    try:  # strict: a truncated or corrupt stream raises instead of coming back grey-filled
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-w // s), min_height=-(-h // s),
+                                      strict=True)
+    except Exception:
+        return None
+
+
+# EXIF orientation -> the numpy view that shows the photo upright (same as ImageOps.exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        o = im.getexif().get(0x0112, 1)
+        return o if o in _ORIENT else 1
+    except Exception:  # hostile EXIF: the photo as stored
+        return 1
+
+
+def _pillow_pixels(im: Image.Image) -> np.ndarray:
+    """RGB pixels of an image Pillow has loaded: orientation applied, alpha flattened on white."""
+    with contextlib.suppress(Exception):  # honour orientation before the EXIF block is dropped
+        im = ImageOps.exif_transpose(im, in_place=True) or im  # frame 0 of animations, as loaded
+    if im.mode not in ("RGB", "L"):
+        if "A" in im.getbands() or im.mode == "P":
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGB", rgba.size, (255, 255, 255))
+            bg.paste(rgba, mask=rgba.getchannel("A"))
+            im = bg
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
 def check(data: bytes, spec: ImageSpec) -> CheckedImage:
-    """Decode, validate and normalise one downloaded image, or raise ImageReject."""
+    """Decode, validate and normalise one downloaded image, or raise ImageReject.
+
+    Pillow reads the header (format, size, orientation: the pixel budget is enforced before any
+    pixel is allocated); JPEGs then decode at reduced DCT scale into numpy with libjpeg-turbo,
+    other formats (and JPEGs libjpeg-turbo refuses) through Pillow. Resize with OpenCV, encode
+    with libjpeg-turbo: no PIL<->numpy copies on the common path.
+    """
     if not data:
         raise ImageReject("empty", "zero bytes")
     src_sha = hashlib.sha256(data).hexdigest()
+    pixels: np.ndarray | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -87,12 +155,19 @@ def check(data: bytes, spec: ImageSpec) -> CheckedImage:
                 raise ImageReject("too_many_pixels", f"{w}x{h} exceeds {spec.max_pixels} pixels")
             if min(w, h) < spec.min_side:
                 raise ImageReject("too_small", f"{w}x{h}, shorter side under {spec.min_side}")
-            if fmt == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much smaller.
-                # The box has the image's own aspect: a square box would stop a wide photo at the
-                # scale where its *shorter* side still covers max_side, decoding 4x the pixels.
-                im.draft("RGB", fit_size(w, h, spec.max_side))
-            im.load()
+            if fmt in JPEG_FORMATS:
+                pixels = _decode_jpeg(data, w, h, spec.max_side)
+                if pixels is not None:
+                    o = _orientation(im)
+                    if o != 1:
+                        pixels = _ORIENT[o](pixels)
+                else:
+                    # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
+                    # smaller. The box has the image's own aspect: a square box would stop a wide
+                    # photo at the scale where its *shorter* side still covers max_side.
+                    im.draft("RGB", fit_size(w, h, spec.max_side))
+            if pixels is None:
+                im.load()
         except ImageReject:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -101,42 +176,31 @@ def check(data: bytes, spec: ImageSpec) -> CheckedImage:
             raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
         except Exception as e:  # Pillow plugins raise a zoo of types on hostile input
             raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
-    with contextlib.suppress(Exception):  # honour orientation before the EXIF block is dropped
-        im = ImageOps.exif_transpose(im, in_place=True) or im  # frame 0 of animations, as loaded
-    if im.mode not in ("RGB", "L"):
-        if "A" in im.getbands() or im.mode == "P":
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGB", rgba.size, (255, 255, 255))
-            bg.paste(rgba, mask=rgba.getchannel("A"))
-            im = bg
-        else:
-            im = im.convert("RGB")
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    # Target from the original size (orientation applied), not the draft-scaled one, so the output
-    # size does not depend on which DCT scale libjpeg picked.
-    ow, oh = (h, w) if (im.width > im.height) != (w > h) else (w, h)
-    pixels = np.asarray(im)
+    if pixels is None:
+        pixels = _pillow_pixels(im)
+    ph, pw = pixels.shape[:2]
+    # Target from the original size (orientation applied), not the decoded one, so the output size
+    # does not depend on which DCT scale libjpeg picked.
+    ow, oh = (h, w) if (pw > ph) != (w > h) else (w, h)
     target = fit_size(ow, oh, spec.max_side)
-    if target != im.size:
+    if target != (pw, ph):
         # After a DCT-scaled decode the remaining factor is under 2, where bilinear is ~7x cheaper
         # than area averaging and libjpeg's scaled IDCT has already band-limited the pixels; larger
         # factors (PNG, WebP, small JPEG scales) get area averaging so nothing aliases.
-        ratio = max(im.size) / max(target)
-        interp = cv2.INTER_LINEAR if ratio < 2 else cv2.INTER_AREA
+        interp = cv2.INTER_LINEAR if max(pw, ph) < 2 * max(target) else cv2.INTER_AREA
         pixels = cv2.resize(pixels, target, interpolation=interp)
-    clean = Image.fromarray(pixels, "RGB")  # pixels only: no info dict survives
-    buf = io.BytesIO()
-    clean.save(buf, "JPEG", quality=spec.jpeg_quality, optimize=False, progressive=False)
-    jpeg = buf.getvalue()
-    flat, colour = flat_fraction(pixels)
+    pixels = np.ascontiguousarray(pixels)
+    # A fresh baseline JPEG from pixels alone: no EXIF, GPS, XMP or ICC block survives.
+    jpeg = simplejpeg.encode_jpeg(pixels, quality=spec.jpeg_quality, colorspace="RGB", colorsubsampling="420")
+    thumb = cv2.resize(pixels, (64, 64), interpolation=cv2.INTER_AREA)
+    flat, colour = flat_fraction(thumb)
     info = ImageInfo(
         jpeg=jpeg,
         sha256=hashlib.sha256(jpeg).hexdigest(),
         source_sha256=src_sha,
-        phash=phash(pixels),
-        width=clean.width,
-        height=clean.height,
+        phash=phash(thumb),
+        width=target[0],
+        height=target[1],
         orig_width=w,
         orig_height=h,
         orig_format=fmt,
@@ -144,4 +208,4 @@ def check(data: bytes, spec: ImageSpec) -> CheckedImage:
         flat_fraction=flat,
         flat_colour=colour,
     )
-    return CheckedImage(info, clean)
+    return CheckedImage(info, pixels)

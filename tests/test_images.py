@@ -79,24 +79,24 @@ def test_phash_is_robust_to_resize_and_differs_across_images():
 
 
 def test_wide_jpeg_decodes_at_reduced_scale_with_exact_output_size(monkeypatch):
-    """A 2000x1000 photo for max_side 500: the draft box has the photo's aspect (500x250), so libjpeg
-    may decode at 1/4 (500x250) instead of 1/2 (a square 500x500 box would force 1000x500)."""
-    from PIL import JpegImagePlugin
+    """A 2000x1000 photo for max_side 500 decodes at 1/4 (500x250): the scale is chosen from the
+    photo's own aspect (a square 500x500 box would stop at 1/2, four times the pixels)."""
+    import simplejpeg
 
     seen = []
-    real_draft = JpegImagePlugin.JpegImageFile.draft
+    real = simplejpeg.decode_jpeg
 
-    def spy(self, mode, size):
-        out = real_draft(self, mode, size)
-        seen.append(self.size)
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen.append(out.shape[:2])
         return out
 
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
     out = check(_jpeg(2000, 1000, exif=False), ImageSpec(max_side=500))
-    assert seen == [(500, 250)]
+    assert seen == [(250, 500)]
     assert (out.info.width, out.info.height) == (500, 250)
     out = check(_jpeg(1999, 1001, exif=False), ImageSpec(max_side=500))
-    assert (out.info.width, out.info.height) == (500, 250)  # from the original size, not the draft's
+    assert (out.info.width, out.info.height) == (500, 250)  # from the original size, not the decoded one
 
 
 def test_exif_orientation_is_applied_then_dropped():
@@ -111,3 +111,48 @@ def test_exif_orientation_is_applied_then_dropped():
     assert im.size == (50, 150) and not im.getexif()
     px = np.asarray(im.convert("L"), dtype=float)
     assert px[:60].mean() > 200 and px[-60:].mean() < 50  # the white half is now on top
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(orientation):
+    """The fast path (libjpeg-turbo into numpy, orientation applied in numpy) gives the photo
+    Pillow's exif_transpose gives."""
+    from PIL import ImageOps
+
+    arr = np.zeros((120, 200, 3), "uint8")
+    arr[:60, :100] = (250, 20, 20)
+    arr[60:, 100:] = (20, 20, 250)
+    arr[:60, 100:] = (20, 250, 20)
+    buf = io.BytesIO()
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    Image.fromarray(arr).save(buf, "JPEG", exif=ex, quality=95)
+    out = check(buf.getvalue(), ImageSpec(max_side=100))
+    want = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB")
+    want = np.asarray(want.resize((out.info.width, out.info.height)), dtype=float)
+    got = np.asarray(Image.open(io.BytesIO(out.info.jpeg)).convert("RGB"), dtype=float)
+    assert got.shape == want.shape
+    assert np.abs(got - want).mean() < 12
+
+
+@pytest.mark.parametrize("kind", ["grey", "cmyk", "progressive", "truncated"])
+def test_jpeg_variants_take_a_path_that_works(kind):
+    rng = np.random.default_rng(1)
+    arr = (rng.random((300, 400, 3)) * 255).astype("uint8")
+    buf = io.BytesIO()
+    if kind == "grey":
+        Image.fromarray(arr).convert("L").save(buf, "JPEG")
+    elif kind == "cmyk":
+        Image.fromarray(arr).convert("CMYK").save(buf, "JPEG")
+    else:
+        Image.fromarray(arr).save(buf, "JPEG", progressive=kind == "progressive")
+    data = buf.getvalue()
+    if kind == "truncated":
+        with pytest.raises(ImageReject) as e:
+            check(data[: len(data) // 2], ImageSpec(max_side=200))
+        assert e.value.reason == "decode_error"
+        return
+    out = check(data, ImageSpec(max_side=200))
+    im = Image.open(io.BytesIO(out.info.jpeg))
+    assert im.size == (200, 150) and im.mode == "RGB"
+    assert out.pixels.shape == (150, 200, 3) and out.image.size == (200, 150)

@@ -7,15 +7,20 @@ Order of checks for one URL, and for every redirect target again:
 scheme and address (SSRF guard) -> robots.txt -> per-host slot (concurrency, rate, Retry-After
 pauses) -> connect (peer address checked again) -> status and opt-out headers -> Content-Type and
 Content-Length -> body, read with a byte cap, a decoded-size cap and a wall-clock deadline.
-Redirects are followed here, not by requests, so that none of these checks can be skipped.
+Redirects are followed here, not by the HTTP library, so that none of these checks can be skipped.
+
+urllib3 is used directly (one thread-safe PoolManager per Fetcher): requests adds about 0.8 ms
+of Python per image on top of it (measured at 1.6 vs 0.8 CPU-ms per URL against nginx on
+loopback), a sixth of the whole per-image budget, for features (cookies, auth, proxies from the
+environment, redirect handling) the crawler must not use anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -24,11 +29,12 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from requests.utils import requote_uri
+from urllib3 import exceptions as u3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import BaseHTTPResponse
 
 from passkit.config import FetchSpec
 from passkit.fetch.limiter import HostLimiter
@@ -120,7 +126,7 @@ def optout_directive(headers: Any, directives: Iterable[str]) -> str | None:
 
 
 def _header_values(headers: Any, name: str) -> list[str]:
-    """Every value of a header: urllib3's raw headers keep repeated lines apart, requests joins them."""
+    """Every value of a header: urllib3's headers keep repeated lines apart (getlist)."""
     getlist = getattr(headers, "getlist", None)
     if getlist is not None:
         return [v for v in getlist(name) if v]
@@ -156,14 +162,20 @@ def _guarded_pools(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
     return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
 
 
-class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, guard: Guard, **kw: Any):
-        self._guard = guard
-        super().__init__(**kw)
-
-    def init_poolmanager(self, *args: Any, **kw: Any) -> None:
-        super().init_poolmanager(*args, **kw)
-        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self._guard)
+@contextlib.contextmanager
+def _released(r: BaseHTTPResponse) -> Iterator[BaseHTTPResponse]:
+    """Give the connection back to the pool only when the body was read to its end; anything
+    else (a refused Content-Type, a capped or timed-out body, an opt-out) closes it, so no
+    half-read response can leak into the next request on that connection."""
+    try:
+        yield r
+    finally:
+        fp = getattr(r, "_fp", None)
+        if fp is None or fp.isclosed():
+            r.release_conn()
+        else:
+            r.close()
+            r.release_conn()
 
 
 def _connection_failure(e: Exception, while_reading: bool = False) -> _Fail:
@@ -181,7 +193,7 @@ def _connection_failure(e: Exception, while_reading: bool = False) -> _Fail:
     return _Fail("connection_error", ("while reading: " if while_reading else "") + str(e)[:300], transient=True)
 
 
-def _location(r: requests.Response, current: str) -> str:
+def _location(r: BaseHTTPResponse, current: str) -> str:
     """The absolute redirect target; raw non-UTF-8 bytes survive as percent escapes."""
     loc = r.headers.get("location", "")
     try:
@@ -192,32 +204,24 @@ def _location(r: requests.Response, current: str) -> str:
 
 
 class Fetcher:
-    """Thread-safe: one pooled requests.Session per thread; politeness state shared by all threads.
+    """Thread-safe: one pooled urllib3 PoolManager shared by the threads; politeness state too.
 
     `share` is this process's part of the build-wide per-host limits (1 / number of workers).
     """
 
     def __init__(self, spec: FetchSpec, share: float = 1.0):
         self.spec = spec
-        self._local = threading.local()
         self.guard = Guard(spec.allow_private)
         share = min(1.0, max(share, 1e-6))
         self.limiter = HostLimiter(math.ceil(spec.per_host_connections * share), spec.per_host_rate * share)
         self.robots = RobotsCache(self._fetch_robots, product_token(spec.agent)) if spec.robots else None
-
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            s.trust_env = False  # no proxies or .netrc from the environment: peers are checked directly
-            adapter = _GuardedAdapter(
-                self.guard, pool_connections=32, pool_maxsize=max(4, self.spec.threads), max_retries=0
-            )
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.headers.update({"User-Agent": self.spec.agent, "Accept": "image/*,*/*;q=0.5"})
-            self._local.session = s
-        return s
+        # No proxies or .netrc from the environment: peers are checked directly. No retries or
+        # redirects inside urllib3: both are done here, through every check.
+        self.pool = urllib3.PoolManager(
+            num_pools=64, maxsize=max(4, spec.threads), block=False, retries=False,
+            headers={"User-Agent": spec.agent, "Accept": "image/*,*/*;q=0.5", "Accept-Encoding": "gzip, deflate"},
+        )
+        self.pool.pool_classes_by_scheme = _guarded_pools(self.guard)
 
     # ------------------------------------------------------------------ public
 
@@ -264,23 +268,27 @@ class Fetcher:
     def _host_key(parts: urllib.parse.SplitResult) -> str:
         return f"{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
-    def _get(self, url: str, timeout: tuple[float, float]) -> requests.Response:
+    def _get(self, url: str, timeout: tuple[float, float]) -> BaseHTTPResponse:
         try:
-            return self._session().get(url, stream=True, timeout=timeout, allow_redirects=False)
+            return self.pool.request("GET", requote_uri(url), preload_content=False, redirect=False,
+                                     timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
         except Refused as e:  # the peer check after connect (DNS rebinding)
             raise _Fail(e.reason, e.detail, e.transient) from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader, ValueError) as e:
+        except (u3.LocationValueError, ValueError) as e:  # parse errors, unknown schemes
             raise _Fail("bad_url", str(e)[:300]) from None
-        except requests.exceptions.ConnectTimeout as e:
-            raise _Fail("connect_timeout", str(e)[:300], transient=True) from None
-        except requests.exceptions.Timeout as e:
-            raise _Fail("timeout", str(e)[:300], transient=True) from None
-        except requests.exceptions.ConnectionError as e:
+        except u3.NameResolutionError as e:
+            raise _Fail("dns_error", str(e)[:300], transient=True) from None
+        except u3.NewConnectionError as e:  # (a ConnectTimeoutError subclass: refusals land here)
+            if "timed out" in str(e):
+                raise _Fail("connect_timeout", str(e)[:300], transient=True) from None
             raise _connection_failure(e) from None
-        except requests.exceptions.RequestException as e:
-            raise _Fail("request_error", str(e)[:300], transient=True) from None
-        except (OSError, UnicodeError) as e:
+        except u3.ConnectTimeoutError as e:
+            raise _Fail("connect_timeout", str(e)[:300], transient=True) from None
+        except (u3.ReadTimeoutError, u3.TimeoutError) as e:
+            raise _Fail("timeout", str(e)[:300], transient=True) from None
+        except (u3.ProtocolError, u3.SSLError, ConnectionError) as e:
+            raise _connection_failure(e) from None
+        except (u3.HTTPError, OSError, UnicodeError) as e:
             raise _Fail("request_error", f"{type(e).__name__}: {str(e)[:300]}", transient=True) from None
 
     def _robots_check(self, url: str, parts: urllib.parse.SplitResult, host: str) -> None:
@@ -307,8 +315,8 @@ class Fetcher:
             self._robots_check(current, parts, host)
             with self.limiter.slot(host):
                 r = self._get(current, (spec.connect_timeout, spec.read_timeout))
-                with r:
-                    if r.status_code in REDIRECT_STATUS and r.headers.get("location"):
+                with _released(r):
+                    if r.status in REDIRECT_STATUS and r.headers.get("location"):
                         nxt = _location(r, current)
                         if nxt in seen:
                             raise _Fail("redirect_loop", f"{current} redirects back to {nxt}")
@@ -318,21 +326,21 @@ class Fetcher:
                     return self._read_response(r, current, host)
         raise _Fail("too_many_redirects", f"more than {spec.max_redirects} redirects from {url}")
 
-    def _read_response(self, r: requests.Response, url: str, host: str) -> tuple[bytes, int, str | None, str]:
+    def _read_response(self, r: BaseHTTPResponse, url: str, host: str) -> tuple[bytes, int, str | None, str]:
         spec = self.spec
         # Opt-out is decided from the headers alone: the body of an opted-out image is never read.
-        optout = optout_directive(r.raw.headers if r.raw is not None else r.headers, spec.optout_headers)
+        optout = optout_directive(r.headers, spec.optout_headers)
         if optout:
             raise _Fail("optout", f"{optout} on {url}")
-        if r.status_code != 200:
-            transient = r.status_code in TRANSIENT_STATUS
-            retry_after = _retry_after(r.headers.get("Retry-After")) if r.status_code in (429, 503) else None
+        if r.status != 200:
+            transient = r.status in TRANSIENT_STATUS
+            retry_after = _retry_after(r.headers.get("Retry-After")) if r.status in (429, 503) else None
             if retry_after is not None:
                 self.limiter.pause(host, min(retry_after, spec.max_retry_wait))
-            detail = f"HTTP {r.status_code} {r.reason or ''}".strip()
+            detail = f"HTTP {r.status} {r.reason or ''}".strip()
             if retry_after is not None:
                 detail += f", Retry-After {retry_after:g}s"
-            raise _Fail(f"http_{r.status_code}", detail, transient, retry_after)
+            raise _Fail(f"http_{r.status}", detail, transient, retry_after)
         ctype = r.headers.get("Content-Type")
         main = (ctype or "").split(";", 1)[0].strip().lower()
         if main and (main.startswith(_NOT_IMAGE_PREFIXES) or main in _NOT_IMAGE_TYPES):
@@ -348,9 +356,9 @@ class Fetcher:
         if kind is None:
             head = data[:24].decode("latin-1").encode("unicode_escape").decode()
             raise _Fail("not_image", f"Content-Type {ctype!r} but the bytes start {head!r}")
-        return data, r.status_code, ctype, url
+        return data, r.status, ctype, url
 
-    def _read_capped(self, r: requests.Response, url: str, encoded: bool) -> bytes:
+    def _read_capped(self, r: BaseHTTPResponse, url: str, encoded: bool) -> bytes:
         """Read the body with a decoded-size cap and a wall-clock deadline.
 
         read1 returns whatever one socket read brings, so a server that drips a byte at a time
@@ -360,7 +368,7 @@ class Fetcher:
         deadline = time.monotonic() + spec.total_timeout
         chunks: list[bytes] = []
         total = 0
-        raw = r.raw
+        raw = r
         try:
             while True:
                 chunk = raw.read1(_CHUNK, decode_content=True)
@@ -400,16 +408,16 @@ class Fetcher:
                 host = self._host_key(parts)
                 with self.limiter.slot(host):
                     r = self._get(current, (spec.connect_timeout, min(spec.read_timeout, 10.0)))
-                    with r:
-                        if r.status_code in REDIRECT_STATUS and r.headers.get("location"):
+                    with _released(r):
+                        if r.status in REDIRECT_STATUS and r.headers.get("location"):
                             current = _location(r, current)
                             continue
-                        if r.status_code != 200:
-                            return r.status_code, b"", f"HTTP {r.status_code}"
+                        if r.status != 200:
+                            return r.status, b"", f"HTTP {r.status}"
                         body = b""
                         deadline = time.monotonic() + min(spec.total_timeout, 30.0)
                         while len(body) < _ROBOTS_MAX and time.monotonic() < deadline:
-                            chunk = r.raw.read1(_CHUNK, decode_content=True)
+                            chunk = r.read1(_CHUNK, decode_content=True)
                             if not chunk:
                                 break
                             body += chunk
