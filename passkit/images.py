@@ -120,12 +120,11 @@ def _pillow_pixels(im: Image.Image) -> np.ndarray:
     """RGB pixels of an image Pillow has loaded: orientation applied, alpha flattened on white."""
     with contextlib.suppress(Exception):  # honour orientation before the EXIF block is dropped
         im = ImageOps.exif_transpose(im, in_place=True) or im  # frame 0 of animations, as loaded
-    if im.mode not in ("RGB", "L"):
-        if "A" in im.getbands() or im.mode == "P":
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGB", rgba.size, (255, 255, 255))
-            bg.paste(rgba, mask=rgba.getchannel("A"))
-            im = bg
+    if im.mode not in ("RGB", "L") and ("A" in im.getbands() or im.mode == "P"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        im = bg
     if im.mode != "RGB":
         im = im.convert("RGB")
     return np.asarray(im)

@@ -63,7 +63,7 @@ _NOT_IMAGE_TYPES = frozenset({
     "application/pdf", "application/zip", "application/gzip", "application/x-gzip", "application/ld+json",
 })
 _ENCODED = ("gzip", "deflate", "br", "zstd", "x-gzip", "compress")
-_CHUNK = 64 * 1024
+_CHUNK = 256 * 1024  # one read1 returns what one recv brings, up to this
 _ROBOTS_MAX = 512 * 1024
 
 

@@ -22,6 +22,17 @@ MAX_THUMBS = 120
 THUMB_SIDE = 200
 
 
+def warm_up() -> None:
+    """Import matplotlib and load its font list, the fixed cost of the first plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    from matplotlib import font_manager
+
+    font_manager.findfont(font_manager.FontProperties())
+
+
 def _png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
@@ -88,8 +99,22 @@ def _score_plot(detectors: list[dict[str, Any]], kept: list[dict[str, float]],
     return _png(fig)
 
 
+def _thumb(jpeg: bytes) -> tuple[str, int, int]:
+    """A THUMB_SIDE JPEG data: URI of a release image (libjpeg-turbo at reduced scale, area resize)."""
+    import cv2
+    import simplejpeg
+
+    h, w = simplejpeg.decode_jpeg_header(jpeg)[:2]
+    scale = min(1.0, THUMB_SIDE / max(w, h))
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    px = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_width=tw, min_height=th)
+    if (px.shape[1], px.shape[0]) != (tw, th):
+        px = cv2.resize(px, (tw, th), interpolation=cv2.INTER_AREA)
+    data = simplejpeg.encode_jpeg(px, quality=75, colorspace="RGB")
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii"), tw, th
+
+
 def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    from PIL import Image
 
     from passkit.shards import iter_samples
 
@@ -106,14 +131,7 @@ def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> 
         keys = set(by_shard[shard])
         for key, group in iter_samples(release_dir / shard):
             if key in keys and "jpg" in group:
-                with Image.open(io.BytesIO(group["jpg"])) as im:
-                    im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
-                    im = im.convert("RGB")
-                    im.thumbnail((THUMB_SIDE, THUMB_SIDE))
-                    buf = io.BytesIO()
-                    im.save(buf, "JPEG", quality=75)
-                    images[key] = ("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
-                                   im.width, im.height)
+                images[key] = _thumb(group["jpg"])
     out = []
     for key, r in wanted.items():
         if key not in images:
