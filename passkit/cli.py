@@ -442,7 +442,7 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_info)
     v = sub.add_parser("validate", help="pretrain a reference recipe on a release and check that it learned")
     v.add_argument("release")
-    v.add_argument("--recipe", default="moco_v2", choices=["moco_v2"])
+    v.add_argument("--recipe", default="moco_v2", choices=["moco_v2", "swav", "dino", "mae"])
     v.add_argument("--preset", default="smoke", choices=["smoke", "small", "full"])
     v.add_argument("--eval", default=None, metavar="LABELLED",
                    help="labelled set for kNN/linear probe: 'synthetic' or a folder of class folders")

@@ -91,7 +91,7 @@ def test_eval_on_person_dev_coco_matches_the_documented_numbers(shared_dir, tmp_
     rep = _eval(shared_dir / "data" / "person_dev_coco", tmp_path, capsys)
     assert (rep["positives"], rep["negatives"]) == (162, 135)
     e = rep["ensemble"]
-    assert e["recall"] == pytest.approx(0.796, abs=0.01), e
-    assert e["recall_with_review"] == pytest.approx(0.907, abs=0.01), e
-    assert e["frr"] == pytest.approx(0.037, abs=0.01), e
+    assert e["recall"] == pytest.approx(0.784, abs=0.01), e
+    assert e["recall_with_review"] == pytest.approx(0.901, abs=0.01), e
+    assert e["frr"] == pytest.approx(0.044, abs=0.01), e
     assert e["review_rate"] == pytest.approx(0.104, abs=0.015), e

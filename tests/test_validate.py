@@ -26,30 +26,42 @@ def demo_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(result.release.path)
 
 
+CHECKS = {"moco_v2": {"loss", "rankme", "knn"}, "swav": {"loss", "rankme", "knn"},
+          "dino": {"loss", "rankme", "knn"}, "mae": {"reconstruction", "rankme", "linear_probe"}}
+
+
 @pytest.mark.slow
-def test_validate_smoke_on_the_demo_release(demo_release: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", ["moco_v2", "swav", "dino", "mae"])
+def test_validate_smoke_on_the_demo_release(demo_release: Path, tmp_path: Path, recipe: str) -> None:
     from passkit.audit import audit
     from passkit.cli import main
 
-    rc = main(["validate", str(demo_release), "--preset", "smoke", "--eval", "synthetic",
+    rc = main(["validate", str(demo_release), "--recipe", recipe, "--preset", "smoke", "--eval", "synthetic",
                "--work", str(tmp_path / "work")])
-    out = demo_release / "validation" / "moco_v2-smoke-seed0"
+    out = demo_release / "validation" / f"{recipe}-smoke-seed0"
     v = json.loads((out / "validation.json").read_text())
     assert rc == (0 if v["verdict"] == "pass" else 1)
-    assert {c["name"] for c in v["checks"]} == {"loss", "rankme", "knn"}
+    assert {c["name"] for c in v["checks"]} == CHECKS[recipe]
     for c in v["checks"]:
         assert c["status"] in ("pass", "fail")
-        assert (c["status"] == "pass") == (c["value"] > c["threshold"] if c["name"] != "loss"
-                                           else c["value"] < c["threshold"])
+        lower_is_better = c["name"] in ("loss", "reconstruction")
+        assert (c["status"] == "pass") == (c["value"] < c["threshold"] if lower_is_better
+                                           else c["value"] > c["threshold"])
     assert v["verdict"] == ("pass" if all(c["status"] == "pass" for c in v["checks"]) else "fail")
-    assert v["settings"]["steps"] == 20 and v["train"]["chance_loss"] > 0
+    assert v["settings"]["steps"] == 20 and v["settings"]["recipe"]["recipe"] == recipe
+    assert v["train"]["optimizer_state"]["bytes_per_param"] < 2.6  # 8-bit optimizer state
+    if recipe == "mae":
+        assert v["train"]["chance_loss"] is None
+        assert v["reconstruction"]["pretrained"] > 0 and v["reconstruction"]["random_init"] > 0
+    else:
+        assert v["train"]["chance_loss"] > 0
     for k in ("knn_k20_t0.07", "knn_k200_t0.1", "linear_probe", "rankme"):
         assert v["eval"]["pretrained"][k] >= 0 and v["eval"]["random_init"][k] >= 0
     for f in ("loss.png", "similarity.png", "knn.png", "metrics.jsonl"):
         assert (out / f).stat().st_size > 0
     m = json.loads((demo_release / "manifest.json").read_text())
     entry = m["validation"][-1]
-    assert (entry["recipe"], entry["preset"], entry["seed"], entry["verdict"]) == ("moco_v2", "smoke", 0, v["verdict"])
+    assert (entry["recipe"], entry["preset"], entry["seed"], entry["verdict"]) == (recipe, "smoke", 0, v["verdict"])
     assert entry["metrics"]["final_loss"] == pytest.approx(v["train"]["final_loss"])
     assert audit(demo_release).ok  # validation output does not disturb the release's proof
 
@@ -59,7 +71,7 @@ def test_validate_rejects_unknown_preset_and_recipe(demo_release: Path) -> None:
 
     with pytest.raises(ValueError, match="choose smoke, small or full"):
         validate(demo_release, preset="huge", update_manifest=False)
-    with pytest.raises(ValueError, match="available: moco_v2"):
+    with pytest.raises(ValueError, match="available: moco_v2, swav, dino, mae"):
         validate(demo_release, recipe="simclr", update_manifest=False)
 
 

@@ -27,8 +27,9 @@ and person_dev_coco (297 real COCO photos: 162 with a person, 135 without), imag
 
 - with weights (`passkit models fetch`): yolox_nano >= 0.35 (review band from 0.10), yolo_fastest_body
   >= 0.30 (review from 0.20; its scores are 0 or >= 0.2), yunet >= 0.85 (review from 0.70). On COCO:
-  recall 0.796 rejected outright, 0.907 counting the review queue, false-rejection rate 0.037,
-  precision 0.963, 10.4 % of images to review. person_dev: recall 1.0; FRR 0.20 (the skimage horse
+  recall 0.784 rejected outright, 0.901 counting the review queue, false-rejection rate 0.044,
+  precision 0.955, 10.4 % of images to review (per detector: yolox_nano 0.741 / 0.864 with review,
+  yolo_fastest_body 0.716 / 0.778, yunet 0.290 / 0.463). person_dev: recall 1.0; FRR 0.20 (the skimage horse
   silhouette, motorcycle, retina and aero score 0.35-0.51 on yolox_nano; none is served by the demo).
   The thresholds sit low because people that fill under 1 % of a COCO photo score 0.1-0.4; the
   review band catches most of the rest. Detectors fail on the same images (tiny, occluded, seen

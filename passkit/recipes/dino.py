@@ -132,24 +132,32 @@ class DINO(nn.Module):
             t_prob = [F.softmax((t - self.center) / temp, dim=-1) for t in t_out]
         loss = torch.zeros((), device=s_out[0].device)
         terms = 0
+        with torch.no_grad():
+            t_ents = [-(q * q.clamp_min(1e-12).log()).sum(-1).mean() for q in t_prob]
+        ent_sum = torch.zeros((), device=s_out[0].device)
         for iq, q in enumerate(t_prob):
             for v, s in enumerate(s_out):
                 if v == iq:
                     continue
                 loss = loss - (q * F.log_softmax(s / cfg.student_temp, dim=-1)).sum(-1).mean()
+                ent_sum = ent_sum + t_ents[iq]
                 terms += 1
         loss = loss / terms
+        # The loss is H(teacher) + KL(teacher || student). H(teacher) moves with the temperature
+        # schedule and the centring (it rises as centring flattens a random teacher), so the KL
+        # term, what the student actually reduces, is the learning signal to watch.
+        kl = loss.detach() - ent_sum / terms
         if self.training:
             self.update_center(torch.cat(t_out))
         with torch.no_grad():
             z0 = F.normalize(s_feat.float(), dim=1)
-            t_ent = -(t_prob[0] * t_prob[0].clamp_min(1e-12).log()).sum(-1).mean()
+            t_ent = torch.stack(t_ents).mean()  # loss = t_ent + kl (both teacher views weigh alike)
             # cosine of the two large crops' student outputs (similarity histograms)
             p0, p1 = F.normalize(s_out[0], dim=1), F.normalize(s_out[1], dim=1)
             pos = (p0 * p1).sum(1)
             sim = p0 @ p1.T
             neg = sim[~torch.eye(len(p0), dtype=torch.bool, device=sim.device)]
-        return StepOutput(loss=loss, metrics={"teacher_temp": temp, "teacher_entropy": t_ent,
+        return StepOutput(loss=loss, metrics={"teacher_temp": temp, "teacher_entropy": t_ent, "kl": kl,
                                               "pos_sim": pos.mean(), "neg_sim": neg.mean()},
                           embeddings=z0, pos_sim=pos, neg_sim=neg)
 

@@ -17,11 +17,16 @@ def _plt() -> Any:
     return plt
 
 
-def loss_curve(history: list[dict[str, Any]], chance: float, path: Path) -> Path:
+def loss_curve(history: list[dict[str, Any]], chance: float | None, path: Path) -> Path:
+    """The training loss, the chance level where the loss has one, and DINO's KL term when logged."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="InfoNCE loss")
-    ax.axhline(chance, color="gray", ls="--", label="ln(K+1): chance")
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["loss"] for h in history], label="loss")
+    if all("kl" in h for h in history) and history:
+        ax.plot(steps, [h["kl"] for h in history], label="KL(teacher || student)")
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", label=f"chance: {chance:.2f}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()

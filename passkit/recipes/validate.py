@@ -2,18 +2,23 @@
 
     result = validate("releases/demo-1.0.0", recipe="moco_v2", preset="smoke", eval_spec="synthetic")
 
+Recipes: moco_v2, swav, dino, mae (each preset's settings in passkit.recipes.presets).
+
 Writes into the release folder `validation/<recipe>-<preset>-seed<seed>/` with validation.json,
 metrics.jsonl, similarity.jsonl and plots (loss.png, similarity.png, knn.png), and appends a
 validation entry to manifest.json (audit checks only the files the manifest lists, so this does
 not disturb it). The checkpoint goes to `work_dir`, not into the release.
 
 Checks (each pass / fail / skipped):
-- loss: the final InfoNCE loss is below `loss_ratio` x ln(K+1), the loss of an encoder that cannot
-  tell the positive from the K negatives;
+- loss: the final loss is below `loss_ratio` x the recipe's chance loss, the loss of a network that
+  learned nothing: ln(K+1) for MoCo (K negatives), ln(prototypes) for SwAV, ln(out_dim) for DINO.
+  MAE's loss has no chance level: its check is the masked-patch reconstruction error on release
+  images, which must fall below `loss_ratio` x that of the same network at random init;
 - rankme: the effective rank of the backbone's features of release images is above the preset's
   floor (collapse gives ~1);
 - knn: with a labelled set (--eval), kNN top-1 (k=20, T=0.07) beats the same network at random
-  init by the preset's margin.
+  init by the preset's margin. MAE features are not built for kNN (MAE is judged by linear
+  probing), so for MAE this check is the linear probe's accuracy instead.
 """
 
 from __future__ import annotations
@@ -31,9 +36,8 @@ from passkit.recipes import evaluate as ev
 from passkit.recipes import plots, presets
 from passkit.recipes.augment import MultiView, eval_transform, moco_v2_augment, normalize
 from passkit.recipes.engine import ReleaseData, TrainConfig, Trainer, seed_everything
-from passkit.recipes.moco import MoCoV2
+from passkit.recipes.presets import RECIPES
 
-RECIPES = ("moco_v2",)
 RELEASE_EMBED_MAX = 512
 
 
@@ -44,7 +48,23 @@ class ValidationResult:
     out_dir: Path
 
 
-def _release_embeddings(recipe: MoCoV2, model: torch.nn.Module, release_dir: Path, size: int,
+def _embed(recipe: Any, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The recipe's projected embedding (MoCo: the query encoder; others: `embed`)."""
+    if hasattr(recipe, "embed"):
+        return recipe.embed(model, x)
+    return model.encoder_q(x)  # type: ignore[operator]
+
+
+def _release_images(release_dir: Path, size: int, seed: int) -> torch.Tensor:
+    """Up to 64 release images at `size`, normalised: the fixed set MAE's reconstruction is scored on."""
+    from passkit.stream import loader
+
+    for (plain,), _ in loader(release_dir, 64, transform=MultiView([eval_transform(size)]), shuffle=True, seed=seed):
+        return normalize(plain)
+    raise ValueError(f"{release_dir} has no samples")
+
+
+def _release_embeddings(recipe: Any, model: torch.nn.Module, release_dir: Path, size: int,
                         device: torch.device, seed: int) -> dict[str, torch.Tensor]:
     """Backbone features of (up to 512) release images, and projected embeddings of two views."""
     from passkit.stream import loader
@@ -57,8 +77,8 @@ def _release_embeddings(recipe: MoCoV2, model: torch.nn.Module, release_dir: Pat
         n = 0
         for (plain, a, b), _ in dl:
             feats.append(recipe.features(model, normalize(plain.to(device))).float().cpu())
-            z1.append(model.encoder_q(normalize(a.to(device))).float().cpu())  # type: ignore[operator]
-            z2.append(model.encoder_q(normalize(b.to(device))).float().cpu())  # type: ignore[operator]
+            z1.append(_embed(recipe, model, normalize(a.to(device))).float().cpu())
+            z2.append(_embed(recipe, model, normalize(b.to(device))).float().cpu())
             n += len(plain)
             if n >= RELEASE_EMBED_MAX:
                 break
@@ -91,8 +111,9 @@ def validate(
         raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
     release_dir = Path(release_dir)
     rel = open_release(release_dir)
-    p = presets.get(preset)
-    rec = MoCoV2(p.moco)
+    p = presets.get(preset, recipe)
+    rec = p.build_recipe()
+    size = p.image_size
     run = f"{recipe}-{preset}-seed{seed}"
     out_dir = release_dir / "validation" / run
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +132,8 @@ def validate(
     seed_everything(seed)
     random_model = rec.build_model().to(dev).eval()  # the same architecture at random init
     model = res.model.eval()
-    emb = _embed_metrics(_release_embeddings(rec, model, release_dir, p.moco.image_size, dev, seed))
-    emb_rand = _embed_metrics(_release_embeddings(rec, random_model, release_dir, p.moco.image_size, dev, seed))
+    emb = _embed_metrics(_release_embeddings(rec, model, release_dir, size, dev, seed))
+    emb_rand = _embed_metrics(_release_embeddings(rec, random_model, release_dir, size, dev, seed))
 
     evals: dict[str, Any] = {}
     if eval_spec:
@@ -124,26 +145,41 @@ def validate(
             "random_init": ev.evaluate_features(lambda x: rec.features(random_model, x), ls, dev, amp_dtype=amp),
         }
 
-    chance = p.moco.chance_loss
+    chance = rec.cfg.chance_loss
     final_loss = res.final("loss", 0.2)
-    checks = [{"name": "loss", "value": final_loss, "threshold": p.loss_ratio * chance,
-               "rule": f"final loss < {p.loss_ratio} x ln(K+1) = {p.loss_ratio * chance:.3f}",
-               "status": "pass" if final_loss < p.loss_ratio * chance else "fail"},
+    recon: dict[str, float] = {}
+    if chance is not None:
+        loss_check = {"name": "loss", "value": final_loss, "threshold": p.loss_ratio * chance,
+                      "rule": f"final loss < {p.loss_ratio} x chance loss {chance:.3f}",
+                      "status": "pass" if final_loss < p.loss_ratio * chance else "fail"}
+    else:  # MAE: reconstruction error on release images, trained vs random init
+        imgs = _release_images(release_dir, size, seed).to(dev)
+        recon = {"pretrained": rec.reconstruction_error(model, imgs, seed=seed),
+                 "random_init": rec.reconstruction_error(random_model, imgs, seed=seed)}
+        limit = p.loss_ratio * recon["random_init"]
+        loss_check = {"name": "reconstruction", "value": recon["pretrained"], "threshold": limit,
+                      "rule": f"masked-patch error on release images < {p.loss_ratio} x random init "
+                              f"{recon['random_init']:.3f}",
+                      "status": "pass" if recon["pretrained"] < limit else "fail"}
+    checks = [loss_check,
               {"name": "rankme", "value": emb["rankme"], "threshold": p.rankme_floor,
                "rule": f"RankMe of release features > {p.rankme_floor}",
                "status": "pass" if emb["rankme"] > p.rankme_floor else "fail"}]
     if evals:
-        key = "knn_k20_t0.07"
+        key, label = ("linear_probe", "linear probe") if recipe == "mae" else ("knn_k20_t0.07", "kNN top-1 (k=20, T=0.07)")
         a, b = evals["pretrained"][key], evals["random_init"][key]
-        checks.append({"name": "knn", "value": a, "threshold": b + p.knn_margin,
-                       "rule": f"kNN top-1 (k=20, T=0.07) > random init {b:.3f} + {p.knn_margin}",
+        checks.append({"name": "linear_probe" if recipe == "mae" else "knn", "value": a,
+                       "threshold": b + p.knn_margin,
+                       "rule": f"{label} > random init {b:.3f} + {p.knn_margin}",
                        "status": "pass" if a > b + p.knn_margin else "fail"})
     else:
-        checks.append({"name": "knn", "status": "skipped", "rule": "needs --eval LABELLED"})
+        checks.append({"name": "linear_probe" if recipe == "mae" else "knn", "status": "skipped",
+                       "rule": "needs --eval LABELLED"})
     ok = all(c["status"] != "fail" for c in checks)
 
-    paths = [plots.loss_curve(res.history, chance, out_dir / "loss.png"),
-             plots.similarity_histograms(res.histograms, out_dir / "similarity.png")]
+    paths = [plots.loss_curve(res.history, chance, out_dir / "loss.png")]
+    if res.histograms:  # recipes with positive/negative pairs (not MAE)
+        paths.append(plots.similarity_histograms(res.histograms, out_dir / "similarity.png"))
     if evals:
         paths.append(plots.knn_bars(evals["pretrained"], evals["random_init"], out_dir / "knn.png"))
     for name in ("metrics.jsonl", "similarity.jsonl"):
@@ -157,7 +193,9 @@ def validate(
         "settings": {"recipe": rec.describe(), "optimizer": asdict(p.optim), "batch_size": batch, "steps": total},
         "train": {"seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2), "device": res.device,
                   "final_loss": final_loss, "chance_loss": chance, "optimizer_state": res.optimizer_state,
-                  "final": {k: res.final(k, 0.2) for k in ("acc", "pos_sim", "neg_sim", "rankme")}},
+                  "final": {k: res.final(k, 0.2) for k in ("acc", "pos_sim", "neg_sim", "rankme", "kl",
+                                                            "teacher_entropy") if k in res.history[-1]}},
+        "reconstruction": recon,
         "release_embeddings": {"pretrained": emb, "random_init": emb_rand},
         "eval": evals, "checks": checks,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -168,6 +206,7 @@ def validate(
     if update_manifest:
         short = {k: entry[k] for k in ("recipe", "preset", "seed", "verdict", "created", "checks")}
         short["metrics"] = {"final_loss": final_loss, "rankme": emb["rankme"],
+                            **{f"reconstruction_{k}": v for k, v in recon.items()},
                             **{f"{k}": v for k, v in (evals.get("pretrained") or {}).items()},
                             **{f"random_init_{k}": v for k, v in (evals.get("random_init") or {}).items()}}
         short["path"] = str((out_dir / "validation.json").relative_to(release_dir))
