@@ -342,6 +342,16 @@ class DetectorSpec(_Model):
         description="n > 1: also run the detector on an n x n grid of overlapping tiles, so small people "
         "fill more of the network's input (about n*n times the cost)",
     )
+    tile_threshold: float | None = Field(
+        None, ge=0, le=1,
+        description="with tiles > 1: the score a detection found in a tile must reach, recorded as "
+        "'<name>@tiles'. A tile is upsampled into the network's input, clutter with it, so tiles usually "
+        "want a higher threshold than the whole image; None: tile detections are merged with the whole "
+        "image's and count against `threshold`",
+    )
+    tile_review: float | None = Field(
+        None, ge=0, le=1, description="with tile_threshold: review band [tile_review, tile_threshold) for tiles"
+    )
     fallback_for: list[DetectorName] = Field(
         default_factory=list,
         description="run this detector only when every detector named here was skipped for missing weights "
@@ -364,6 +374,10 @@ class DetectorSpec(_Model):
             )
         if self.name == "torchvision" and not self.weights:
             raise ValueError("detector torchvision needs `weights: /path/to/file.pth` (and `arch`)")
+        if self.tile_threshold is not None and self.tiles < 2:
+            raise ValueError(f"detector {self.name}: tile_threshold needs tiles >= 2")
+        if self.tile_review is not None and (self.tile_threshold is None or self.tile_review >= self.tile_threshold):
+            raise ValueError(f"detector {self.name}: tile_review needs a tile_threshold above it")
         return self
 
 
@@ -386,8 +400,8 @@ def _default_detectors() -> list[DetectorSpec]:
 
 # detector -> (threshold, review floor) of the default ensemble
 DEFAULTS_PEOPLE: dict[str, tuple[float, float | None]] = {
-    "yolox_nano": (0.35, 0.10),
-    "yolo_fastest_body": (0.30, 0.20),
+    "yolox_nano": (0.15, 0.05),
+    "yolo_fastest_body": (0.20, None),
     "yunet": (0.85, 0.70),
 }
 

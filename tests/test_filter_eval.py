@@ -91,7 +91,24 @@ def test_eval_on_person_dev_coco_matches_the_documented_numbers(shared_dir, tmp_
     rep = _eval(shared_dir / "data" / "person_dev_coco", tmp_path, capsys)
     assert (rep["positives"], rep["negatives"]) == (162, 135)
     e = rep["ensemble"]
-    assert e["recall"] == pytest.approx(0.784, abs=0.01), e
-    assert e["recall_with_review"] == pytest.approx(0.901, abs=0.01), e
-    assert e["frr"] == pytest.approx(0.044, abs=0.01), e
-    assert e["review_rate"] == pytest.approx(0.104, abs=0.015), e
+    assert e["recall"] == pytest.approx(0.883, abs=0.01), e
+    assert e["recall_with_review"] == pytest.approx(0.920, abs=0.01), e
+    assert e["frr"] == pytest.approx(0.074, abs=0.01), e
+    assert e["review_rate"] == pytest.approx(0.094, abs=0.015), e
+
+
+@pytest.mark.slow  # ~60 s on 2 idle cores: yolox_nano runs on 5 crops per photo
+def test_high_recall_spec_on_person_dev_coco(shared_dir, tmp_path, capsys):
+    """pipelines/people-high-recall.yaml: tiles scored apart (yolox_nano@tiles), more recall inside the FRR budget."""
+    from passkit import models
+
+    if models.find("yolox_nano") is None:
+        pytest.skip("needs the detector weights (PASSKIT_MODELS=../shared/models)")
+    spec = Path(__file__).resolve().parents[1] / "pipelines" / "people-high-recall.yaml"
+    rep = _eval(shared_dir / "data" / "person_dev_coco", tmp_path, capsys, "--spec", str(spec))
+    e = rep["ensemble"]
+    assert "yolox_nano@tiles" in rep["per_detector"]
+    assert e["recall"] == pytest.approx(0.907, abs=0.01), e
+    assert e["recall_with_review"] == pytest.approx(0.938, abs=0.01), e
+    assert e["frr"] == pytest.approx(0.089, abs=0.01), e
+    assert e["frr"] <= 0.10

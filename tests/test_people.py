@@ -35,7 +35,7 @@ MUST_KEEP = [
     "sklearn_china.jpg", "sklearn_flower.jpg",
 ]  # fmt: skip
 # (skimage_horse, a clipart silhouette the demo does not serve, scores 0.51 on yolox_nano: rejected by the
-# default ensemble, whose yolox_nano threshold of 0.35 was chosen on real photos, person_dev_coco)
+# default ensemble, whose yolox_nano threshold of 0.15 was chosen on real photos, person_dev_coco)
 DEFAULT_WITH_WEIGHTS = ["yolox_nano", "yolo_fastest_body", "yunet"]
 
 need_data = pytest.mark.skipif(
@@ -401,8 +401,9 @@ def test_describe_for_the_manifest(tmp_path):
     d = {e["name"]: e for e in pf.describe()}
     assert list(d) == DEFAULT_WITH_WEIGHTS
     assert d["yolox_nano"]["sha256"] == d["yolox_nano"]["weights"] == models.get("yolox_nano").main.sha256
-    assert d["yolox_nano"]["threshold"] == 0.35 and d["yolox_nano"]["review"] == 0.10
-    assert all({"name", "threshold", "weights", "sha256", "review"} <= set(e) for e in d.values())
+    assert d["yolox_nano"]["threshold"] == 0.15 and d["yolox_nano"]["review"] == 0.05
+    assert "review" not in d["yolo_fastest_body"] and d["yunet"]["review"] == 0.70
+    assert all({"name", "threshold", "weights", "sha256"} <= set(e) for e in d.values())
     assert pf.skipped == []
     # without the weights the optional detectors are reported as skipped and the stand-ins described
     pf2 = PeopleFilter(PeopleSpec(), tmp_path)
@@ -538,3 +539,25 @@ def test_torchvision_detector_from_a_local_weights_file(tmp_path):
         PeopleFilter(wrong, tmp_path)
     with pytest.raises(ValueError, match="needs `weights"):
         DetectorSpec(name="torchvision", threshold=0.5)
+
+
+@need_weights
+def test_tile_threshold_scores_tiles_apart(dev):
+    """`tile_threshold`: detections found in tiles are recorded as '<name>@tiles' and need their own score."""
+    im = _small_person(dev)
+
+    def filt(tile_threshold: float) -> PeopleFilter:
+        d = DetectorSpec(name="yolox_nano", threshold=0.5, tiles=2, tile_threshold=tile_threshold, tile_review=0.3)
+        return PeopleFilter(PeopleSpec(detectors=[d]), MODELS, threads=1)
+
+    strict, loose = filt(0.99), filt(0.6)
+    (a,) = strict.score([im])
+    (b,) = loose.score([im])
+    assert a.scores["yolox_nano"] < 0.35 and a.scores["yolox_nano@tiles"] >= 0.8, a.scores
+    assert not a.has_person and a.needs_review and a.review == ["yolox_nano@tiles"]
+    assert b.has_person and b.fired == ["yolox_nano@tiles"]
+    x0, y0, x1, y1, _ = b.boxes["yolox_nano@tiles"][0]
+    assert x0 >= 285 and x1 <= 380 and y0 >= 320 and y1 <= 445
+    assert loose.describe()[0]["tile_threshold"] == 0.6 and loose.describe()[0]["tile_review"] == 0.3
+    with pytest.raises(ValueError, match="tile_threshold needs tiles"):
+        DetectorSpec(name="yolox_nano", threshold=0.5, tile_threshold=0.6)

@@ -25,19 +25,21 @@ Detectors (names as in `passkit.config.DetectorName`):
 Default ensemble (`PeopleSpec`), chosen with `passkit filter eval` on person_dev (24 sample photos)
 and person_dev_coco (297 real COCO photos: 162 with a person, 135 without), images resized to 512 px:
 
-- with weights (`passkit models fetch`): yolox_nano >= 0.35 (review band from 0.10), yolo_fastest_body
-  >= 0.30 (review from 0.20; its scores are 0 or >= 0.2), yunet >= 0.85 (review from 0.70). On COCO:
-  recall 0.784 rejected outright, 0.901 counting the review queue, false-rejection rate 0.044,
-  precision 0.955, 10.4 % of images to review (per detector: yolox_nano 0.741 / 0.864 with review,
-  yolo_fastest_body 0.716 / 0.778, yunet 0.290 / 0.463). person_dev: recall 1.0; FRR 0.20 (the skimage horse
-  silhouette, motorcycle, retina and aero score 0.35-0.51 on yolox_nano; none is served by the demo).
-  The thresholds sit low because people that fill under 1 % of a COCO photo score 0.1-0.4; the
-  review band catches most of the rest. Detectors fail on the same images (tiny, occluded, seen
-  from behind), so no threshold of these three reaches recall 0.99 at FRR <= 0.10 on COCO (the
-  sweep's best auto-reject recall at FRR <= 0.10 is ~0.88).
-- high recall: `tiles: 2` on yolox_nano (threshold 0.45, review 0.10) adds a 2 x 2 grid of overlapping
-  tiles: COCO recall 0.864 outright, 0.963 with review, FRR 0.104, 14.5 % to review, at ~3x the CPU
-  cost (`passkit filter eval ../shared/data/person_dev_coco --spec` with that people section).
+- with weights (`passkit models fetch`): yolox_nano >= 0.15 (review band from 0.05), yolo_fastest_body
+  >= 0.20 (its scores are 0 or >= 0.2, so no band), yunet >= 0.85 (review from 0.70). Chosen as the
+  highest recall with false rejections inside the 10 % budget (a grid over the three thresholds on
+  person_dev_coco's per-image scores). On COCO: recall 0.883 rejected outright, 0.920 counting the
+  review queue, false-rejection rate 0.074, precision 0.935, 9.4 % of images to review (per
+  detector: yolox_nano 0.846 / 0.901 with review, yolo_fastest_body 0.778, yunet 0.290 / 0.463).
+  person_dev: recall 1.0; FRR 0.20 (the skimage horse silhouette, motorcycle, retina and aero score
+  0.35-0.51 on yolox_nano; none is served by the demo, and every photo the demo serves scores under
+  0.05). The thresholds sit low because people that fill under 1 % of a COCO photo score 0.1-0.4.
+  Detectors fail on the same images (tiny, occluded, seen from behind), so no setting of these
+  three reaches recall 0.99 at FRR <= 0.10 on COCO (0.883 is the grid's best).
+- high recall: `tiles: 2` with `tile_threshold: 0.65` on yolox_nano (a 2 x 2 grid of overlapping
+  tiles, whose detections need a higher score than the whole image's: a tile upsamples clutter
+  too): COCO recall 0.907 outright at FRR 0.089 (grid's best over every detector here, tiles
+  included), at ~3x the yolox_nano cost; see `pipelines/people-high-recall.yaml`.
 - without weights: MTCNN >= 0.90 and HOG >= 0.50 stand in (`fallback_for`): person_dev recall 1.0
   (HOG alone catches pywt ascent), FRR 0.05; COCO recall 0.475, FRR 0.074. Install the weights.
 
@@ -146,6 +148,19 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU, top: int =
 
 def _box_list(boxes: np.ndarray, scores: np.ndarray, keep: Sequence[int]) -> list[list[float]]:
     return [[*(round(float(v), 1) for v in boxes[i]), round(float(scores[i]), 4)] for i in keep]
+
+
+def tile_key(name: str) -> str:
+    """The score name of a detector's tile detections when they are thresholded apart."""
+    return f"{name}@tiles"
+
+
+def _merged(bl: list[list[float]]) -> list[list[float]]:
+    """Boxes gathered from the whole image and its tiles, after non-maximum suppression."""
+    if not bl:
+        return []
+    arr = np.asarray(bl, dtype=np.float32)
+    return _box_list(arr[:, :4], arr[:, 4], _nms(arr[:, :4], arr[:, 4]))
 
 
 def tile_grid(h: int, w: int, n: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
@@ -616,6 +631,7 @@ class PeopleFilter:
         self.thresholds: dict[str, float] = {}
         self.reviews: dict[str, float] = {}
         self.tiles: dict[str, int] = {}
+        self.split: set[str] = set()  # detectors whose tile detections are scored apart, as '<name>@tiles'
         self.skipped: list[tuple[str, str]] = []
         self.standby: list[tuple[str, str]] = []  # fallbacks not needed: what they stand in for is active
         seen: set[str] = set()
@@ -650,11 +666,22 @@ class PeopleFilter:
                 if d.review is not None:
                     self.reviews[d.name] = d.review
                 self.tiles[d.name] = d.tiles
+                if d.tiles > 1 and d.tile_threshold is not None:
+                    self.split.add(d.name)
+                    self.thresholds[tile_key(d.name)] = d.tile_threshold
+                    if d.tile_review is not None:
+                        self.reviews[tile_key(d.name)] = d.tile_review
         self.skipped.sort(key=lambda x: [d.name for d in spec.detectors].index(x[0]))
 
     @property
     def names(self) -> list[str]:
-        return [d.name for d in self.detectors]
+        """The score names, in spec order: each detector, and '<name>@tiles' where tiles score apart."""
+        out: list[str] = []
+        for d in self.detectors:
+            out.append(d.name)
+            if d.name in self.split:
+                out.append(tile_key(d.name))
+        return out
 
     def describe(self) -> list[dict[str, Any]]:
         """The active detectors, in spec order, for the release manifest (skipped ones: `skipped`).
@@ -679,44 +706,52 @@ class PeopleFilter:
                 entry["review"] = self.reviews[det.name]
             if self.tiles.get(det.name, 1) > 1:
                 entry["tiles"] = self.tiles[det.name]
+            if det.name in self.split:
+                entry["tile_threshold"] = self.thresholds[tile_key(det.name)]
+                if tile_key(det.name) in self.reviews:
+                    entry["tile_review"] = self.reviews[tile_key(det.name)]
             if det.params:
                 entry["params"] = dict(det.params)
             out.append(entry)
         return out
 
-    def _run(self, det: Detector, arrays: list[np.ndarray]) -> list[list[list[float]]]:
-        """One detector on a batch, with its tiles when it has them (boxes in each image's pixels)."""
+    def _run(self, det: Detector, arrays: list[np.ndarray]) -> dict[str, list[list[list[float]]]]:
+        """One detector on a batch, with its tiles when it has them (boxes in each image's pixels):
+        {name: boxes per image}, plus {'<name>@tiles': ...} when its tiles are scored apart."""
         n = self.tiles.get(det.name, 1)
         if n < 2:
-            return det.detect(arrays)
+            return {det.name: det.detect(arrays)}
         crops: list[np.ndarray] = []
-        where: list[tuple[int, int, int]] = []  # image index, x offset, y offset
+        where: list[tuple[int, int, int, bool]] = []  # image index, x offset, y offset, is a tile
         for i, a in enumerate(arrays):
             crops.append(a)
-            where.append((i, 0, 0))
+            where.append((i, 0, 0, False))
             for x0, y0, x1, y1 in tile_grid(a.shape[0], a.shape[1], n):
                 crops.append(np.ascontiguousarray(a[y0:y1, x0:x1]))
-                where.append((i, x0, y0))
+                where.append((i, x0, y0, True))
+        split = det.name in self.split
         found: list[list[list[float]]] = [[] for _ in arrays]
-        for (i, dx, dy), boxes in zip(where, det.detect(crops), strict=True):
-            found[i].extend([b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy, b[4]] for b in boxes)
-        out: list[list[list[float]]] = []
-        for bl in found:
-            if not bl:
-                out.append([])
-                continue
-            arr = np.asarray(bl, dtype=np.float32)
-            out.append(_box_list(arr[:, :4], arr[:, 4], _nms(arr[:, :4], arr[:, 4])))
+        in_tiles: list[list[list[float]]] = [[] for _ in arrays]
+        for (i, dx, dy, tile), boxes in zip(where, det.detect(crops), strict=True):
+            (in_tiles if split and tile else found)[i].extend(
+                [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy, b[4]] for b in boxes)
+        out = {det.name: [_merged(bl) for bl in found]}
+        if split:
+            out[tile_key(det.name)] = [_merged(bl) for bl in in_tiles]
         return out
 
     def detect(self, images: list[Image.Image]) -> dict[str, list[list[list[float]]]]:
-        """Raw boxes per detector per image (every box each detector reports, up to MAX_BOXES)."""
+        """Raw boxes per score name per image (every box each detector reports, up to MAX_BOXES)."""
         arrays = [_to_rgb_array(im) for im in images]
+        out: dict[str, list[list[list[float]]]] = {}
         if not self.spec.concurrent or len(self.detectors) < 2:
-            return {det.name: self._run(det, arrays) for det in self.detectors}
+            for det in self.detectors:
+                out.update(self._run(det, arrays))
+            return out
         with ThreadPoolExecutor(max_workers=len(self.detectors), thread_name_prefix="people") as pool:
-            futures = {det.name: pool.submit(self._run, det, arrays) for det in self.detectors}
-            return {name: f.result() for name, f in futures.items()}
+            for f in [pool.submit(self._run, det, arrays) for det in self.detectors]:
+                out.update(f.result())
+            return out
 
     def combine(self, boxes: dict[str, list[list[float]]]) -> PeopleResult:
         """One image's boxes per detector -> scores, fired, review (the ensemble rule)."""
