@@ -151,7 +151,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from passkit import models
-    from passkit.config import PeopleSpec
+    from passkit.config import PeopleSpec, load_spec
 
     ims = load_images(args.images)
     print(f"people filter benchmark: {len(ims)} images (<= 512 px), models folder {models.models_dir()}, "
@@ -161,17 +161,15 @@ def main() -> None:
         detector_rates(ims)
 
     default = PeopleSpec().model_dump(mode="json")
-    tiled = PeopleSpec().model_dump(mode="json")
-    for d in tiled["detectors"]:
-        if d["name"] == "yolox_nano":
-            d.update(tiles=2, threshold=0.45, review=0.10)
+    # the people section of pipelines/people-high-recall.yaml
+    tiled = load_spec(ROOT / "pipelines" / "people-high-recall.yaml").people.model_dump(mode="json")
     no_weights = {"detectors": [{"name": "mtcnn", "threshold": 0.9}, {"name": "hog", "threshold": 0.5}]}
     concurrent = {**default, "concurrent": True}
     results: dict[str, float] = {}
     cpu_bound: dict[str, float] = {}
     print(f"ensembles ({args.workers} worker processes; load average before: {os.getloadavg()[0]:.1f}):")
     configs = [("default", default), ("default, detectors in concurrent threads", concurrent),
-               ("high recall (yolox_nano tiles: 2)", tiled), ("no weights (mtcnn + hog)", no_weights)]
+               ("high recall (people-high-recall.yaml)", tiled), ("no weights (mtcnn + hog)", no_weights)]
     for label, people in configs[: 2 if args.only_default else None]:
         rates, cpu_rates = ensemble_rate(people, ims, args.workers)
         results[label], cpu_bound[label] = statistics.median(rates), statistics.median(cpu_rates)
