@@ -9,12 +9,17 @@ Views leave as uint8 CHW tensors; the engine stacks each view position into its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
 from torchvision.transforms import v2
 
 from passkit.recipes.augment import MultiView, _ToUint8
+from passkit.recipes.collapse import CollapseAlarm
+from passkit.recipes.recipe import StepOutput
 
 
 @dataclass(slots=True)
@@ -57,3 +62,17 @@ def multi_crop(cfg: MultiCropConfig) -> MultiView:
              _crop(cfg.large_size, cfg.large_scale, 0.1, 0.2, cfg.blur)]
     small = _crop(cfg.small_size, cfg.small_scale, 0.5, 0.0, cfg.blur)
     return MultiView(views + [small] * cfg.n_small)
+
+
+def multi_crop_step(recipe: str, crops: MultiCropConfig, alarm: CollapseAlarm, model: nn.Module,
+                    views: Sequence[torch.Tensor], step: int) -> StepOutput:
+    """A training step of a multi-crop recipe (SwAV, DINO): check the views, forward, and let the
+    collapse alarm look at the loss and embeddings when it is due."""
+    want = crops.n_large + crops.n_small
+    if len(views) != want:
+        raise ValueError(f"{recipe} needs {want} views per sample ({crops.n_large} large + {crops.n_small} small), "
+                         f"got {len(views)}: use the recipe's transform()")
+    out: StepOutput = model(views, step)
+    if alarm.due(step):
+        out.metrics["collapse"] = float(alarm.check(step, out.loss, out.embeddings))
+    return out

@@ -17,6 +17,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def loss_curve(history: list[dict[str, Any]], chance: float | None, path: Path) -> Path:
     """The training loss, the chance level where the loss has one, and DINO's KL term when logged."""
     plt = _plt()
@@ -30,10 +37,7 @@ def loss_curve(history: list[dict[str, Any]], chance: float | None, path: Path) 
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def similarity_histograms(hists: list[dict[str, Any]], path: Path) -> Path:
@@ -50,10 +54,7 @@ def similarity_histograms(hists: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"step {h['step']}")
         ax.set_xlabel("cosine similarity")
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def knn_bars(pre: dict[str, float], rnd: dict[str, float], path: Path) -> Path:
@@ -66,7 +67,4 @@ def knn_bars(pre: dict[str, float], rnd: dict[str, float], path: Path) -> Path:
     ax.set_xticks(x, keys, fontsize=8)
     ax.set_ylabel("top-1 accuracy")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

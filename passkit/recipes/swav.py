@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from passkit.recipes.collapse import CollapseAlarm
-from passkit.recipes.multicrop import MultiCropConfig, multi_crop
+from passkit.recipes.multicrop import MultiCropConfig, multi_crop, multi_crop_step
 from passkit.recipes.optim import OptimConfig
 from passkit.recipes.recipe import StepOutput
 from passkit.recipes.vit import build_any_backbone
@@ -178,14 +178,7 @@ class SwAVRecipe:
         return multi_crop(self.cfg.crops)
 
     def training_step(self, model: nn.Module, views: Sequence[torch.Tensor], step: int) -> StepOutput:
-        want = 2 + self.cfg.crops.n_small
-        if len(views) != want:
-            raise ValueError(f"SwAV needs {want} views per sample (2 large + {self.cfg.crops.n_small} small), "
-                             f"got {len(views)}: use SwAVRecipe.transform()")
-        out: StepOutput = model(views, step)
-        if self.alarm.due(step):
-            out.metrics["collapse"] = float(self.alarm.check(step, out.loss, out.embeddings))
-        return out
+        return multi_crop_step("SwAV", self.cfg.crops, self.alarm, model, views, step)
 
     def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
         model.normalize_prototypes()  # type: ignore[operator]
