@@ -60,8 +60,9 @@ def test_review_page_keyboard_decisions_reach_the_release(review_build, browser)
         assert page.locator(".box").count() >= 1  # detector boxes drawn over the images
         assert "mtcnn" in cards.nth(0).inner_text() or "hog" in cards.nth(0).inner_text()  # scores shown
         assert page.locator(".kind", has_text="spot check").count() == 1
-        # every image actually loaded
-        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        # every image actually loads (waited for: under load the cards appear before their images)
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20_000)
+        assert page.evaluate("Array.from(document.images).every(i => i.naturalWidth > 0)")
         assert page.locator("#progress").inner_text() == f"0 / {n} decided"
 
         page.keyboard.press("n")  # first card: no person, moves on
