@@ -174,5 +174,9 @@ class MoCoV2:
     def features(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model.backbone(images)  # type: ignore[operator]
 
+    def embed(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The projected embedding the contrastive loss compares (the query encoder's output)."""
+        return model.encoder_q(images)  # type: ignore[operator]
+
     def describe(self) -> dict[str, Any]:
         return {"recipe": self.name, **asdict(self.cfg)}

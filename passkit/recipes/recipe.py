@@ -2,7 +2,7 @@
 
 The engine (passkit.recipes.engine) owns data, devices, precision, DDP, the optimizer, the
 schedule, checkpoints and logging; a recipe owns the model and the objective. MoCo v2 implements
-it here; SwAV, DINO and MAE plug into the same engine by implementing the same five methods.
+it here; SwAV, DINO and MAE plug into the same engine by implementing the same methods.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class Recipe(Protocol):
 
     def features(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Backbone features for evaluation (kNN, linear probe, RankMe); `model` is unwrapped."""
+        ...
+
+    def embed(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The projected embedding the objective works on (alignment/uniformity); `model` is unwrapped."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -48,13 +48,6 @@ class ValidationResult:
     out_dir: Path
 
 
-def _embed(recipe: Any, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The recipe's projected embedding (MoCo: the query encoder; others: `embed`)."""
-    if hasattr(recipe, "embed"):
-        return recipe.embed(model, x)
-    return model.encoder_q(x)  # type: ignore[operator]
-
-
 def _release_images(release_dir: Path, size: int, seed: int) -> torch.Tensor:
     """Up to 64 release images at `size`, normalised: the fixed set MAE's reconstruction is scored on."""
     from passkit.stream import loader
@@ -77,8 +70,8 @@ def _release_embeddings(recipe: Any, model: torch.nn.Module, release_dir: Path, 
         n = 0
         for (plain, a, b), _ in dl:
             feats.append(recipe.features(model, normalize(plain.to(device))).float().cpu())
-            z1.append(_embed(recipe, model, normalize(a.to(device))).float().cpu())
-            z2.append(_embed(recipe, model, normalize(b.to(device))).float().cpu())
+            z1.append(recipe.embed(model, normalize(a.to(device))).float().cpu())
+            z2.append(recipe.embed(model, normalize(b.to(device))).float().cpu())
             n += len(plain)
             if n >= RELEASE_EMBED_MAX:
                 break
@@ -165,16 +158,16 @@ def validate(
               {"name": "rankme", "value": emb["rankme"], "threshold": p.rankme_floor,
                "rule": f"RankMe of release features > {p.rankme_floor}",
                "status": "pass" if emb["rankme"] > p.rankme_floor else "fail"}]
+    # MAE features are judged by a linear probe, the others by kNN
+    name, key, label = (("linear_probe", "linear_probe", "linear probe") if recipe == "mae"
+                        else ("knn", "knn_k20_t0.07", "kNN top-1 (k=20, T=0.07)"))
     if evals:
-        key, label = ("linear_probe", "linear probe") if recipe == "mae" else ("knn_k20_t0.07", "kNN top-1 (k=20, T=0.07)")
         a, b = evals["pretrained"][key], evals["random_init"][key]
-        checks.append({"name": "linear_probe" if recipe == "mae" else "knn", "value": a,
-                       "threshold": b + p.knn_margin,
+        checks.append({"name": name, "value": a, "threshold": b + p.knn_margin,
                        "rule": f"{label} > random init {b:.3f} + {p.knn_margin}",
                        "status": "pass" if a > b + p.knn_margin else "fail"})
     else:
-        checks.append({"name": "linear_probe" if recipe == "mae" else "knn", "status": "skipped",
-                       "rule": "needs --eval LABELLED"})
+        checks.append({"name": name, "status": "skipped", "rule": "needs --eval LABELLED"})
     ok = all(c["status"] != "fail" for c in checks)
 
     paths = [plots.loss_curve(res.history, chance, out_dir / "loss.png")]
