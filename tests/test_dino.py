@@ -11,12 +11,9 @@ import torch
 
 from passkit.recipes.collapse import CollapseAlarm, CollapseWarning
 from passkit.recipes.dino import DINO, DINOConfig, DINORecipe
-from passkit.recipes.engine import TensorData, TrainConfig, Trainer
-from passkit.recipes.evaluate import evaluate_features
 from passkit.recipes.multicrop import MultiCropConfig
-from passkit.recipes.optim import OptimConfig
 from passkit.recipes.recipe import Recipe
-from passkit.recipes.synthetic import generate, labelled_set
+from tests.recipehelpers import features_vs_random_init, train_small
 
 CROPS = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
 TINY = dict(arch="vit_nano", patch_size=4, drop_path=0.0, out_dim=64, hidden_dim=128, bottleneck_dim=32, crops=CROPS)
@@ -79,17 +76,9 @@ def test_dino_learns_on_cpu() -> None:
     torch.manual_seed(0)
     rec = DINORecipe(DINOConfig(**{**TINY, "out_dim": 256}, teacher_temp=0.04, teacher_temp_final=0.04, momentum=0.95,
                                 freeze_last_layer_steps=5))
-    x, _ = generate(512, 32, seed=0)
-    res = Trainer(rec, TensorData(x, rec.transform(), 64), TrainConfig(
-        steps=STEPS, optim=OptimConfig(name="adamw", lr=LR, bits=8, weight_decay=0.04, min_8bit_size=1024),
-        warmup_steps=5, log_every=5, progress=False)).fit()
+    res = train_small(rec, STEPS, LR)
     assert res.optimizer_state["bytes_per_param"] < 2.5
-    ls = labelled_set(400, 200, 32)
-    torch.manual_seed(0)
-    rand = rec.build_model().eval()
-    model = res.model.eval()
-    ev = evaluate_features(lambda v: rec.features(model, v), ls, "cpu")
-    ev0 = evaluate_features(lambda v: rec.features(rand, v), ls, "cpu")
+    ev, ev0 = features_vs_random_init(rec, res.model)
     first, last = res.history[0]["loss"], res.final("loss", 0.2)
     kl0, kl1 = res.history[0]["kl"], res.final("kl", 0.2)
     h0, h1 = res.history[0]["teacher_entropy"], res.final("teacher_entropy", 0.2)

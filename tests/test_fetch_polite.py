@@ -20,8 +20,8 @@ User-agent: somebot
 Disallow: /private/
 Allow: /private/public/
 Disallow: /*.gif$
-Disallow: /tmp
-Allow: /tmp/ok
+Disallow: /drafts
+Allow: /drafts/ok
 Crawl-delay: 0.2
 
 User-agent: *
@@ -35,7 +35,7 @@ def test_robots_rfc9309_matching():
     assert not r.allowed("/private/a.jpg")
     assert r.allowed("/private/public/a.jpg")  # the longer Allow wins
     assert not r.allowed("/x/y.gif") and r.allowed("/x/y.gif?v=1")  # $ anchors the end
-    assert not r.allowed("/tmp/x") and r.allowed("/tmp/ok/x") and not r.allowed("/tmpfile")
+    assert not r.allowed("/drafts/x") and r.allowed("/drafts/ok/x") and not r.allowed("/draftsfile")
     assert r.allowed("/robots.txt")
     assert r.crawl_delay == 0.2
     # An agent without its own group falls back to "*"; group names match case-insensitively.

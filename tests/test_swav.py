@@ -10,13 +10,11 @@ import pytest
 import torch
 
 from passkit.recipes.collapse import CollapseWarning
-from passkit.recipes.engine import TensorData, TrainConfig, Trainer
-from passkit.recipes.evaluate import evaluate_features
 from passkit.recipes.multicrop import MultiCropConfig, multi_crop
-from passkit.recipes.optim import OptimConfig
 from passkit.recipes.recipe import Recipe
 from passkit.recipes.swav import SwAV, SwAVConfig, SwAVRecipe, sinkhorn
-from passkit.recipes.synthetic import generate, labelled_set
+from passkit.recipes.synthetic import generate
+from tests.recipehelpers import features_vs_random_init, train_small
 
 CROPS = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
 TINY = dict(arch="vit_nano", patch_size=4, hidden_dim=128, dim=32, prototypes=30, queue=128, crops=CROPS)
@@ -101,17 +99,9 @@ class _SizeFree(torch.nn.Module):
 def test_swav_learns_on_cpu() -> None:
     torch.manual_seed(0)
     rec = SwAVRecipe(SwAVConfig(**TINY, queue_start_step=50, freeze_prototypes_steps=5))
-    x, _ = generate(512, 32, seed=0)
-    res = Trainer(rec, TensorData(x, rec.transform(), 64), TrainConfig(
-        steps=100, optim=OptimConfig(name="adamw", lr=2e-3, bits=8, weight_decay=0.04, min_8bit_size=1024),
-        warmup_steps=5, log_every=5, progress=False)).fit()
+    res = train_small(rec, 100, 2e-3)
     assert res.optimizer_state["bytes_per_param"] < 2.5  # 8-bit state
-    ls = labelled_set(400, 200, 32)
-    torch.manual_seed(0)
-    rand = rec.build_model().eval()
-    model = res.model.eval()
-    ev = evaluate_features(lambda v: rec.features(model, v), ls, "cpu")
-    ev0 = evaluate_features(lambda v: rec.features(rand, v), ls, "cpu")
+    ev, ev0 = features_vs_random_init(rec, res.model)
     first = sum(h["loss"] for h in res.history[:2]) / 2
     last = res.final("loss", 0.2)
     print(f"SwAV loss {first:.3f} -> {last:.3f} (ln K {rec.cfg.chance_loss:.3f}); RankMe {ev['rankme']:.1f}; "
