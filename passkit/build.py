@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from passkit.config import PipelineSpec
-from passkit.executors import run_local, run_ray
+from passkit.executors import WorkerPool, run_local, run_ray
 from passkit.pipeline import Unit, UnitResult, ledger_transient, stage_settings, summarize_ledger, unit_done
 from passkit.release.build import ReleaseSummary, build_release
 from passkit.sources import open_source
@@ -122,11 +122,13 @@ def build(
     executor: str | None = None,
     address: str | None = None,
     retry_failed: bool = False,
+    pool: WorkerPool | None = None,
 ) -> BuildResult:
     """Build the release a spec describes, resuming whatever an earlier run finished.
 
     `executor` ("local" or "ray") and `address` (a Ray cluster) default to the spec's work section;
-    `retry_failed` refetches the transient failures of finished units.
+    `retry_failed` refetches the transient failures of finished units; `pool`: local worker
+    processes the caller started early (see WorkerPool), used and closed by this build.
     """
     t0 = time.monotonic()
     work_dir = spec.work_dir(base)
@@ -169,10 +171,14 @@ def build(
                     continue
                 yield unit
 
-        if executor == "ray":
-            run_ray(todo(), spec, units_dir, n_workers, done, address=address or spec.work.ray_address)
-        else:
-            run_local(todo(), spec, units_dir, n_workers, done)
+        try:
+            if executor == "ray":
+                run_ray(todo(), spec, units_dir, n_workers, done, address=address or spec.work.ray_address)
+            else:
+                run_local(todo(), spec, units_dir, n_workers, done, pool=pool)
+        finally:
+            if pool is not None:
+                pool.close()
 
     release = build_release(
         spec, units_dir, sorted(indices), spec.release_dir(base), source_description, on_shard=on_shard

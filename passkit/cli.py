@@ -17,15 +17,22 @@ out = Console()
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from passkit.build import BuildProgress, build
     from passkit.config import SpecError, load_spec
-    from passkit.pipeline import UnitResult
 
     try:
         spec = load_spec(args.spec)
     except SpecError as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return 2
+    pool = None
+    workers = args.workers or spec.work.workers
+    if (args.executor or spec.work.executor) == "local" and workers > 1:
+        from passkit.executors.local import WorkerPool
+
+        pool = WorkerPool(workers)  # the workers import the pipeline while this process does too
+    from passkit.build import BuildProgress, build
+    from passkit.pipeline import UnitResult
+
     console.print(f"[bold]passkit build[/] {spec.release_name}  ({args.spec})")
     with Progress(
         TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -48,7 +55,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
         try:
             result = build(spec, workers=args.workers, on_unit=on_unit, on_shard=on_shard,
-                           executor=args.executor, address=args.address, retry_failed=args.retry_failed)
+                           executor=args.executor, address=args.address, retry_failed=args.retry_failed,
+                           pool=pool)
         except (ExecutorError, HashListError) as e:
             console.print(f"[red]error:[/] {e}", highlight=False)
             return 2

@@ -9,9 +9,12 @@ rerun skips exactly the units that are finished and unchanged.
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
 import json
 import os
+import sys
 import tarfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -132,8 +135,13 @@ def read_ledger(path: Path, columns: list[str] | None = None) -> pa.Table:
     have = set(pf.schema_arrow.names)
     table = pf.read(columns=[c for c in schema.names if c in have])
     n = table.num_rows
-    arrays = [table.column(f.name).cast(f.type) if f.name in have else pa.nulls(n, f.type) for f in schema]
+    arrays = [_as_type(table.column(f.name), f.type) if f.name in have else pa.nulls(n, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _as_type(col: pa.ChunkedArray, typ: pa.DataType) -> pa.ChunkedArray:
+    """`col` as `typ`; a no-op for ledgers this passkit wrote (a cast would load pyarrow.compute)."""
+    return col if col.type == typ else col.cast(typ)
 
 
 def summarize_ledger(path: Path) -> UnitResult:
@@ -171,6 +179,27 @@ PEOPLE_SIDECAR = ".people.json"  # unit-XXXXXX.people.json: detector boxes of st
 _RECOMPUTED_STAGES = frozenset({str(Stage.SOURCE), str(Stage.LICENSE)})
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ImportError("not needed by a work unit")
+
+
+def _skip_pandas_probe() -> None:
+    """pyarrow imports pandas (a third of a second per process) on the first array it builds,
+    only to ask whether that input is a DataFrame. A work unit never hands it one, so let this
+    first probe find no pandas. pandas stays importable: pyarrow imports it after all if anyone
+    asks for a conversion to pandas."""
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([], pa.int8())
+    finally:
+        sys.meta_path.remove(finder)
+
+
 class UnitRunner:
     """Holds what is expensive to build (detectors, HTTP pools): one per process, many units."""
 
@@ -180,11 +209,17 @@ class UnitRunner:
         self.spec = spec
         self.policy = spec.license.build()
         self.fetcher = Fetcher(spec.fetch, share=1.0 / max(1, workers))
+        # Downloads wait on the network, image checks on the CPU: all `fetch.threads` threads may
+        # download at once, but only this many check images at once (this process's share of the
+        # cores, plus one to cover the GIL-held parts). More would only thrash caches and the GIL.
+        cores = max(1, (os.cpu_count() or 1) // max(1, workers))
+        self.cpu_slots = threading.BoundedSemaphore(int(os.environ.get("PASSKIT_CPU_SLOTS", cores + 1)))
         self.modification = images.modification_note(spec.image)
         self.settings = stage_settings(spec)
         self.settings_digest = hashlib.sha256(self.settings.encode()).hexdigest().encode()
         self.device = device
         self._people: Any = None
+        _skip_pandas_probe()
 
     @property
     def people(self) -> Any:
@@ -281,7 +316,8 @@ class UnitRunner:
             if not r.ok:
                 return i, Decision.reject(Stage.FETCH, r.reason or "fetch_error", r.detail), r.transient
             try:
-                return i, images.check(r.data, self.spec.image), False
+                with self.cpu_slots:
+                    return i, images.check(r.data, self.spec.image), False
             except images.ImageReject as e:
                 return i, Decision.reject(Stage.IMAGE, e.reason, e.detail), False
 
@@ -378,7 +414,8 @@ class UnitRunner:
             )
         detectors = self.people.describe() if self.people is not None else []
         skipped = [{"name": n, "why": w} for n, w in self.people.skipped] if self.people is not None else []
-        table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA).replace_schema_metadata(
+        columns = {name: [r[name] for r in rows] for name in LEDGER_SCHEMA.names}  # from_pylist loads pandas
+        table = pa.Table.from_pydict(columns, schema=LEDGER_SCHEMA).replace_schema_metadata(
             {
                 FINGERPRINT_META: unit.fingerprint(self.settings).encode(),
                 SETTINGS_META: self.settings_digest,

@@ -34,9 +34,11 @@ class QualityVerdict:
 def flat_fraction(img: Image.Image | np.ndarray, tolerance: int = 12) -> tuple[float, tuple[int, int, int]]:
     """Share of pixels within `tolerance` of the median colour, and that colour (RGB input)."""
     a = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
-    small = cv2.resize(a, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    small = a if a.shape[:2] == (SIDE, SIDE) else cv2.resize(a, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     px = small.reshape(-1, 3).astype(np.int16)
-    colour = np.median(px, axis=0).round().astype(np.int16)
+    k = px.shape[0] // 2  # the median of an even count: the mean of the two middle values, as np.median
+    mid = np.partition(px, (k - 1, k), axis=0)
+    colour = np.round((mid[k - 1] + mid[k]) / 2).astype(np.int16)
     near = (np.abs(px - colour).max(axis=1) <= tolerance).mean()
     return round(float(near), 4), (int(colour[0]), int(colour[1]), int(colour[2]))
 

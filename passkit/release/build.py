@@ -27,7 +27,7 @@ from passkit.config import PipelineSpec
 from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
 from passkit.release import documents, manifest
 from passkit.release.curate import curate
-from passkit.shards import check_tar, write_tar
+from passkit.shards import index_tar, write_tar
 
 INDEX_COLUMNS = [
     "key", "shard", "sha256", "phash", "width", "height", "bytes", "title", "creator", "creator_url",
@@ -81,7 +81,7 @@ class _StagingIndex:
         self._files: dict[Path, Any] = {}
 
     def add(self, tar_path: Path) -> None:
-        for m in check_tar(tar_path):
+        for m in index_tar(tar_path):
             self._where[m.name] = (tar_path, m.offset_data, m.size)
 
     def read(self, name: str) -> bytes:

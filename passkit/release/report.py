@@ -23,7 +23,12 @@ THUMB_SIDE = 200
 
 
 def warm_up() -> None:
-    """Import matplotlib and load its font list, the fixed cost of the first plot."""
+    """Import matplotlib and load its font list, the fixed cost of the first plot; compile the HTML
+    templates; and let pyarrow look for pandas, which it does (a third of a second) on the first
+    array it builds. The build calls this in a thread while the workers crawl."""
+    import pyarrow as pa
+
+    pa.array([], pa.int8())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,6 +36,10 @@ def warm_up() -> None:
     from matplotlib import font_manager
 
     font_manager.findfont(font_manager.FontProperties())
+    from passkit.release.templates import environment
+
+    for name in ("report.html.j2", "attribution.html.j2"):  # compiled once, cached by jinja
+        environment().get_template(name)
 
 
 def _png(fig: Any) -> str:
@@ -115,8 +124,7 @@ def _thumb(jpeg: bytes) -> tuple[str, int, int]:
 
 
 def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-
-    from passkit.shards import iter_samples
+    from passkit.shards import index_tar
 
     rows = sorted(index_rows, key=lambda r: r["key"])
     if len(rows) > limit:
@@ -128,10 +136,12 @@ def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> 
         by_shard.setdefault(r["shard"], []).append(r["key"])
     images: dict[str, tuple[str, int, int]] = {}
     for shard in sorted(by_shard):
-        keys = set(by_shard[shard])
-        for key, group in iter_samples(release_dir / shard):
-            if key in keys and "jpg" in group:
-                images[key] = _thumb(group["jpg"])
+        names = {f"{key}.jpg" for key in by_shard[shard]}
+        with open(release_dir / shard, "rb") as f:  # only the sampled images: seek, not a full read
+            for m in index_tar(release_dir / shard):
+                if m.name in names:
+                    f.seek(m.offset_data)
+                    images[m.name[: -len(".jpg")]] = _thumb(f.read(m.size))
     out = []
     for key, r in wanted.items():
         if key not in images:
