@@ -12,7 +12,7 @@
 #   bash scripts/gpu_check.sh                  # on the GPU machine
 #   DRY=1 bash scripts/gpu_check.sh            # anywhere: tiny sizes on the CPU, checks the script itself
 # Env: PY (python), DRY, STEPS (MoCo steps, default 30), RSTEPS (section 3 steps, default 20), WORKERS (8),
-#      SECTION_TIMEOUT (seconds per section, default 240), BUDGET (seconds for the whole script, default 600:
+#      ONLY (space-separated section names to run), SECTION_TIMEOUT (seconds per section, default 240), BUDGET (seconds for the whole script, default 600:
 #      a section gets at most what is left, and is skipped with under 15 s left).
 #      With $OUT set, everything also goes to $OUT/gpu_log.txt.
 set -uo pipefail
@@ -31,6 +31,7 @@ failed=()
 section() {  # section NAME CMD...: run CMD under a timeout, report its status and time, never abort the script
   local name=$1 t0=$SECONDS rc left=$((BUDGET - SECONDS))
   shift
+  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return 0; fi
   if ((left < 15)); then echo "=== [$name] SKIPPED: only ${left} s left of BUDGET=${BUDGET}"; failed+=("$name(skipped)"); return 0; fi
   echo "=== [$name] $(date +%T) (limit $((left < TO ? left : TO)) s)"
   timeout -k 10 "$((left < TO ? left : TO))" "$@"
@@ -90,6 +91,39 @@ else
   section optim8bit "$PY" benchmarks/optim8bit.py --device cuda --runs 3 --steps 10
 fi
 section pytest-optim "$PY" -m pytest -q -p no:cacheprovider tests/test_optim.py
+
+section loader "$PY" - <<'PY'
+# Is training data-bound? The same MoCo v2 input pipeline alone (CPU augmentations in DataLoader
+# workers), then the model step alone on one batch already on the GPU.
+import os, time, torch
+from passkit.recipes.engine import TensorData
+from passkit.recipes.moco import MoCoConfig, MoCoV2
+from passkit.recipes.synthetic import generate
+dry = os.environ["DRY"] == "1"
+workers = 0 if dry else int(os.environ["WORKERS"])
+x, _ = generate(64 if dry else 1024, 224, seed=0)
+rec = MoCoV2(MoCoConfig(arch="resnet18" if dry else "resnet50", image_size=224, queue=4096))
+bs = 8 if dry else 128
+it = iter(TensorData(x, rec.transform(), bs, num_workers=workers).epoch(0))
+views = next(it)[0]
+t0, n = time.perf_counter(), 0
+for b in it:
+    n += b[0][0].shape[0]
+print(f"loader alone ({workers} workers, MoCo v2 augmentations, 224 px): {n / (time.perf_counter() - t0):.0f} images/s")
+if torch.cuda.is_available() and not dry:
+    from passkit.recipes.augment import normalize
+    model = rec.build_model().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    v = [normalize(t.cuda()) for t in views]
+    for i in range(13):
+        if i == 3:
+            torch.cuda.synchronize(); t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = rec.training_step(model, v, i)
+        opt.zero_grad(); out.loss.backward(); opt.step()
+    torch.cuda.synchronize()
+    print(f"model step alone (R50, bs{bs}, bf16, batch on GPU): {10 * bs / (time.perf_counter() - t0):.0f} images/s")
+PY
 
 section recipes "$PY" - <<'PY'
 import os, torch
