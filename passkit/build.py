@@ -104,11 +104,11 @@ def _clean_leftovers(units_dir: Path, release_dir: Path) -> None:
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def _warm_release_imports() -> None:
+def _warm_release_imports(plots: bool) -> None:
     try:
         from passkit.release import report
 
-        report.warm_up()
+        report.warm_up(plots)
     except Exception:  # only a head start: the release imports it again and reports any error
         pass
 
@@ -151,9 +151,10 @@ def build(
         if on_unit:
             on_unit(progress, r)
 
-    # The release step's plotting library loads while the workers crawl (this process mostly
-    # waits then): half a second off the end of every build.
-    threading.Thread(target=_warm_release_imports, name="passkit-warm", daemon=True).start()
+    # The release step's templates (and plotting library, for the people filter's histograms)
+    # load while the workers crawl (this process mostly waits then): off the end of every build.
+    threading.Thread(target=_warm_release_imports, args=(spec.people.enabled,), name="passkit-warm",
+                     daemon=True).start()
     with open_source(spec.source) as src:
         source_description = src.describe()
 

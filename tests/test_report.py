@@ -41,7 +41,11 @@ def test_report_is_self_contained_and_only_shows_kept_samples(release: Path) -> 
     for r in rejected:
         assert r["key"] not in shown
     assert page.count('src="data:image/jpeg;base64,') == len(kept)
-    assert page.count('src="data:image/png;base64,') == 4  # funnel, reasons, licences, scores
+    assert page.count('src="data:image/png;base64,') == 1  # the score histograms; the bars are HTML
+    bars = re.findall(r'<div class="bar( bad)?" role="img" aria-label="(\d+) of (\d+)"><span style="width: ([\d.]+)%">', page)
+    assert len(bars) >= 6  # funnel rows, reasons, licences, providers
+    for _bad, n, of, width in bars:
+        assert abs(float(width) - 100 * int(n) / int(of)) < 0.06
     for text in ("Funnel", "Rejection reasons", "Licences and providers", "score histograms", "people"):
         assert text in page
 
@@ -78,7 +82,7 @@ def test_report_renders_in_headless_chromium(release: Path, tmp_path: Path) -> N
             browser.close()
     assert messages == []
     assert [u for u in requests if not u.startswith(("file://", "data:"))] == []
-    assert n_imgs == 4 + 9 and broken == 0
+    assert n_imgs == 1 + 9 and broken == 0
     assert title.startswith("Report — syn-1.0.0")
     px = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert px.shape[0] > 1500 and px.std() > 20, "the screenshot looks blank"

@@ -2,9 +2,10 @@
 
 The funnel from candidates through each stage to kept, the rejection reasons, licences and providers,
 people-detector score histograms and a thumbnail grid of kept samples with their credit lines.
-Plots are matplotlib (Agg) PNGs and thumbnails small JPEGs, both inlined as data: URIs, so the page
-loads no other file. Only kept samples are ever shown: thumbnails are read from the release's own
-shards, which hold no rejected image.
+The counts are tables whose last column is a bar drawn in HTML; the score histograms are a
+matplotlib (Agg) PNG and the thumbnails small JPEGs, both inlined as data: URIs, so the page loads
+no other file. matplotlib is imported only when the people filter ran. Only kept samples are ever
+shown: thumbnails are read from the release's own shards, which hold no rejected image.
 """
 
 from __future__ import annotations
@@ -22,24 +23,25 @@ MAX_THUMBS = 120
 THUMB_SIDE = 200
 
 
-def warm_up() -> None:
-    """Import matplotlib and load its font list, the fixed cost of the first plot; compile the HTML
-    templates; and let pyarrow look for pandas, which it does (a third of a second) on the first
-    array it builds. The build calls this in a thread while the workers crawl."""
+def warm_up(plots: bool = True) -> None:
+    """Compile the HTML templates; let pyarrow look for pandas, which it does (a third of a second)
+    on the first array it builds; with `plots`, import matplotlib and load its font list, the fixed
+    cost of the first plot. The build calls this in a thread while the workers crawl."""
     import pyarrow as pa
 
     pa.array([], pa.int8())
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    from matplotlib import font_manager
-
-    font_manager.findfont(font_manager.FontProperties())
     from passkit.release.templates import environment
 
     for name in ("report.html.j2", "attribution.html.j2"):  # compiled once, cached by jinja
         environment().get_template(name)
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        from matplotlib import font_manager
+
+        font_manager.findfont(font_manager.FontProperties())
 
 
 def _png(fig: Any) -> str:
@@ -49,21 +51,6 @@ def _png(fig: Any) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _barh(labels: list[str], values: list[int], title: str, color: str = "#2f6fb0") -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 0.35 * max(len(labels), 2) + 0.8))
-    ys = list(range(len(labels)))[::-1]
-    ax.barh(ys, values, color=color)
-    ax.set_yticks(ys, labels)
-    for y, v in zip(ys, values, strict=True):
-        ax.text(v, y, f" {v}", va="center", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_xlim(0, max(values + [1]) * 1.15)
-    return _png(fig)
 
 
 def funnel(counts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,11 +75,14 @@ def _scores(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 def _score_plot(detectors: list[dict[str, Any]], kept: list[dict[str, float]],
                 people: list[dict[str, float]]) -> str | None:
-    import matplotlib.pyplot as plt
-
     names = [d["name"] for d in detectors]
     if not names:
         return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False)
     bins = [i / 20 for i in range(21)]
     for ax, d in zip(axes[0], detectors, strict=True):
@@ -157,9 +147,6 @@ def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> 
 
 def render_report(release_dir: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]],
                   rejected_rows: list[dict[str, Any]], max_thumbs: int = MAX_THUMBS) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
     from passkit.release.templates import render
 
     counts = manifest["counts"]
@@ -169,13 +156,7 @@ def render_report(release_dir: Path, manifest: dict[str, Any], index_rows: list[
     lic = Counter(r.get("license_name") or r.get("license") or "unknown" for r in index_rows)
     prov = Counter(r.get("provider") or "unknown" for r in index_rows)
     detectors = list(manifest.get("detectors") or [])
-    plots = {
-        "funnel": _barh(["candidates", *[f["stage"] for f in fun]],
-                        [int(counts["candidates"]), *[f["remaining"] for f in fun]], "remaining after each stage"),
-        "reasons": _barh([f"{r['stage']}: {r['reason']}" for r in reason_rows], [r["n"] for r in reason_rows],
-                         "rejected candidates by reason", "#b3261e") if reason_rows else None,
-        "licenses": _barh([k for k, _ in lic.most_common()], [v for _, v in lic.most_common()],
-                          "kept samples by licence") if lic else None,
+    plots = {  # the bar charts are HTML (see the template); matplotlib draws the score histograms only
         "scores": _score_plot(detectors, _scores(index_rows),
                               _scores([r for r in rejected_rows if r.get("stage") == "people"])),
     }
