@@ -60,6 +60,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         except (ExecutorError, HashListError) as e:
             console.print(f"[red]error:[/] {e}", highlight=False)
             return 2
+        finally:
+            if pool is not None:
+                pool.shutdown()
     _print_build_summary(result)
     return 0
 

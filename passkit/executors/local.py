@@ -1,13 +1,14 @@
 """The default executor: a pool of worker processes on this machine, one UnitRunner each.
 
-Workers are spawned (not forked): forking a process that already holds torch or HTTP pools
-can deadlock. Units are submitted lazily, a few per worker, so a source of millions of rows
-never sits in memory at once.
-
-A spawned worker spends about half a second importing the pipeline (pyarrow, OpenCV, Pillow,
-urllib3). `WorkerPool` can be started before the parent imports any of that (the CLI does it
-right after reading the spec), so the two imports overlap; this module imports nothing heavy
-for that reason, and the spec reaches the workers with each unit rather than at start-up.
+Workers come from a fork server, never from a fork of this process: forking a process that
+already holds threads, torch or HTTP pools can deadlock. The fork server is a fresh, single-threaded
+interpreter that imports the pipeline once (pyarrow, OpenCV, Pillow, urllib3: half a second) and
+forks every worker from there, so workers start with it imported instead of each importing it
+again (spawn, where there is no fork server). `WorkerPool` can be started before this process
+imports any of that (the CLI does it right after reading the spec), so the imports overlap; this
+module imports nothing heavy for that reason, and the spec reaches the workers with each unit.
+Units are submitted lazily, a few per worker, so a source of millions of rows never sits in
+memory at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
-from multiprocessing import get_context
+from multiprocessing import forkserver, get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +30,12 @@ if TYPE_CHECKING:
 _RUNNERS: dict[str, UnitRunner] = {}  # per worker process, by spec digest
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_PRELOAD = ["passkit.executors.local", "passkit.pipeline"]
+
+
 def _init_worker(threads: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     import cv2
 
@@ -55,6 +61,32 @@ def _run(spec_data: dict[str, Any], digest: str, workers: int, unit: Unit, units
     return runner.run(unit, Path(units_dir))
 
 
+def _fork_server_pid() -> int | None:
+    return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+
+
+def _context(threads: int) -> BaseContext:
+    """The fork server's context, its server started (importing the pipeline in the background)
+    if it is not running yet; plain spawn where the platform has no fork server."""
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    # Thread-pool sizes of the numeric libraries are read when they load, in the server: set them
+    # for its start only, so this process's own environment is left as it was.
+    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
+    os.environ.update({var: str(threads) for var in _THREAD_VARS})
+    try:
+        forkserver.ensure_running()
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    return ctx
+
+
 class WorkerPool:
     """`workers` spawned processes, starting (and importing the pipeline) from construction on."""
 
@@ -62,11 +94,26 @@ class WorkerPool:
         self.workers = workers
         self.closed = False
         threads = max(1, (os.cpu_count() or 1) // workers)
+        had_server = _fork_server_pid() is not None
+        ctx = _context(threads)
+        self.own_server = not had_server and _fork_server_pid() is not None
         self.executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,),
+            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,),
         )
-        for _ in range(workers):  # each submit with no idle worker spawns one process now
-            self.executor.submit(_ready)
+        if ctx.get_start_method() == "spawn":  # a fork server imports for all; spawned workers each
+            for _ in range(workers):  # import, so start them now: each submit spawns one process
+                self.executor.submit(_ready)
+
+    def shutdown(self) -> None:
+        """Wait for the workers to exit, then stop the fork server if this pool started it (a
+        command's last step: no process outlives it, and its CPU time is accounted to it)."""
+        self.closed = True
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.own_server:
+            stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+            if stop is not None:
+                stop()
+            self.own_server = False
 
     def close(self, wait: bool = True) -> None:
         """Stop the workers; `wait=False` lets them exit while this process goes on (the
