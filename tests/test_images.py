@@ -156,3 +156,36 @@ def test_jpeg_variants_take_a_path_that_works(kind):
     im = Image.open(io.BytesIO(out.info.jpeg))
     assert im.size == (200, 150) and im.mode == "RGB"
     assert out.pixels.shape == (150, 200, 3) and out.image.size == (200, 150)
+
+
+def _flat_fraction_numpy(a: np.ndarray, tolerance: int = 12) -> tuple[float, tuple[int, int, int]]:
+    """The definition, in plain numpy: share within tolerance of the per-channel median."""
+    px = a.reshape(-1, 3).astype(np.int16)
+    colour = np.median(px, axis=0).round().astype(np.int16)
+    near = (np.abs(px - colour).max(axis=1) <= tolerance).mean()
+    return round(float(near), 4), (int(colour[0]), int(colour[1]), int(colour[2]))
+
+
+def test_flat_fraction_matches_its_numpy_definition() -> None:
+    from passkit.filters.quality import flat_fraction
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        base = rng.integers(0, 256, 3)
+        spread = int(rng.choice([0, 3, 10, 40, 128]))
+        a = np.clip(base + rng.integers(-spread, spread + 1, (64, 64, 3)), 0, 255).astype(np.uint8)
+        assert flat_fraction(a) == _flat_fraction_numpy(a)
+
+
+def test_thumbnail_is_close_to_one_area_resize() -> None:
+    import cv2
+
+    from passkit.images import thumbnail
+
+    rng = np.random.default_rng(2)
+    for h, w in [(341, 512), (512, 288), (64, 64), (100, 70), (600, 601)]:
+        smooth = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+        want = cv2.resize(smooth, (64, 64), interpolation=cv2.INTER_AREA).astype(int)
+        got = thumbnail(smooth, 64)
+        assert got.shape == (64, 64, 3)
+        assert np.abs(got - want).mean() < 1.0 and np.abs(got - want).max() <= 8
