@@ -37,6 +37,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     with Progress(
         TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console, transient=False,
+        refresh_per_second=4,  # units finish every second or two; redrawing faster only takes CPU from the workers
     ) as bar:
         units = bar.add_task("units", total=None, stats="")
         shards = bar.add_task("release", total=None, stats="", visible=False)
