@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tarfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -209,11 +208,6 @@ class UnitRunner:
         self.spec = spec
         self.policy = spec.license.build()
         self.fetcher = Fetcher(spec.fetch, share=1.0 / max(1, workers))
-        # Downloads wait on the network, image checks on the CPU: all `fetch.threads` threads may
-        # download at once, but only this many check images at once (this process's share of the
-        # cores, plus one to cover the GIL-held parts). More would only thrash caches and the GIL.
-        cores = max(1, (os.cpu_count() or 1) // max(1, workers))
-        self.cpu_slots = threading.BoundedSemaphore(int(os.environ.get("PASSKIT_CPU_SLOTS", cores + 1)))
         self.modification = images.modification_note(spec.image)
         self.settings = stage_settings(spec)
         self.settings_digest = hashlib.sha256(self.settings.encode()).hexdigest().encode()
@@ -316,8 +310,7 @@ class UnitRunner:
             if not r.ok:
                 return i, Decision.reject(Stage.FETCH, r.reason or "fetch_error", r.detail), r.transient
             try:
-                with self.cpu_slots:
-                    return i, images.check(r.data, self.spec.image), False
+                return i, images.check(r.data, self.spec.image), False
             except images.ImageReject as e:
                 return i, Decision.reject(Stage.IMAGE, e.reason, e.detail), False
 
