@@ -561,3 +561,23 @@ def test_tile_threshold_scores_tiles_apart(dev):
     assert loose.describe()[0]["tile_threshold"] == 0.6 and loose.describe()[0]["tile_review"] == 0.3
     with pytest.raises(ValueError, match="tile_threshold needs tiles"):
         DetectorSpec(name="yolox_nano", threshold=0.5, tile_threshold=0.6)
+
+
+def test_an_opencv_without_a_detectors_api_skips_or_explains(monkeypatch):
+    """OpenCV 5 dropped the Darknet loader and HOG (a GPU machine's preinstalled cv2 was 5.0): a
+    required detector fails with what to do, an optional one is skipped with that reason."""
+    import cv2
+
+    monkeypatch.delattr(cv2.dnn, "readNetFromDarknet")
+    monkeypatch.delattr(cv2, "HOGDescriptor")
+    with pytest.raises(people.DetectorUnavailable, match="opencv-python-headless<5"):
+        PeopleFilter(PeopleSpec(detectors=[DetectorSpec(name="hog", threshold=0.5)]), MODELS)
+    pf = PeopleFilter(PeopleSpec(detectors=[
+        DetectorSpec(name="mtcnn", threshold=0.9),
+        DetectorSpec(name="hog", threshold=0.5, required=False),
+        DetectorSpec(name="yolo_fastest_body", threshold=0.5, required=False),
+    ]), MODELS)
+    assert [d.name for d in pf.detectors] == ["mtcnn"]
+    why = dict(pf.skipped)
+    assert "cv2.HOGDescriptor" in why["hog"]
+    assert "weights not found" in why["yolo_fastest_body"] or "readNetFromDarknet" in why["yolo_fastest_body"]

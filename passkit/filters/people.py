@@ -93,6 +93,27 @@ class PeopleFilterError(RuntimeError):
     """The people filter cannot be built as specified (e.g. a required detector's weights are missing)."""
 
 
+class DetectorUnavailable(PeopleFilterError):
+    """This environment cannot run a detector (not its weights: its runtime); a detector marked
+    `required: false` is then skipped with this reason, like one whose weights are missing."""
+
+
+def _opencv_api(path: str) -> Any:
+    """cv2 attribute `path` (e.g. "dnn.readNetFromDarknet"), or DetectorUnavailable saying why."""
+    import cv2
+
+    obj: Any = cv2
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise DetectorUnavailable(
+                f"OpenCV {cv2.__version__} has no cv2.{path} (OpenCV 5 removed the Darknet loader and the "
+                "HOG people detector): install opencv-python-headless<5, as passkit requires, or take the "
+                "detector out of people.detectors"
+            )
+    return obj
+
+
 @dataclass(slots=True)
 class PeopleResult:
     scores: dict[str, float]  # detector name -> top person/face score in [0, 1] (0.0 when nothing found)
@@ -320,7 +341,7 @@ class HOGDetector(Detector):
             "win_stride": list(HOG_WIN_STRIDE),
             "scale": HOG_SCALE,
         }
-        self.hog = cv2.HOGDescriptor()  # 64x128 window, 9 bins: the Dalal-Triggs people detector
+        self.hog = _opencv_api("HOGDescriptor")()  # 64x128 window, 9 bins: the Dalal-Triggs people detector
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def score_of(self, margin: float) -> float:
@@ -475,7 +496,7 @@ class YoloFastestBodyDetector(Detector):
         import cv2
 
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
-        self.net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+        self.net = _opencv_api("dnn.readNetFromDarknet")(str(cfg), str(weights))
         cuda = device == "cuda" and _cv2_cuda()
         self.backend = "opencv-cuda" if cuda else "opencv-cpu"
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA if cuda else cv2.dnn.DNN_BACKEND_OPENCV)
@@ -651,6 +672,11 @@ class PeopleFilter:
                     continue
             try:
                 built[d.name] = build_detector(d, spec.device, self.models_dir, threads)
+            except DetectorUnavailable as e:
+                if d.required:
+                    raise
+                skipped_names.add(d.name)
+                self.skipped.append((d.name, str(e)))
             except FileNotFoundError as e:
                 if d.required:
                     raise PeopleFilterError(str(e)) from None
