@@ -11,22 +11,26 @@ The corpus: `--images` JPEGs (deterministic: image i depends on i only) of 640-1
 side, random aspect 3:4..16:9, quality 85-95, cut from photos that scikit-image and scikit-learn
 ship (real photo statistics, no people), kept under `--work` between runs.
 
-The contestants, each a full command in fresh processes, wall-clock timed, 2 processes each:
-- img2dataset: --input_format txt --output_format webdataset --image_size 512 --processes_count 2
-  --number_sample_per_shard 250 --encode_quality 90, once with --resize_mode keep_ratio (what the
-  issue names: the *shorter* side becomes 512, so it encodes bigger images than passkit) and once
-  with keep_ratio_largest (the *longer* side becomes 512: the same output size as passkit);
-- passkit: `passkit build` of a urllist spec: image.max_side 512, jpeg_quality 90, people filter
-  off, work.workers 2, unit_size 250, robots.txt on, SSRF guard on (127.0.0.1 allowlisted),
-  per-host limits lifted for the single loopback host (img2dataset has none). Its time includes
-  writing the release (shards, index, rejected list, attribution, manifest).
+The contestants, each a full command in fresh processes, wall-clock timed, 2 processes each, paired
+so that each pair writes images of the same size:
+- img2dataset --resize_mode keep_ratio (what the issue names: the *shorter* side becomes 512) against
+  passkit with image.fit: shorter (the same);
+- img2dataset --resize_mode keep_ratio_largest (the *longer* side becomes 512) against passkit's
+  default, image.fit: longer (the same).
+img2dataset: --input_format txt --output_format webdataset --image_size 512 --processes_count 2
+--number_sample_per_shard 250 --encode_quality 90 --resize_only_if_bigger True (a fifth of the corpus
+has a shorter side under 512: neither tool enlarges it, so the outputs match exactly).
+passkit: `passkit build` of a urllist spec: image.max_side 512, jpeg_quality 90, people filter off,
+work.workers 2, unit_size 250, robots.txt on, SSRF guard on (127.0.0.1 allowlisted), per-host
+limits lifted for the single loopback host (img2dataset has none). Its time includes writing the
+release (shards, index, rejected list, attribution, report, manifest).
 
-images/s = images written / wall seconds; medians of `--runs` runs, alternating contestants.
+images/s = images written / wall seconds; medians of `--runs` runs, contestants interleaved.
 CPU-ms/image (user + system time of the whole process tree per image) is printed beside it: on a
 shared machine it is the steadier number, since wall time also measures the neighbours' load.
 One more passkit run with the people filter on (default detectors) is reported unless --no-people.
-The last line is `ratio passkit/img2dataset: X.XX` against img2dataset keep_ratio_largest (same
-output size); the ratio against keep_ratio is printed on the line before.
+The last line, `ratio passkit/img2dataset: X.XX`, is the pair the issue names (keep_ratio, shorter
+side 512); the keep_ratio_largest pair is printed on the line before.
 """
 
 from __future__ import annotations
@@ -217,7 +221,8 @@ def run_img2dataset(exe: Path, urls: Path, out: Path, mode: str, threads: int) -
     cmd = [str(exe), f"--url_list={urls}", "--input_format=txt", "--output_format=webdataset",
            f"--output_folder={out}", "--image_size=512", f"--resize_mode={mode}", "--processes_count=2",
            f"--thread_count={threads}", "--number_sample_per_shard=250", "--encode_quality=90",
-           "--timeout=10", "--retries=0", "--enable_wandb=False", "--distributor=multiprocessing"]
+           "--timeout=10", "--retries=0", "--enable_wandb=False", "--distributor=multiprocessing",
+           "--resize_only_if_bigger=True"]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     t0, c0 = time.monotonic(), _child_cpu()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -228,14 +233,14 @@ def run_img2dataset(exe: Path, urls: Path, out: Path, mode: str, threads: int) -
     return seconds, ok, cpu
 
 
-def passkit_spec(run_dir: Path, urls_csv: Path, people: bool) -> Path:
+def passkit_spec(run_dir: Path, urls_csv: Path, people: bool, fit: str = "longer") -> Path:
     spec: dict[str, Any] = {
         "name": "ingestbench", "version": "1.0.0",
         "source": {"kind": "urllist", "paths": [str(urls_csv)]},
         "license": {"policy": "cc-by"},
         "fetch": {"threads": 16, "allow_private": ["127.0.0.1"], "per_host_connections": 64,
                   "per_host_rate": 0, "retries": 0, "read_timeout": 10, "total_timeout": 30},
-        "image": {"max_side": 512, "jpeg_quality": 90},
+        "image": {"max_side": 512, "jpeg_quality": 90, "fit": fit},
         "work": {"workers": 2, "unit_size": 250},
         "release": {"shard_max_samples": 1000},
     }
@@ -247,10 +252,10 @@ def passkit_spec(run_dir: Path, urls_csv: Path, people: bool) -> Path:
     return path
 
 
-def run_passkit(run_dir: Path, urls_csv: Path, people: bool) -> tuple[float, int, float, dict[str, Any]]:
+def run_passkit(run_dir: Path, urls_csv: Path, people: bool, fit: str = "longer") -> tuple[float, int, float, dict[str, Any]]:
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    spec = passkit_spec(run_dir, urls_csv, people)
+    spec = passkit_spec(run_dir, urls_csv, people, fit)
     env = {**os.environ, "COLUMNS": "160"}
     env.setdefault("PASSKIT_MODELS", str(ROOT.parent / "shared" / "models"))
     t0, c0 = time.monotonic(), _child_cpu()
@@ -304,24 +309,27 @@ def main() -> None:
         say(f"{args.images} images, nginx on 127.0.0.1:{port}, {os.cpu_count()} CPUs, "
             f"img2dataset at {i2d}, passkit at {PASSKIT}")
 
-        results: dict[str, list[tuple[float, int, float]]] = {"i2d_keep_ratio": [], "i2d_keep_ratio_largest": [],
-                                                       "passkit": []}
+        results: dict[str, list[tuple[float, int, float]]] = {
+            "i2d_keep_ratio": [], "i2d_keep_ratio_largest": [], "passkit_shorter": [], "passkit": []}
+        pairs = {"keep_ratio": "shorter", "keep_ratio_largest": "longer"}
         for r in range(args.runs):
             for mode in [m for m in args.modes.split(",") if m]:
                 s, ok, cpu = run_img2dataset(i2d, run_dir / "urls.txt", run_dir / f"i2d-{mode}", mode,
                                              args.i2d_threads)
                 results[f"i2d_{mode}"].append((s, ok, cpu))
-                say(f"run {r + 1}: img2dataset {mode:<18} {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s, "
+                say(f"run {r + 1}: img2dataset {mode:<18}  {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s, "
                     f"{1000 * cpu / max(ok, 1):5.1f} CPU-ms/image (load {os.getloadavg()[0]:.1f})")
-            s, ok, cpu, stats = run_passkit(run_dir / "passkit", run_dir / "urls.csv", people=False)
-            results["passkit"].append((s, ok, cpu))
-            say(f"run {r + 1}: passkit (people off)         {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} images/s, "
-                f"{1000 * cpu / max(ok, 1):5.1f} CPU-ms/image (load {os.getloadavg()[0]:.1f}) "
-                f"(crawl {stats['seconds']:.1f}s, release {stats['release_seconds']:.1f}s, "
-                f"{stats['release_kept']} in the release after near-duplicate removal)")
+                fit = pairs[mode]
+                s, ok, cpu, stats = run_passkit(run_dir / "passkit", run_dir / "urls.csv", people=False, fit=fit)
+                results["passkit" if fit == "longer" else "passkit_shorter"].append((s, ok, cpu))
+                say(f"run {r + 1}: passkit fit {fit:<7} (people off) {ok:5d} images in {s:6.1f}s = {ok / s:7.1f} "
+                    f"images/s, {1000 * cpu / max(ok, 1):5.1f} CPU-ms/image (load {os.getloadavg()[0]:.1f}) "
+                    f"(crawl {stats['seconds']:.1f}s, release {stats['release_seconds']:.1f}s, "
+                    f"{stats['release_kept']} in the release after near-duplicate removal)")
 
-        med = {k: statistics.median(ok / s for s, ok, _ in v) if v else float("nan") for k, v in results.items()}
-        cpu_ms = {k: statistics.median(1000 * c / max(ok, 1) for _, ok, c in v) if v else float("nan")
+        nan = float("nan")
+        med = {k: statistics.median(ok / s for s, ok, _ in v) if v else nan for k, v in results.items()}
+        cpu_ms = {k: statistics.median(1000 * c / max(ok, 1) for _, ok, c in v) if v else nan
                   for k, v in results.items()}
         people_line = None
         if not args.no_people:
@@ -329,16 +337,18 @@ def main() -> None:
             people_line = (f"passkit (people filter on, 1 run): {args.images / s:.1f} candidates/s, {ok} passed the "
                            f"people filter in {s:.1f}s (crawl {stats['seconds']:.1f}s)")
         print()
-        for label, k in (("img2dataset 1.47 keep_ratio        ", "i2d_keep_ratio"),
-                         ("img2dataset 1.47 keep_ratio_largest", "i2d_keep_ratio_largest"),
-                         ("passkit, people filter off         ", "passkit")):
+        for label, k in (("img2dataset 1.47 keep_ratio          ", "i2d_keep_ratio"),
+                         ("passkit fit shorter, people off      ", "passkit_shorter"),
+                         ("img2dataset 1.47 keep_ratio_largest  ", "i2d_keep_ratio_largest"),
+                         ("passkit fit longer (default), off    ", "passkit")):
             print(f"{label}: {med[k]:8.1f} images/s, {cpu_ms[k]:5.1f} CPU-ms/image (medians of {args.runs})")
-        print(f"CPU-time ratio img2dataset/passkit (keep_ratio_largest): "
-              f"{cpu_ms['i2d_keep_ratio_largest'] / cpu_ms['passkit']:.2f}")
+        print(f"CPU-time ratios img2dataset/passkit: keep_ratio {cpu_ms['i2d_keep_ratio'] / cpu_ms['passkit_shorter']:.2f}, "
+              f"keep_ratio_largest {cpu_ms['i2d_keep_ratio_largest'] / cpu_ms['passkit']:.2f}")
         if people_line:
             print(people_line)
-        print(f"ratio passkit/img2dataset(keep_ratio): {med['passkit'] / med['i2d_keep_ratio']:.2f}")
-        print(f"ratio passkit/img2dataset: {med['passkit'] / med['i2d_keep_ratio_largest']:.2f}")
+        print(f"ratio passkit(longer side 512)/img2dataset(keep_ratio_largest): "
+              f"{med['passkit'] / med['i2d_keep_ratio_largest']:.2f}")
+        print(f"ratio passkit/img2dataset: {med['passkit_shorter'] / med['i2d_keep_ratio']:.2f}")
     finally:
         proc.terminate()
         proc.wait(10)

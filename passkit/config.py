@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from passkit import licenses
 
@@ -317,9 +325,24 @@ class FetchSpec(_Model):
 
 class ImageSpec(_Model):
     min_side: int = Field(64, ge=1)
-    max_side: int = Field(512, ge=16, description="longer side after resize")
+    max_side: int = Field(512, ge=16, description="the side `fit` names is at most this after resize")
+    fit: Literal["longer", "shorter"] = Field(
+        "longer",
+        description="longer: the longer side is at most max_side (the default); shorter: the shorter side is, "
+        "as torchvision's Resize(int) and img2dataset's keep_ratio do, so random crops of max_side fit. "
+        "Never upscales.",
+    )
     max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb limit")
     jpeg_quality: int = Field(90, ge=1, le=100)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_fit(self, handler: Any) -> dict[str, Any]:
+        """`fit` appears in the canonical spec only when it is not the default, so specs (and the
+        unit fingerprints of work folders) from before it existed keep their hashes."""
+        data = handler(self)
+        if data.get("fit") == "longer":
+            del data["fit"]
+        return data
 
 
 DetectorName = Literal["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body", "torchvision"]

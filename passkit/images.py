@@ -45,11 +45,13 @@ class CheckedImage:
         return Image.fromarray(self.pixels, "RGB")
 
 
-def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(width, height) scaled so the longer side is at most `max_side`, aspect ratio kept."""
-    if max(width, height) <= max_side:
+def fit_size(width: int, height: int, max_side: int, fit: str = "longer") -> tuple[int, int]:
+    """(width, height) scaled so the longer side (fit="shorter": the shorter side) is at most
+    `max_side`, aspect ratio kept; never enlarged."""
+    side = max(width, height) if fit == "longer" else min(width, height)
+    if side <= max_side:
         return width, height
-    scale = max_side / max(width, height)
+    scale = max_side / side
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -87,27 +89,27 @@ def thumbnail(pixels: np.ndarray, side: int) -> np.ndarray:
 
 
 def modification_note(spec: ImageSpec) -> str:
-    return f"resized to at most {spec.max_side} px on the longer side, re-encoded as JPEG, metadata removed"
+    return f"resized to at most {spec.max_side} px on the {spec.fit} side, re-encoded as JPEG, metadata removed"
 
 
-def _dct_scale(w: int, h: int, max_side: int) -> int:
+def _dct_scale(w: int, h: int, target: tuple[int, int]) -> int:
     """The largest of 1, 2, 4, 8 that libjpeg can divide by and still cover the target size."""
-    tw, th = fit_size(w, h, max_side)
+    tw, th = target
     s = 1
     while s < 8 and w // (2 * s) >= tw and h // (2 * s) >= th:
         s *= 2
     return s
 
 
-def _decode_jpeg(data: bytes, w: int, h: int, max_side: int) -> np.ndarray | None:
+def _decode_jpeg(data: bytes, w: int, h: int, target: tuple[int, int]) -> np.ndarray | None:
     """RGB pixels at a reduced DCT scale straight into numpy (libjpeg-turbo via simplejpeg), or
     None when it cannot (CMYK, anything it warns about): Pillow then decodes, and decides.
 
     When the photo is to be shrunk anyway, libjpeg's fast integer IDCT and plain chroma
     upsampling save a tenth of the decode; the resize that follows averages away the difference.
     A photo kept at its own size is decoded with the accurate paths."""
-    s = _dct_scale(w, h, max_side)
-    shrink = max(w, h) > max_side
+    s = _dct_scale(w, h, target)
+    shrink = target != (w, h)
     try:  # strict: a truncated or corrupt stream raises instead of coming back grey-filled
         return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-w // s), min_height=-(-h // s),
                                       strict=True, fastdct=shrink, fastupsample=shrink)
@@ -174,7 +176,7 @@ def check(data: bytes, spec: ImageSpec) -> CheckedImage:
             if min(w, h) < spec.min_side:
                 raise ImageReject("too_small", f"{w}x{h}, shorter side under {spec.min_side}")
             if fmt in JPEG_FORMATS:
-                pixels = _decode_jpeg(data, w, h, spec.max_side)
+                pixels = _decode_jpeg(data, w, h, fit_size(w, h, spec.max_side, spec.fit))
                 if pixels is not None:
                     o = _orientation(im)
                     if o != 1:
@@ -183,7 +185,7 @@ def check(data: bytes, spec: ImageSpec) -> CheckedImage:
                     # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
                     # smaller. The box has the image's own aspect: a square box would stop a wide
                     # photo at the scale where its *shorter* side still covers max_side.
-                    im.draft("RGB", fit_size(w, h, spec.max_side))
+                    im.draft("RGB", fit_size(w, h, spec.max_side, spec.fit))
             if pixels is None:
                 im.load()
         except ImageReject:
@@ -200,7 +202,7 @@ def check(data: bytes, spec: ImageSpec) -> CheckedImage:
     # Target from the original size (orientation applied), not the decoded one, so the output size
     # does not depend on which DCT scale libjpeg picked.
     ow, oh = (h, w) if (pw > ph) != (w > h) else (w, h)
-    target = fit_size(ow, oh, spec.max_side)
+    target = fit_size(ow, oh, spec.max_side, spec.fit)
     if target != (pw, ph):
         # After a DCT-scaled decode the remaining factor is under 2, where bilinear is ~7x cheaper
         # than area averaging and libjpeg's scaled IDCT has already band-limited the pixels; larger

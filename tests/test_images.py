@@ -189,3 +189,22 @@ def test_thumbnail_is_close_to_one_area_resize() -> None:
         got = thumbnail(smooth, 64)
         assert got.shape == (64, 64, 3)
         assert np.abs(got - want).mean() < 1.0 and np.abs(got - want).max() <= 8
+
+
+@pytest.mark.parametrize(("w", "h", "want"), [
+    (1600, 900, (910, 512)),  # shorter side to 512
+    (900, 1600, (512, 910)),
+    (1200, 400, (1200, 400)),  # shorter side already under 512: kept, never enlarged
+])
+def test_fit_shorter_side(w: int, h: int, want: tuple[int, int]) -> None:
+    out = check(_jpeg(w, h, exif=False), ImageSpec(max_side=512, fit="shorter"))
+    assert (out.info.width, out.info.height) == want
+    assert out.pixels.shape[:2] == (want[1], want[0])
+    assert Image.open(io.BytesIO(out.info.jpeg)).size == want
+
+
+def test_fit_default_keeps_the_canonical_spec() -> None:
+    """Specs that leave `fit` alone hash as before it existed (work folders resume); "shorter" shows."""
+    assert "fit" not in ImageSpec().model_dump(mode="json")
+    assert ImageSpec(fit="shorter").model_dump(mode="json")["fit"] == "shorter"
+    assert ImageSpec.model_validate(ImageSpec(fit="shorter").model_dump(mode="json")).fit == "shorter"

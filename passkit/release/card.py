@@ -136,7 +136,8 @@ def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, 
         "",
         "## Composition",
         "",
-        f"- {n} JPEG images (longer side at most {manifest.get('image', {}).get('max_side', '?')} px), "
+        f"- {n} JPEG images ({manifest.get('image', {}).get('fit', 'longer')} side at most "
+        f"{manifest.get('image', {}).get('max_side', '?')} px), "
         f"by {creators} creators.",
         "- Each sample is `<key>.jpg` + `<key>.json` (title, creator, source and landing URLs, provider, licence,",
         "  credit sentence, modification note, sha256 and pHash, sizes, people-detector scores).",

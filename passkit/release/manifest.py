@@ -84,6 +84,7 @@ def make(
         "detectors_skipped": detectors_skipped,
         "image": {
             "max_side": spec.image.max_side,
+            "fit": spec.image.fit,
             "jpeg_quality": spec.image.jpeg_quality,
             "modification": modification_note(spec.image),
         },
