@@ -431,7 +431,12 @@ DEFAULTS_PEOPLE: dict[str, tuple[float, float | None]] = {
 
 class PeopleSpec(_Model):
     enabled: bool = True
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="cuda: every detector on the GPU, or an error saying what to install; auto: each detector "
+        "on the GPU when its runtime (torch, onnxruntime-gpu, a CUDA OpenCV) can, else on the CPU (what "
+        "the Ray executor uses on GPU workers)",
+    )
     detectors: list[DetectorSpec] = Field(default_factory=_default_detectors)
     concurrent: bool = Field(
         False,

@@ -511,6 +511,26 @@ def test_cuda_without_a_cuda_provider_says_what_to_install(tmp_path):
             PeopleFilter(PeopleSpec(device="cuda", detectors=[DetectorSpec(name="mtcnn", threshold=0.9)]), tmp_path)
 
 
+@need_weights
+def test_auto_device_runs_each_detector_where_its_runtime_can(tmp_path):
+    """What the Ray executor asks for on a GPU worker: no error for a runtime without CUDA (here,
+    on a CPU machine: every one), the same scores as on the CPU."""
+    import onnxruntime as ort
+    import torch
+
+    want_ort = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in \
+        ort.get_available_providers() else ["CPUExecutionProvider"]
+    assert people.ort_providers("auto") == want_ort
+    dets = [DetectorSpec(name="yolox_nano", threshold=0.5), DetectorSpec(name="mtcnn", threshold=0.9)]
+    auto = PeopleFilter(PeopleSpec(device="auto", detectors=dets), MODELS)
+    mtcnn = next(d for d in auto.detectors if d.name == "mtcnn")
+    assert mtcnn.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available() and want_ort == ["CPUExecutionProvider"]:
+        ims = [load512(DATA / "images" / f) for f in ("skimage_astronaut.png", "skimage_chelsea.png")]
+        cpu = PeopleFilter(PeopleSpec(device="cpu", detectors=dets), MODELS)
+        assert [r.scores for r in auto.score(ims)] == [r.scores for r in cpu.score(ims)]
+
+
 def test_torchvision_detector_from_a_local_weights_file(tmp_path):
     """The loading and decoding path on a randomly initialised SSDlite (no download): a state dict of
     the right architecture loads, scores stay in [0, 1]; a wrong sha256 or a wrong arch is an error."""

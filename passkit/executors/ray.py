@@ -33,7 +33,9 @@ def _run_unit(spec_data: dict[str, Any], workers: int, unit: Unit, units_dir: st
     """The body of one Ray task (runs in a Ray worker process)."""
     import ray
 
-    device = "cuda" if ray.get_gpu_ids() else None
+    # "auto", not "cuda": a GPU worker whose onnxruntime or OpenCV has no CUDA still runs those
+    # detectors, on its CPUs, instead of failing the unit.
+    device = "auto" if ray.get_gpu_ids() else None
     key = (hashlib.sha256(json.dumps(spec_data, sort_keys=True).encode()).hexdigest(), device)
     runner = _RUNNERS.get(key)
     if runner is None:

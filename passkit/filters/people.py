@@ -198,13 +198,16 @@ def tile_grid(h: int, w: int, n: int, overlap: float = TILE_OVERLAP) -> list[tup
 
 
 def ort_providers(device: str) -> list[str]:
-    """ONNX Runtime providers for a device; "cuda" needs onnxruntime-gpu (CUDA first, CPU as fallback)."""
-    if device != "cuda":
+    """ONNX Runtime providers for a device; "cuda" needs onnxruntime-gpu (CUDA first, CPU as fallback);
+    "auto" takes CUDA when this onnxruntime has it and the CPU otherwise."""
+    if device not in ("cuda", "auto"):
         return ["CPUExecutionProvider"]
     import onnxruntime as ort
 
     have = ort.get_available_providers()
     if "CUDAExecutionProvider" not in have:
+        if device == "auto":
+            return ["CPUExecutionProvider"]
         raise PeopleFilterError(
             f"people.device is 'cuda' but onnxruntime {ort.__version__} has no CUDAExecutionProvider "
             f"(available: {', '.join(have)}). Install onnxruntime-gpu in place of onnxruntime "
@@ -217,6 +220,8 @@ def _torch_device(device: str) -> str:
     """`device` for torch, or a clear error when "cuda" is asked for and torch cannot use it."""
     import torch
 
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise PeopleFilterError(
             f"people.device is 'cuda' but torch {torch.__version__} sees no CUDA device (built for CUDA: "
@@ -453,7 +458,7 @@ class YuNetDetector(Detector):
 
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
         backend, target = cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU
-        if device == "cuda" and _cv2_cuda():
+        if device in ("cuda", "auto") and _cv2_cuda():
             backend, target = cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA
         self.backend = "opencv-cuda" if backend == cv2.dnn.DNN_BACKEND_CUDA else "opencv-cpu"
         self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.floor, 0.3, 100, backend, target)
@@ -497,7 +502,7 @@ class YoloFastestBodyDetector(Detector):
 
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
         self.net = _opencv_api("dnn.readNetFromDarknet")(str(cfg), str(weights))
-        cuda = device == "cuda" and _cv2_cuda()
+        cuda = device in ("cuda", "auto") and _cv2_cuda()
         self.backend = "opencv-cuda" if cuda else "opencv-cpu"
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA if cuda else cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA if cuda else cv2.dnn.DNN_TARGET_CPU)
