@@ -40,7 +40,7 @@ def _init_worker(threads: int) -> None:
     import cv2
 
     cv2.setNumThreads(threads)
-    import passkit.pipeline  # noqa: F401 - the import is the point: it overlaps the parent's
+    import passkit.pipeline  # noqa: F401 - spawned workers import here, while the parent does too
 
 
 def _ready() -> int:
@@ -88,7 +88,8 @@ def _context(threads: int) -> BaseContext:
 
 
 class WorkerPool:
-    """`workers` spawned processes, starting (and importing the pipeline) from construction on."""
+    """`workers` worker processes for one build: forked from the fork server (started here, if it
+    is not running, importing the pipeline from then on), or spawned and importing it themselves."""
 
     def __init__(self, workers: int):
         self.workers = workers
