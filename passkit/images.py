@@ -105,14 +105,15 @@ def _decode_jpeg(data: bytes, w: int, h: int, target: tuple[int, int]) -> np.nda
     """RGB pixels at a reduced DCT scale straight into numpy (libjpeg-turbo via simplejpeg), or
     None when it cannot (CMYK, anything it warns about): Pillow then decodes, and decides.
 
-    When the photo is to be shrunk anyway, libjpeg's fast integer IDCT and plain chroma
-    upsampling save a tenth of the decode; the resize that follows averages away the difference.
-    A photo kept at its own size is decoded with the accurate paths."""
+    When the photo is to be shrunk anyway, chroma is upsampled plainly (the resize that follows
+    averages the difference away). The IDCT stays the accurate one: the fast integer IDCT saved
+    little and moved detector scores enough to flip 2 of 135 no-person photos of person_dev_coco
+    into false rejections (FRR 0.074 -> 0.089). A photo kept at its own size decodes accurately."""
     s = _dct_scale(w, h, target)
     shrink = target != (w, h)
     try:  # strict: a truncated or corrupt stream raises instead of coming back grey-filled
         return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-w // s), min_height=-(-h // s),
-                                      strict=True, fastdct=shrink, fastupsample=shrink)
+                                      strict=True, fastupsample=shrink)
     except Exception:
         return None
 
