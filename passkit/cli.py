@@ -29,7 +29,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if (args.executor or spec.work.executor) == "local" and workers > 1:
         from passkit.executors.local import WorkerPool
 
-        pool = WorkerPool(workers)  # the workers import the pipeline while this process does too
+        pool = WorkerPool(workers)  # the fork server imports the pipeline while this process does too
     from passkit.build import BuildProgress, build
     from passkit.pipeline import UnitResult
 

@@ -103,9 +103,10 @@ def _plain_header(buf: bytes) -> tuple[str, int] | None:
 def index_tar(path: Path, max_member: int = DEFAULT_MAX_MEMBER) -> list[TarEntry]:
     """Where each member's bytes sit, with check_tar's rules, for reading by offset.
 
-    The tars passkit writes (plain ustar, short names) are walked header by header here, twenty
+    The tars passkit writes (plain ustar, short names) are walked header by header here, three
     times faster than tarfile's Python parser (the release step reads every staging tar); a tar
-    with anything else in it goes through check_tar, so both accept and refuse the same files.
+    with anything else in it goes through check_tar. Both accept the same files; a refused one may
+    be described in other words.
     """
     entries: list[TarEntry] = []
     seen: set[str] = set()
