@@ -126,16 +126,16 @@ def unit_done(units_dir: Path, unit: Unit, settings: str) -> bool:
 
 
 def read_ledger(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """A unit's ledger as LEDGER_SCHEMA (or those `columns`); columns an older passkit did not
-    write come back as nulls. Reads the one file directly: `pq.read_table` would import
-    pyarrow.dataset (and pandas), half a second of every build's start-up."""
+    """A unit's ledger as LEDGER_SCHEMA (or those `columns`), with the file's metadata; columns an
+    older passkit did not write come back as nulls. Reads the one file directly: `pq.read_table`
+    would import pyarrow.dataset (and pandas), half a second of every build's start-up."""
     schema = LEDGER_SCHEMA if columns is None else pa.schema([LEDGER_SCHEMA.field(c) for c in columns])
     pf = pq.ParquetFile(path)
     have = set(pf.schema_arrow.names)
     table = pf.read(columns=[c for c in schema.names if c in have])
     n = table.num_rows
     arrays = [_as_type(table.column(f.name), f.type) if f.name in have else pa.nulls(n, f.type) for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(pf.schema_arrow.metadata))
 
 
 def _as_type(col: pa.ChunkedArray, typ: pa.DataType) -> pa.ChunkedArray:

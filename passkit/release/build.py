@@ -60,7 +60,7 @@ def read_ledgers(units_dir: Path, indices: list[int]) -> tuple[list[dict[str, An
     for idx in indices:
         _, ledger = unit_paths(units_dir, idx)
         table = read_ledger(ledger)
-        meta = pq.read_schema(ledger).metadata or {}
+        meta = table.schema.metadata or {}
         d = json.loads(meta.get(DETECTORS_META, b'{"detectors": [], "skipped": []}'))
         if detectors is None:
             detectors = d
@@ -150,10 +150,15 @@ def build_release(
     index_rows: list[dict[str, Any]] = []
     sizes = balanced_sizes(len(kept), spec.release.shard_max_samples)
 
-    def members(batch: list[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+    def members(batch: list[dict[str, Any]], rel: str) -> Iterator[tuple[str, bytes]]:
+        """The batch's shard members; each sample's index row from the same JSON bytes."""
         for r in batch:
+            meta_bytes = staging.read(f"{r['key']}.json")
+            meta = json.loads(meta_bytes)
+            index_rows.append({**{c: meta.get(c) for c in INDEX_COLUMNS}, "shard": rel,
+                               "scores": sorted((meta.get("scores") or {}).items())})
             yield f"{r['key']}.jpg", staging.read(f"{r['key']}.jpg")
-            yield f"{r['key']}.json", staging.read(f"{r['key']}.json")
+            yield f"{r['key']}.json", meta_bytes
 
     try:
         start = 0
@@ -161,12 +166,8 @@ def build_release(
             batch = kept[start : start + size]
             start += size
             rel = f"shards/{spec.name}-{s:06d}.tar"
-            info = write_tar(tmp / rel, members(batch))
+            info = write_tar(tmp / rel, members(batch, rel))
             shards.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": len(batch)})
-            for r in batch:
-                meta = json.loads(staging.read(f"{r['key']}.json"))
-                index_rows.append({**{c: meta.get(c) for c in INDEX_COLUMNS}, "shard": rel,
-                                   "scores": sorted((meta.get("scores") or {}).items())})
             if on_shard:
                 on_shard(s + 1, len(sizes))
     finally:
