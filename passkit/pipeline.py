@@ -310,7 +310,7 @@ class UnitRunner:
             if not r.ok:
                 return i, Decision.reject(Stage.FETCH, r.reason or "fetch_error", r.detail), r.transient
             try:
-                return i, images.check(r.data, self.spec.image), False
+                return i, images.check(r.data, self.spec.image, pixels=self.spec.people.enabled), False
             except images.ImageReject as e:
                 return i, Decision.reject(Stage.IMAGE, e.reason, e.detail), False
 
