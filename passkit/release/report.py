@@ -113,7 +113,10 @@ def _thumb(jpeg: bytes) -> tuple[str, int, int]:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii"), tw, th
 
 
-def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+def thumbnails(release_dir: Path, index_rows: list[dict[str, Any]], limit: int = MAX_THUMBS) -> list[dict[str, Any]]:
+    """The report's sample grid: up to `limit` images spread evenly over the keys, each a small
+    JPEG data: URI with its attribution. Mostly libjpeg time (GIL released): documents.write_all
+    runs it beside the other documents' rendering."""
     from passkit.shards import index_tar
 
     rows = sorted(index_rows, key=lambda r: r["key"])
@@ -146,7 +149,9 @@ def _thumbs(release_dir: Path, index_rows: list[dict[str, Any]], limit: int) -> 
 
 
 def render_report(release_dir: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]],
-                  rejected_rows: list[dict[str, Any]], max_thumbs: int = MAX_THUMBS) -> str:
+                  rejected_rows: list[dict[str, Any]], max_thumbs: int = MAX_THUMBS,
+                  thumbs: list[dict[str, Any]] | None = None) -> str:
+    """report.html; `thumbs`: thumbnails() already made (else made here, up to `max_thumbs`)."""
     from passkit.release.templates import render
 
     counts = manifest["counts"]
@@ -164,12 +169,13 @@ def render_report(release_dir: Path, manifest: dict[str, Any], index_rows: list[
     return render(
         "report.html.j2", m=manifest, counts=counts, funnel=fun, reasons=reason_rows,
         licenses=lic.most_common(), providers=prov.most_common(), detectors=detectors, plots=plots,
-        thumbs=_thumbs(Path(release_dir), index_rows, max_thumbs), removals=manifest.get("removals") or [],
+        thumbs=thumbnails(Path(release_dir), index_rows, max_thumbs) if thumbs is None else thumbs, removals=manifest.get("removals") or [],
         previous=manifest.get("previous"), shards=len(manifest.get("shards") or []),
         size=f"{size / 1e6:.1f} MB",
     )
 
 
 def write_report(path: Path, release_dir: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]],
-                 rejected_rows: list[dict[str, Any]]) -> None:
-    Path(path).write_text(render_report(release_dir, manifest, index_rows, rejected_rows), encoding="utf-8")
+                 rejected_rows: list[dict[str, Any]], thumbs: list[dict[str, Any]] | None = None) -> None:
+    Path(path).write_text(render_report(release_dir, manifest, index_rows, rejected_rows, thumbs=thumbs),
+                          encoding="utf-8")
