@@ -6,6 +6,8 @@
 Setup (done by the script when missing, or do it by hand):
     apt-get update && apt-get install -y nginx-light
     python3.11 -m venv /tmp/i2d-venv && /tmp/i2d-venv/bin/pip install img2dataset==1.47.0
+passkit's planar JPEG path needs a libturbojpeg: the system's (apt-get install libturbojpeg0) or the
+one in the turbojpeg wheel that `make setup` installs; the script prints which one ran.
 
 The corpus: `--images` JPEGs (deterministic: image i depends on i only) of 640-1600 px on the longer
 side, random aspect 3:4..16:9, quality 85-95, cut from photos that scikit-image and scikit-learn
@@ -308,6 +310,10 @@ def main() -> None:
             f.read_bytes()
         say(f"{args.images} images, nginx on 127.0.0.1:{port}, {os.cpu_count()} CPUs, "
             f"img2dataset at {i2d}, passkit at {PASSKIT}")
+        planes = subprocess.run([str(PASSKIT.with_name("python")), "-c",
+                                 "from passkit import jpeg_planes; print(jpeg_planes.library())"],
+                                capture_output=True, text=True).stdout.strip()
+        say(f"passkit's planar JPEG path (people filter off) uses libturbojpeg: {planes}")
 
         results: dict[str, list[tuple[float, int, float]]] = {
             "i2d_keep_ratio": [], "i2d_keep_ratio_largest": [], "passkit_shorter": [], "passkit": []}

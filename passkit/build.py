@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from passkit import jpeg_planes
 from passkit.config import PipelineSpec
 from passkit.executors import WorkerPool, run_local, run_ray
 from passkit.pipeline import Unit, UnitResult, ledger_transient, stage_settings, summarize_ledger, unit_done
@@ -186,6 +187,8 @@ def build(
     )
     seconds = time.monotonic() - t0
     stats = {**progress.to_dict(), "executor": executor, "workers": n_workers, "retry_failed": retry_failed,
-             "total_seconds": round(seconds, 3), "release_seconds": round(release.seconds, 3)}
+             "total_seconds": round(seconds, 3), "release_seconds": round(release.seconds, 3),
+             # the image check's planar JPEG path (people filter off): which libturbojpeg, if any
+             "jpeg_planes": jpeg_planes.library() if not spec.people.enabled else None}
     (work_dir / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return BuildResult(release, progress, work_dir, seconds)
