@@ -113,10 +113,11 @@ def test_exif_orientation_is_applied_then_dropped():
     assert px[:60].mean() > 200 and px[-60:].mean() < 50  # the white half is now on top
 
 
+@pytest.mark.parametrize("pixels", [True, False], ids=["rgb", "planar"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_exif_orientation_matches_pillow(orientation):
-    """The fast path (libjpeg-turbo into numpy, orientation applied in numpy) gives the photo
-    Pillow's exif_transpose gives."""
+def test_every_exif_orientation_matches_pillow(orientation, pixels):
+    """The fast paths (libjpeg-turbo into numpy, orientation applied in numpy, to RGB or to the
+    Y, Cb, Cr planes) give the photo Pillow's exif_transpose gives."""
     from PIL import ImageOps
 
     arr = np.zeros((120, 200, 3), "uint8")
@@ -127,7 +128,8 @@ def test_every_exif_orientation_matches_pillow(orientation):
     ex = Image.Exif()
     ex[0x0112] = orientation
     Image.fromarray(arr).save(buf, "JPEG", exif=ex, quality=95)
-    out = check(buf.getvalue(), ImageSpec(max_side=100))
+    out = check(buf.getvalue(), ImageSpec(max_side=100), pixels=pixels)
+    assert (out.pixels is None) == (not pixels)  # the planar path ran when asked
     want = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB")
     want = np.asarray(want.resize((out.info.width, out.info.height)), dtype=float)
     got = np.asarray(Image.open(io.BytesIO(out.info.jpeg)).convert("RGB"), dtype=float)
