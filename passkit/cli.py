@@ -29,8 +29,8 @@ def _early_pool(args: argparse.Namespace) -> Any:
 
     Its fork server imports the pipeline (half a second) while this process imports pydantic and
     the rest; starting it only after validation kept the workers a fifth of a second later. The
-    worker count comes from --workers or a plain read of the YAML; _cmd_build corrects a wrong
-    guess (a spec that fails validation, Ray, a single worker)."""
+    worker count comes from --workers or a plain read of the YAML; _build corrects a wrong guess
+    (a spec that fails validation, Ray, a single worker) and run_local a wrong size."""
     if args.executor == "ray":
         return None
     workers = args.workers
@@ -76,7 +76,7 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
     if pool is None and local and workers > 1:
         from passkit.executors.local import WorkerPool
 
-        pool = WorkerPool(workers)  # (run_local replaces a pool of another size)
+        pool = WorkerPool(workers)
     from passkit.build import BuildProgress, build
     from passkit.pipeline import UnitResult
 
@@ -565,9 +565,9 @@ def run() -> None:
     """The `passkit` console script: main(), then exit without tearing the interpreter down.
 
     After a build the interpreter holds pyarrow, pandas, OpenCV, Jinja and the release's data;
-    freeing all of that object by object took 0.2-0.3 s of every command, a twelfth of the
-    ingest benchmark's margin, for memory the OS takes back at once. Exit handlers still run and
-    output is flushed; a command that leaves a non-daemon thread running exits the normal way."""
+    freeing all of that object by object took 0.2-0.3 s of every command (2 % of the ingest
+    benchmark's build), for memory the OS takes back at once. Exit handlers still run and output
+    is flushed; a command that leaves a non-daemon thread running exits the normal way."""
     code = main()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)

@@ -187,8 +187,8 @@ def check(data: bytes, spec: ImageSpec, pixels: bool = True) -> CheckedImage:
     libjpeg-turbo: no PIL<->numpy copies on the common path.
 
     `pixels=False`: the caller needs no RGB pixels (the people filter is off), so a YCbCr JPEG
-    stays in Y, Cb, Cr planes from decode to encode when libturbojpeg is there (jpeg_planes: a
-    quarter less work per image). The people filter always gets RGB decoded as before: its
+    stays in Y, Cb, Cr planes from decode to encode when libturbojpeg is there (jpeg_planes:
+    0.6-1.4 ms less per photo, of 6-7). The people filter always gets RGB decoded as before: its
     recall and false-rejection rates were measured on those pixels.
     """
     if not data:
@@ -214,12 +214,13 @@ def check(data: bytes, spec: ImageSpec, pixels: bool = True) -> CheckedImage:
                     planes = jpeg_planes.decode_planes(data, _dct_scale(w, h, box))
                 if planes is None:
                     rgb = _decode_jpeg(data, w, h, box)
-                o = _orientation(im) if planes is not None or rgb is not None else 1
-                if o != 1 and planes is not None:
-                    planes = (_ORIENT[o](planes[0]), _ORIENT[o](planes[1]), _ORIENT[o](planes[2]))
-                elif o != 1 and rgb is not None:
-                    rgb = _ORIENT[o](rgb)
-                if planes is None and rgb is None:
+                if planes is not None or rgb is not None:
+                    turn = _ORIENT.get(_orientation(im))
+                    if turn is not None and planes is not None:
+                        planes = (turn(planes[0]), turn(planes[1]), turn(planes[2]))
+                    elif turn is not None and rgb is not None:
+                        rgb = turn(rgb)
+                else:
                     # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
                     # smaller. The box has the image's own aspect: a square box would stop a wide
                     # photo at the scale where its *shorter* side still covers max_side.

@@ -166,10 +166,12 @@ def render_report(release_dir: Path, manifest: dict[str, Any], index_rows: list[
                               _scores([r for r in rejected_rows if r.get("stage") == "people"])),
     }
     size = sum(int(s["bytes"]) for s in manifest.get("shards") or [])
+    if thumbs is None:
+        thumbs = thumbnails(Path(release_dir), index_rows, max_thumbs)
     return render(
         "report.html.j2", m=manifest, counts=counts, funnel=fun, reasons=reason_rows,
         licenses=lic.most_common(), providers=prov.most_common(), detectors=detectors, plots=plots,
-        thumbs=thumbnails(Path(release_dir), index_rows, max_thumbs) if thumbs is None else thumbs, removals=manifest.get("removals") or [],
+        thumbs=thumbs, removals=manifest.get("removals") or [],
         previous=manifest.get("previous"), shards=len(manifest.get("shards") or []),
         size=f"{size / 1e6:.1f} MB",
     )
