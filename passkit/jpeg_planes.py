@@ -8,7 +8,7 @@ of 4.8, the whole image check 0.6-1.4 ms less (of 6.2-7.5, interleaved runs), an
 less wall time.
 
 Neither simplejpeg nor Pillow hands out planes, so this binds the TurboJPEG C API with ctypes
-(its 2.x functions, which libjpeg-turbo 1.4 to 3.x all export; ctypes releases the GIL during
+(its 2.x functions, which libjpeg-turbo 2.0 to 3.x export; ctypes releases the GIL during
 each call). The library is looked up in this order:
 1. `PASSKIT_TURBOJPEG`: a path to libturbojpeg, or `off` to disable the planar path;
 2. the system's libturbojpeg (`apt-get install libturbojpeg0`, `dnf install turbojpeg`);
@@ -34,7 +34,7 @@ TJCS_YCbCr = 1
 TJSAMP_420 = 2
 # TJSAMP_* -> (horizontal, vertical) chroma subsampling factors; GRAY (3) has no chroma planes.
 _SUBSAMPLING = {0: (1, 1), 1: (2, 1), 2: (2, 2), 4: (1, 2), 5: (4, 1)}
-TJFLAG_ACCURATEDCT = 4096  # what the RGB path uses: the fast IDCT moves detector scores
+TJFLAG_ACCURATEDCT = 4096  # as on the RGB path (simplejpeg's default): the accurate (I)DCT
 TJFLAG_STOPONWARNING = 8192  # a truncated or corrupt stream fails instead of coming back grey-filled
 
 _lock = threading.Lock()
@@ -112,7 +112,8 @@ def decode_planes(data: bytes, scale: int = 1) -> tuple[np.ndarray, np.ndarray, 
 
     None whenever the planar path does not apply or fails: no library, not a JPEG, greyscale,
     CMYK or RGB-coded JPEGs, a stream libjpeg warns about. The caller then decodes to RGB, which
-    decides (and names) what is wrong.
+    decides (and names) what is wrong. The caller also bounds the pixel count first, as
+    images.check does from the header: the planes are allocated at the size the header states.
     """
     lib = _load()
     if lib is None:

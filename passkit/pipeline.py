@@ -200,6 +200,9 @@ def _skip_pandas_probe() -> None:
         sys.meta_path.remove(finder)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
 def _reuse_freed_memory() -> None:
     """Let glibc keep freed image buffers for the next image instead of handing them back to the OS.
 
@@ -215,9 +218,6 @@ def _reuse_freed_memory() -> None:
         return
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # blocks up to 32 MB come from the heap, not mmap
     mallopt(_M_TRIM_THRESHOLD, 64 << 20)  # keep up to 64 MB free at the heap's top for reuse
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 class UnitRunner:
