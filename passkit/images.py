@@ -188,8 +188,8 @@ def check(data: bytes, spec: ImageSpec, pixels: bool = True) -> CheckedImage:
 
     `pixels=False`: the caller needs no RGB pixels (the people filter is off), so a YCbCr JPEG
     stays in Y, Cb, Cr planes from decode to encode when libturbojpeg is there (jpeg_planes:
-    0.6-1.4 ms less per photo, of 6-7). The people filter always gets RGB decoded as before: its
-    recall and false-rejection rates were measured on those pixels.
+    12-15 % less time per photo with the shorter side to 512). The people filter always gets RGB
+    decoded as before: its recall and false-rejection rates were measured on those pixels.
     """
     if not data:
         raise ImageReject("empty", "zero bytes")

@@ -2,10 +2,11 @@
 
 A JPEG stores Y, Cb, Cr planes, chroma usually at half resolution. Decoding to RGB upsamples the
 chroma and converts every pixel; the check then resizes three full-resolution channels and the
-encoder converts back and downsamples again. Taking the planes as stored skips all of that:
-on the ingest benchmark's photos (shorter side to 512) a full-size decode takes 3.1 ms instead
-of 4.8, the whole image check 0.6-1.4 ms less (of 6.2-7.5, interleaved runs), and a build 13 %
-less wall time.
+encoder converts back and downsamples again. Taking the planes as stored skips all of that. On
+the ingest benchmark's photos, one thread (benchmarks/image_check_paths.py): a full-size decode
+2.8 ms instead of 3.1, the image check with the shorter side to 512 5.0-5.2 ms instead of
+5.6-6.0. In a crawl, where 16 threads a worker share the caches and the smaller working set
+counts for more, a whole build took 13 % less wall time (interleaved A/B runs).
 
 Neither simplejpeg nor Pillow hands out planes, so this binds the TurboJPEG C API with ctypes
 (its 2.x functions, which libjpeg-turbo 2.0 to 3.x export; ctypes releases the GIL during
