@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ingest_vs_img2dataset.py                   # 3000 images, 3 runs each
     .venv/bin/python benchmarks/ingest_vs_img2dataset.py --images 600 --runs 1 --no-people   # quick look
+    .venv/bin/python benchmarks/ingest_vs_img2dataset.py --modes keep_ratio --no-people --no-planar  # RGB path
 
 Setup (done by the script when missing, or do it by hand):
     apt-get update && apt-get install -y nginx-light
@@ -285,9 +286,13 @@ def main() -> None:
     ap.add_argument("--i2d-venv", type=Path, default=Path(tempfile.gettempdir()) / "i2d-venv")
     ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset --thread_count (per process)")
     ap.add_argument("--no-people", action="store_true", help="skip the passkit run with the people filter on")
+    ap.add_argument("--no-planar", action="store_true",
+                    help="passkit without its planar JPEG path (PASSKIT_TURBOJPEG=off): the RGB path's numbers")
     ap.add_argument("--modes", default="keep_ratio,keep_ratio_largest",
                     help="img2dataset resize modes to run, comma-separated ('' for passkit alone)")
     args = ap.parse_args()
+    if args.no_planar:
+        os.environ["PASSKIT_TURBOJPEG"] = "off"  # inherited by every passkit run below
 
     nginx = ensure_nginx()
     i2d = ensure_img2dataset(args.i2d_venv)
