@@ -6,7 +6,8 @@ encoder converts back and downsamples again. Taking the planes as stored skips a
 the ingest benchmark's photos, one thread (benchmarks/image_check_paths.py): a full-size decode
 2.8 ms instead of 3.1, the image check with the shorter side to 512 5.0-5.2 ms instead of
 5.6-6.0. In a crawl, where 16 threads a worker share the caches and the smaller working set
-counts for more, a whole build took 13 % less wall time (interleaved A/B runs).
+counts for more, a whole build took 6-13 % less wall time (A/B runs of the ingest benchmark's
+spec; its --no-planar flag).
 
 Neither simplejpeg nor Pillow hands out planes, so this binds the TurboJPEG C API with ctypes
 (its 2.x functions, which libjpeg-turbo 2.0 to 3.x export; ctypes releases the GIL during
