@@ -452,6 +452,21 @@ class UnitRunner:
         )
 
 
+_RUNNERS: dict[tuple[str, int, str | None], UnitRunner] = {}  # this process's, by spec, workers, device
+
+
+def runner_for(spec_data: dict[str, Any], workers: int, device: str | None = None) -> UnitRunner:
+    """This process's UnitRunner for a spec (its canonical data), built on first use.
+
+    An executor's worker process runs many units of a build: detectors and HTTP pools are built
+    once per spec, not per unit. Both executors (local pool, Ray) call this from their workers."""
+    key = (hashlib.sha256(json.dumps(spec_data, sort_keys=True).encode()).hexdigest(), workers, device)
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        runner = _RUNNERS[key] = UnitRunner(PipelineSpec.model_validate(spec_data), workers=workers, device=device)
+    return runner
+
+
 def _write_people_sidecar(
     ledger_path: Path, unit: Unit, boxes: dict[int, dict[str, list[list[float]]]],
     reused: dict[int, tuple[dict, list]], units_dir: Path,

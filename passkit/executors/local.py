@@ -13,8 +13,6 @@ memory at once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -25,10 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from passkit.config import PipelineSpec
-    from passkit.pipeline import Unit, UnitResult, UnitRunner
-
-_RUNNERS: dict[str, UnitRunner] = {}  # per worker process, by spec digest
-
+    from passkit.pipeline import Unit, UnitResult
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _PRELOAD = ["passkit.executors.local", "passkit.pipeline"]
@@ -47,18 +42,10 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _spec_digest(spec_data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec_data, sort_keys=True).encode()).hexdigest()
+def _run(spec_data: dict[str, Any], workers: int, unit: Unit, units_dir: str) -> UnitResult:
+    from passkit.pipeline import runner_for
 
-
-def _run(spec_data: dict[str, Any], digest: str, workers: int, unit: Unit, units_dir: str) -> UnitResult:
-    runner = _RUNNERS.get(digest)
-    if runner is None:
-        from passkit.config import PipelineSpec
-        from passkit.pipeline import UnitRunner
-
-        runner = _RUNNERS[digest] = UnitRunner(PipelineSpec.model_validate(spec_data), workers=workers)
-    return runner.run(unit, Path(units_dir))
+    return runner_for(spec_data, workers).run(unit, Path(units_dir))
 
 
 def _fork_server_pid() -> int | None:
@@ -147,11 +134,10 @@ def run_local(
             pool.close()
         pool = WorkerPool(workers)
     spec_data = spec.canonical()
-    digest = _spec_digest(spec_data)
     try:
         pending: set[Future[UnitResult]] = set()
         for unit in units:
-            pending.add(pool.executor.submit(_run, spec_data, digest, workers, unit, str(units_dir)))
+            pending.add(pool.executor.submit(_run, spec_data, workers, unit, str(units_dir)))
             if len(pending) >= 2 * workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:

@@ -12,17 +12,13 @@ tasks write their staging tar and ledger straight into it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from passkit.config import PipelineSpec
-from passkit.pipeline import Unit, UnitResult, UnitRunner
-
-_RUNNERS: dict[tuple[str, str | None], UnitRunner] = {}  # per Ray worker process
+from passkit.pipeline import Unit, UnitResult, runner_for
 
 
 class ExecutorError(RuntimeError):
@@ -36,11 +32,7 @@ def _run_unit(spec_data: dict[str, Any], workers: int, unit: Unit, units_dir: st
     # "auto", not "cuda": a GPU worker whose onnxruntime or OpenCV has no CUDA still runs those
     # detectors, on its CPUs, instead of failing the unit.
     device = "auto" if ray.get_gpu_ids() else None
-    key = (hashlib.sha256(json.dumps(spec_data, sort_keys=True).encode()).hexdigest(), device)
-    runner = _RUNNERS.get(key)
-    if runner is None:
-        runner = _RUNNERS[key] = UnitRunner(PipelineSpec.model_validate(spec_data), workers=workers, device=device)
-    return runner.run(unit, Path(units_dir))
+    return runner_for(spec_data, workers, device).run(unit, Path(units_dir))
 
 
 def run_ray(
