@@ -117,7 +117,6 @@ SHARD_PATH_RE = re.compile(r"^shards/[A-Za-z0-9_.-]+\.tar$")
 INDEX_COMPARED = ("title", "creator", "landing_url", "license", "license_url", "attribution")
 INDEX_REQUIRED = ("key", "shard", "sha256")
 # JSON field that holds each REQUIRED_ATTRIBUTION record field.
-JSON_FIELD = {"license_id": "license"}
 METADATA_BLOCKS = ("exif", "xmp", "icc_profile", "comment", "photoshop")
 
 
@@ -682,7 +681,7 @@ class _Audit:
             if problems:
                 add("license_inconsistent", "; ".join(problems), rel, key)
 
-        fields = [JSON_FIELD.get(f, f) for f in REQUIRED_ATTRIBUTION]
+        fields = list(REQUIRED_ATTRIBUTION)
         if lic is not None and lic.needs_title:
             fields.append("title")
         empty = [f for f in fields if f != "license" and not _nonempty(meta.get(f))]

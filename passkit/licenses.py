@@ -453,7 +453,7 @@ def attribution_html(a: Attribution) -> str:
     if a.creator and a.creator_url:
         creator = f'<a href="{esc(a.creator_url, quote=True)}">{creator}</a>'
     lic = f'<a href="{esc(a.license_url or "", quote=True)}">{esc(a.license_name or "")}</a>'
-    if a.license_id and by_id(a.license_id).public_domain:
+    if a.license and by_id(a.license).public_domain:
         by = f" by {creator}" if a.creator else ""
         return f"{work}{by} is marked with {lic}."
     return f"{work} by {creator} is licensed under {lic}."
@@ -493,7 +493,7 @@ def gate(c: Candidate, pol: Policy) -> Attribution | tuple[str, str]:
         creator_url=(c.creator_url or None),
         landing_url=(c.landing_url or None),
         provider=_clean(c.provider),
-        license_id=lic.id,
+        license=lic.id,
         license_url=lic.url,
         license_name=lic.name,
     )

@@ -411,7 +411,7 @@ class UnitRunner:
                     "landing_url": c.landing_url,
                     "provider": c.provider,
                     "license_raw": _license_raw(c),
-                    "license": a.license_id if a else None,
+                    "license": a.license if a else None,
                     "license_name": a.license_name if a else None,
                     "license_url": a.license_url if a else c.license_url,
                     "attribution": a.sentence if a else None,

@@ -31,7 +31,7 @@ class Attribution:
     creator_url: str | None = None
     landing_url: str | None = None  # the work's page (the "source" of TASL)
     provider: str | None = None
-    license_id: str | None = None  # registry id, e.g. "cc-by-2.0"; set by the licence gate
+    license: str | None = None  # registry id, e.g. "cc-by-2.0"; set by the licence gate
     license_url: str | None = None
     license_name: str | None = None  # e.g. "CC BY 2.0"
     sentence: str | None = None  # the credit line CC recommends
@@ -133,7 +133,7 @@ class Sample:
             "source_url": c.url,
             "landing_url": a.landing_url,
             "provider": a.provider,
-            "license": a.license_id,
+            "license": a.license,
             "license_name": a.license_name,
             "license_url": a.license_url,
             "attribution": a.sentence,
@@ -155,7 +155,7 @@ class Sample:
 
 # Fields every kept sample must have (complete TASL); the licence gate and audit share this list.
 # The title is required too for CC licences before 4.0 (see licenses.License.needs_title).
-REQUIRED_ATTRIBUTION = ("creator", "landing_url", "license_id", "license_url")
+REQUIRED_ATTRIBUTION = ("creator", "landing_url", "license", "license_url")
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def _cand(**kw):
 def test_gate_builds_attribution_and_strips_html():
     a = L.gate(_cand(creator='<a href="http://x/ann">Ann  Smith</a>'), L.policy("cc-by"))
     assert isinstance(a, L.Attribution)
-    assert a.creator == "Ann Smith" and a.license_id == "cc-by-2.0"
+    assert a.creator == "Ann Smith" and a.license == "cc-by-2.0"
     assert a.sentence == ('"A tree" by Ann Smith is licensed under CC BY 2.0. To view a copy of this license, '
                           "visit https://creativecommons.org/licenses/by/2.0/. Source: http://x/a")
 

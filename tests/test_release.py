@@ -111,7 +111,7 @@ def write_units(units_dir: Path, items: list[Item], spec: PipelineSpec, unit_siz
                 continue
             ci = images.check(png_bytes(it.image), spec.image)
             scores = {"mtcnn": it.people or 0.0}
-            row.update(license=g.license_id, license_name=g.license_name, attribution=g.sentence,
+            row.update(license=g.license, license_name=g.license_name, attribution=g.sentence,
                        sha256=ci.info.sha256, source_sha256=ci.info.source_sha256, phash=ci.info.phash,
                        width=ci.info.width, height=ci.info.height, orig_width=ci.info.orig_width,
                        orig_height=ci.info.orig_height, bytes=len(ci.info.jpeg), scores=sorted(scores.items()),

@@ -73,7 +73,7 @@ def test_allimages_without_continuation(http_server, shared_dir):
     outcomes = {}
     for x in cands:
         g = L.gate(x, pdp)
-        outcomes[x.source_id] = g.license_id if isinstance(g, L.Attribution) else g[0]
+        outcomes[x.source_id] = g.license if isinstance(g, L.Attribution) else g[0]
         assert not isinstance(L.gate(x, cc_by), L.Attribution)  # no CC BY (plain) file in this batch
     assert outcomes["18263872"] == "pdm-1.0"
     assert outcomes["44672185"] == "license_not_allowed"  # BY-SA
@@ -115,7 +115,7 @@ def test_single_page_and_edge_cases(shared_dir):
     assert c.title == "20120925 PlozevetBretagne LoneTree DSC07971 PtrQs"
     assert c.extra["attribution_text"] == "Photo by PtrQs" and c.extra["mediatype"] == "BITMAP"
     a = L.gate(c, L.policy("custom", allow=["cc-by-sa-4.0"]))
-    assert a.license_id == "cc-by-sa-4.0" and a.creator_url == c.creator_url
+    assert a.license == "cc-by-sa-4.0" and a.creator_url == c.creator_url
     # no url: a rejected candidate; no imageinfo yet: nothing
     no_url = json.loads(json.dumps(page))
     del no_url["imageinfo"][0]["url"]

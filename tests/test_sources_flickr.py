@@ -95,7 +95,7 @@ def test_live_licence_table(http_server, shared_dir, monkeypatch):
     new = [x for x in cands if x.extra["flickr_license"] == "11"]
     assert len(new) == 2 and all(x.license_url == "https://creativecommons.org/licenses/by/4.0/" for x in new)
     a = L.gate(new[0], L.policy("cc-by"))
-    assert isinstance(a, L.Attribution) and a.license_id == "cc-by-4.0"
+    assert isinstance(a, L.Attribution) and a.license == "cc-by-4.0"
 
 
 def test_key_from_environment_only(http_server, shared_dir, monkeypatch):

@@ -118,7 +118,7 @@ def test_pages_queries_and_provenance(http_server, shared_dir, monkeypatch):
     ids = [c.source_id for c in cands[:7]]
     assert got[ids[3]][0] == "license_not_allowed"  # by-nc-nd with the by-nd-nc/2.0/jp/ URL
     assert L.normalise(cands[3].license, cands[3].license_version, cands[3].license_url).id == "cc-by-nc-nd-2.0-jp"
-    assert got[ids[2]].license_id == "cc-by-2.0"
+    assert got[ids[2]].license == "cc-by-2.0"
     assert got[ids[2]].creator_url == "https://www.flickr.com/photos/26811962@N05"
     assert desc["stats"]["pages_fetched"] == 6 and desc["stats"]["duplicates"] == 10
 

@@ -58,7 +58,7 @@ def test_recorded_lines(shared_dir):
     outcome = {x.source_id: L.gate(x, pol) for x in cands}
     assert outcome["7088065"][0] == "license_not_allowed"  # BY-NC
     assert outcome["6325727670"][0] == "license_not_allowed"  # BY-NC-ND
-    assert outcome["343224206"].license_id == "cc-by-2.0"
+    assert outcome["343224206"].license == "cc-by-2.0"
     assert outcome["10642543105"].sentence.startswith('"0601 Young man" by GSofV is licensed under CC BY 2.0')
 
 
