@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -157,6 +157,3 @@ class Sample:
 # The title is required too for CC licences before 4.0 (see licenses.License.needs_title).
 REQUIRED_ATTRIBUTION = ("creator", "landing_url", "license", "license_url")
 
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)
