@@ -24,14 +24,12 @@ import json
 import math
 import os
 import re
-import socketserver
-import threading
 import urllib.parse
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import requests
 
 from passkit import licenses
 from passkit.config import DemoSourceSpec
+from passkit.localserver import LoopbackServer
 from passkit.records import Candidate
 from passkit.sources.openverse_format import SEARCH_PATH, iter_search, result_to_candidate
 
@@ -512,14 +511,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body=send_body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     catalog: DemoCatalog
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (getfqdn), which can stall offline.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
 
 class DemoCatalog:
@@ -529,7 +522,6 @@ class DemoCatalog:
         self.host = host
         self.port = port  # 0: a free port chosen by the OS
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._results: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
         self.by_file: dict[str, Entry] = {e.file: e for e in CATALOG}
@@ -548,26 +540,18 @@ class DemoCatalog:
         if self._server is not None:
             return self
         self.files = catalog_bytes()
-        server = _Server((self.host, self.port), _Handler)
+        server = _Server(_Handler, self.port, self.host, name="passkit-demo-catalog")
         server.catalog = self
         self._server = server
         base = self.base_url
         self._results = {e.id: _result(e, base, self.files.get(e.file)) for e in CATALOG}
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="passkit-demo-catalog", daemon=True
-        )
-        self._thread.start()
+        server.start()
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> DemoCatalog:
         return self.start()

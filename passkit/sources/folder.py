@@ -18,16 +18,15 @@ import contextlib
 import json
 import mimetypes
 import os
-import socketserver
-import threading
 import urllib.parse
 import warnings
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from passkit.config import FolderSourceSpec
+from passkit.localserver import LoopbackServer
 from passkit.records import Candidate
 
 FOLDER_PORT = 28732
@@ -63,13 +62,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    files: dict[str, Path]
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no getfqdn(): it can stall offline
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+class _Server(LoopbackServer):
+    files: dict[str, Path]  # URL path -> file, filled as candidates are listed: nothing else is served
 
 
 class FolderSource:
@@ -151,7 +145,7 @@ def open_folder(spec: FolderSourceSpec) -> Iterator[FolderSource]:
         raise FileNotFoundError(f"folder source: {root} is not a directory")
     port = serve_port(spec)
     try:
-        server = _Server(("127.0.0.1", port), _Handler)
+        server = _Server(_Handler, port, name="passkit-folder-source")
     except OSError as e:
         if port == 0:
             raise
@@ -159,14 +153,7 @@ def open_folder(spec: FolderSourceSpec) -> Iterator[FolderSource]:
             f"folder source: port {port} is taken ({e.strerror}); serving on a free port, so image URLs "
             "differ from other builds' (no resume across runs)", RuntimeWarning, stacklevel=3,
         )
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(_Handler, 0, name="passkit-folder-source")
     server.files = {}
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                              name="passkit-folder-source")
-    thread.start()
-    try:
+    with server:
         yield FolderSource(spec, root.resolve(), server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
