@@ -549,7 +549,7 @@ def test_rescan_finds_a_face_the_build_missed(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from passkit.sources.demo import catalog_bytes
+    from passkit.demo.photos import catalog_bytes
 
     rel = make_release(tmp_path, n=4, shard_max=4)
     m = load_manifest(rel)

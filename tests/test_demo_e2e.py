@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from passkit.demo.catalog import expected
 from passkit.shards import write_tar
-from passkit.sources.demo import expected
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSKIT = [sys.executable, "-m", "passkit.cli"]

@@ -112,7 +112,7 @@ def review_build(tmp_path_factory):
 @pytest.mark.slow
 def test_review_band_build_review_and_release(review_build):
     from passkit.build import build
-    from passkit.sources.demo import expected
+    from passkit.demo.catalog import expected
 
     base, spec = review_build
     work, release = spec.work_dir(base), spec.release_dir(base)

@@ -45,7 +45,7 @@ SourceOpener = Callable[[Any], AbstractContextManager[Source]]
 
 # kind -> "module:function" (imported on first use) or the opener itself (see register()).
 _OPENERS: dict[str, str | SourceOpener] = {
-    "demo": "passkit.sources.demo:open_demo",
+    "demo": "passkit.demo.source:open_demo",
     "urllist": "passkit.sources.urllist:open_urllist",
     "yfcc100m": "passkit.sources.yfcc100m:open_yfcc100m",
     "openverse": "passkit.sources.openverse:open_openverse",
