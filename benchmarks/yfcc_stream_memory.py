@@ -20,7 +20,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-from passkit.config import Yfcc100mSourceSpec
+from passkit.sources.yfcc100m_spec import Yfcc100mSourceSpec
 from passkit.sources.yfcc100m import Yfcc100mSource
 
 def rss_mb():

@@ -12,12 +12,12 @@ import requests
 from PIL import Image
 
 from passkit import licenses
-from passkit.config import DemoSourceSpec
 from passkit.demo.catalog import BY_ID, CATALOG, EXPECTS, expected
 from passkit.demo.server import DemoCatalog
 from passkit.demo.source import DEMO_PORT, build_port
 from passkit.records import Candidate
 from passkit.sources import Source, UnknownSourceError, kinds, open_source
+from passkit.sources.demo import DemoSourceSpec
 from passkit.sources.openverse_format import iter_search, result_to_candidate
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "fixtures" / "openverse"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from passkit import licenses as L
-from passkit.config import CommonsSourceSpec
 from passkit.sources import open_source
 from passkit.sources.apiclient import ApiError
 from passkit.sources.commons import CommonsSource, creator_from_html, page_to_candidate
+from passkit.sources.commons_spec import CommonsSourceSpec
 
 
 def _fx(shared_dir: Path, name: str) -> dict:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from passkit import licenses as L
-from passkit.config import FlickrSourceSpec
 from passkit.sources import open_source
 from passkit.sources.apiclient import ApiError
 from passkit.sources.flickr import FlickrSource, photo_to_candidate
+from passkit.sources.flickr_spec import FlickrSourceSpec
 
 
 def _fx(shared_dir: Path, name: str) -> dict:

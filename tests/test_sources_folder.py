@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import requests
 from PIL import Image
 
-from passkit.config import FolderSourceSpec, parse_spec
+from passkit.config import parse_spec
 from passkit.sources import open_source
+from passkit.sources.folder_spec import FolderSourceSpec
 
 
 def _png(seed: int) -> bytes:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from passkit import licenses as L
-from passkit.config import OpenverseSourceSpec
 from passkit.sources import open_source
 from passkit.sources.apiclient import ApiClient, ApiThrottled
 from passkit.sources.openverse import OpenverseSource
+from passkit.sources.openverse_spec import OpenverseSourceSpec
 
 
 def _fx(shared_dir: Path, name: str) -> dict:

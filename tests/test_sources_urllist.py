@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from passkit.config import UrlListSourceSpec, parse_spec
+from passkit.config import parse_spec
 from passkit.sources.urllist import UrlListSource
+from passkit.sources.urllist_spec import UrlListSourceSpec
 
 HEADER = "id,url,license,license_version,license_url,title,creator,landing_url\n"
 GOOD = [

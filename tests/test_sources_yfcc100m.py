@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from passkit import licenses as L
-from passkit.config import Yfcc100mSourceSpec, parse_spec
+from passkit.config import parse_spec
 from passkit.sources import open_source
 from passkit.sources.yfcc100m import COLUMNS, Yfcc100mSource
+from passkit.sources.yfcc100m_spec import Yfcc100mSourceSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,8 +121,8 @@ def test_pass_pipeline_spec_loads():
 _STREAM = textwrap.dedent(
     """
     import json, sys
-    from passkit.config import Yfcc100mSourceSpec
     from passkit.sources.yfcc100m import Yfcc100mSource
+    from passkit.sources.yfcc100m_spec import Yfcc100mSourceSpec
 
     def rss_mb():
         with open("/proc/self/statm") as f:

@@ -1,5 +1,6 @@
 """The demo catalog as a source: a DemoCatalog served for the life of the source, searched through
-its Openverse-format API like any Openverse source.
+its Openverse-format API like any Openverse source. The spec and its registry line live in
+passkit.sources.demo.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 
 import requests
 
-from passkit.config import DemoSourceSpec
 from passkit.demo.catalog import CATALOG, CATALOG_VERSION
 from passkit.demo.server import DemoCatalog
 from passkit.records import Candidate
+from passkit.sources.demo import DemoSourceSpec
 from passkit.sources.openverse_format import iter_search, result_to_candidate
 
 # Builds serve the catalog on this fixed port (see build_port); DemoCatalog() alone takes a free one.

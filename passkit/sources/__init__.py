@@ -1,4 +1,4 @@
-"""Sources: where candidates come from. One module per kind, one registry to open them.
+"""Sources: where candidates come from. One table of kinds, one function to open them.
 
     with open_source(spec.source) as src:
         manifest["source"] = src.describe()
@@ -10,22 +10,39 @@ provenance filled in (source kind, source_id, the query that found it). It judge
 fetch, image and people checks are later stages. A source that needs resources (a server, a
 session, an open file) holds them for the life of the context manager that `open_source` returns.
 
-To add a kind: write `passkit/sources/<kind>.py` with a function `open_<kind>(spec)` returning a
-context manager of a `Source`, add a `<Kind>SourceSpec` to `config.SourceSpec`, and add one line to
-`_OPENERS`. Modules are imported only when their kind is opened, so a kind's heavy dependencies
-cost nothing to the others.
+To add a kind, write `passkit/sources/<kind>.py` declaring
+
+    class <Kind>SourceSpec(SpecModel):      # passkit.specbase
+        kind: Literal["<kind>"] = "<kind>"
+        ...
+    def open_<kind>(spec) -> context manager of a `Source`
+    SPEC = <Kind>SourceSpec
+    OPENER = open_<kind>
+
+and add the line `"<kind>": "passkit.sources.<kind>"` to `SOURCES`. That is all: the pipeline spec's
+`source` union (passkit.config) is built from this table. passkit.config imports every module named
+here, so a kind whose source needs heavy packages (requests, pyarrow, numpy) keeps them out of that
+module: it imports them inside `open_<kind>`, or, like the kinds below, keeps the spec in a light
+`<kind>_spec.py` whose OPENER is the string "passkit.sources.<kind>:open_<kind>" (imported on first use).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
 
 from passkit.records import Candidate
 
-__all__ = ["Source", "SourceOpener", "UnknownSourceError", "kinds", "open_source", "register"]
+__all__ = [
+    "SOURCES", "SOURCE_KINDS", "Source", "SourceOpener", "SourceSpec", "UnknownSourceError", "kinds",
+    "open_source", "register",
+]
 
 
 @runtime_checkable
@@ -43,20 +60,45 @@ class Source(Protocol):
 
 SourceOpener = Callable[[Any], AbstractContextManager[Source]]
 
-# kind -> "module:function" (imported on first use) or the opener itself (see register()).
-_OPENERS: dict[str, str | SourceOpener] = {
-    "demo": "passkit.demo.source:open_demo",
-    "urllist": "passkit.sources.urllist:open_urllist",
-    "yfcc100m": "passkit.sources.yfcc100m:open_yfcc100m",
-    "openverse": "passkit.sources.openverse:open_openverse",
-    "commons": "passkit.sources.commons:open_commons",
-    "flickr": "passkit.sources.flickr:open_flickr",
-    "folder": "passkit.sources.folder:open_folder",
+# kind -> the module that declares it: its spec class (SPEC) and its opener (OPENER). The order is
+# the order of the spec union, which pydantic follows when it lists the allowed kinds in a message.
+SOURCES: dict[str, str] = {
+    "demo": "passkit.sources.demo",
+    "urllist": "passkit.sources.urllist_spec",
+    "yfcc100m": "passkit.sources.yfcc100m_spec",
+    "openverse": "passkit.sources.openverse_spec",
+    "commons": "passkit.sources.commons_spec",
+    "flickr": "passkit.sources.flickr_spec",
+    "folder": "passkit.sources.folder_spec",
 }
 
 
 class UnknownSourceError(ValueError):
     """A spec whose kind no source module handles."""
+
+
+def _declared(kind: str, module: str) -> tuple[type[BaseModel], str | SourceOpener]:
+    """(spec class, opener) of one table line, checked against the kind the spec class declares."""
+    mod = importlib.import_module(module)
+    spec, opener = getattr(mod, "SPEC", None), getattr(mod, "OPENER", None)
+    if not (isinstance(spec, type) and issubclass(spec, BaseModel)) or opener is None:
+        raise TypeError(f"{module} declares source kind {kind!r}: it needs SPEC (the spec class) and OPENER")
+    declared = spec.model_fields["kind"].default if "kind" in spec.model_fields else None
+    if declared != kind:
+        raise TypeError(f"{module}: {spec.__name__}.kind defaults to {declared!r}, SOURCES lists it as {kind!r}")
+    return spec, opener
+
+
+_DECLARED = {kind: _declared(kind, module) for kind, module in SOURCES.items()}
+
+SOURCE_KINDS = frozenset(SOURCES)
+# The pipeline spec's `source` field: one member per kind, told apart by `kind`.
+SourceSpec = Annotated[
+    functools.reduce(operator.or_, (spec for spec, _ in _DECLARED.values())), Field(discriminator="kind")
+]
+
+# kind -> "module:function" (imported on first use) or the opener itself (see register()).
+_OPENERS: dict[str, str | SourceOpener] = {kind: opener for kind, (_, opener) in _DECLARED.items()}
 
 
 def register(kind: str, opener: str | SourceOpener) -> None:

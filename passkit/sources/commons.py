@@ -18,10 +18,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from passkit.config import CommonsSourceSpec
 from passkit.licenses import clean_text
 from passkit.records import Candidate
 from passkit.sources.apiclient import ApiClient, ApiError
+from passkit.sources.commons_spec import CommonsSourceSpec
 
 PROVIDER = "wikimedia_commons"
 EXTMETADATA = (

@@ -16,10 +16,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from passkit.config import FlickrSourceSpec
 from passkit.licenses import clean_text
 from passkit.records import Candidate
 from passkit.sources.apiclient import ApiClient, ApiError
+from passkit.sources.flickr_spec import FlickrSourceSpec
 
 EXTRAS = "description,license,date_upload,date_taken,owner_name,tags,o_dims,media"
 

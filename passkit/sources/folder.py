@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from passkit.config import FolderSourceSpec
 from passkit.localserver import LoopbackServer
 from passkit.records import Candidate
+from passkit.sources.folder_spec import FolderSourceSpec
 
 FOLDER_PORT = 28732
 FIELDS = ("title", "creator", "creator_url", "landing_url", "provider", "license", "license_version", "license_url")

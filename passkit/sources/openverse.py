@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from passkit.config import OpenverseSourceSpec
 from passkit.records import Candidate
 from passkit.sources.apiclient import ApiClient, ApiError
 from passkit.sources.openverse_format import (
@@ -28,6 +27,7 @@ from passkit.sources.openverse_format import (
     iter_search,
     result_to_candidate,
 )
+from passkit.sources.openverse_spec import OpenverseSourceSpec
 
 TOKEN_PATH = "/v1/auth_tokens/token/"
 ANON_MAX_PAGE_SIZE = 20

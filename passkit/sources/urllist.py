@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from passkit.config import URLLIST_FIELDS, UrlListSourceSpec
 from passkit.records import Candidate
+from passkit.sources.urllist_spec import URLLIST_FIELDS, UrlListSourceSpec
 
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 _SURROGATE = re.compile("[\udc80-\udcff]")

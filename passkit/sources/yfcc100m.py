@@ -27,9 +27,9 @@ from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from passkit import licenses
-from passkit.config import Yfcc100mSourceSpec
 from passkit.records import Candidate
 from passkit.sources.urllist import open_binary
+from passkit.sources.yfcc100m_spec import Yfcc100mSourceSpec
 
 COLUMNS = (
     "photo_id", "user_nsid", "user_nickname", "date_taken", "date_uploaded", "capture_device", "title",
