@@ -142,7 +142,8 @@ class DetectorSpec(_Model):
     required: bool = Field(
         True, description="false: skipped with a note when its weights are not found under PASSKIT_MODELS"
     )
-    # --- people filter issue: review band, tiling, fallbacks, local torchvision weights (additive)
+    # Review band, tiling, fallbacks, local torchvision weights: each optional, so a spec that sets none
+    # of them validates as it did before they existed.
     review: float | None = Field(
         None, ge=0, le=1,
         description="top scores in [review, threshold) send the image to the human review queue instead "
