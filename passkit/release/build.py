@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from passkit.config import PipelineSpec
-from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
+from passkit.ledger import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
 from passkit.release import documents, manifest
 from passkit.release.curate import curate
 from passkit.shards import index_tar, write_tar
