@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from passkit.config import TakedownSpec
+from passkit.records import Stage, Status
 from passkit.release import documents, manifest
 from passkit.release.curate import takedown_matches
 from passkit.shards import iter_samples, sha256_file, write_tar
@@ -148,10 +149,10 @@ def takedown(
         for key in sorted(hits):
             r, t = hits[key]
             row = {c: r.get(c) for c in rej.schema.names}
-            row.update({"key": key, "url": r.get("source_url"), "stage": "takedown", "reason": "takedown",
+            row.update({"key": key, "url": r.get("source_url"), "stage": str(Stage.TAKEDOWN), "reason": "takedown",
                         "detail": t.reason})
             if "status" in row:
-                row["status"] = "rejected"
+                row["status"] = str(Status.REJECTED)
             if "transient" in row:
                 row["transient"] = False
             added.append(row)
@@ -173,7 +174,7 @@ def takedown(
         c["kept"] = c["kept"] - n
         c["rejected"] = c["rejected"] + n
         by_stage, by_reason = Counter(c["by_stage"]), Counter(c["by_reason"])
-        by_stage["takedown"] += n
+        by_stage[str(Stage.TAKEDOWN)] += n
         by_reason["takedown"] += n
         c["by_stage"], c["by_reason"] = dict(sorted(by_stage.items())), dict(sorted(by_reason.items()))
         m["shards"] = shards
