@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from passkit.config import TakedownSpec
 from passkit.records import Stage, Status
 from passkit.release import documents, manifest
+from passkit.release.build import INDEX_FILE, MANIFEST_FILE, REJECTED_FILE
 from passkit.release.curate import takedown_matches
 from passkit.shards import iter_samples, sha256_file, write_tar
 
@@ -88,7 +89,7 @@ def takedown(
     errors = manifest.validation_errors(old)
     if errors:
         raise TakedownError(f"{src}/manifest.json fails its schema; run `passkit audit {src}` first: {errors[0]}")
-    index = pq.read_table(src / "index.parquet")
+    index = pq.read_table(src / INDEX_FILE)
     rows = index.to_pylist()
     hits: dict[str, tuple[dict[str, Any], TakedownSpec]] = {}
     for r in rows:
@@ -142,8 +143,8 @@ def takedown(
             result.shards_rewritten.append(rel)
 
         keep_rows = [r for r in rows if r["key"] not in hits]
-        pq.write_table(pa.Table.from_pylist(keep_rows, schema=index.schema), tmp / "index.parquet")
-        rej = pq.read_table(src / "rejected.parquet")
+        pq.write_table(pa.Table.from_pylist(keep_rows, schema=index.schema), tmp / INDEX_FILE)
+        rej = pq.read_table(src / REJECTED_FILE)
         rej_rows = rej.to_pylist()
         added = []
         for key in sorted(hits):
@@ -158,14 +159,14 @@ def takedown(
             added.append(row)
             result.removed.append({"key": key, "reason": t.reason, "sha256": r["sha256"], "shard": r["shard"]})
         rej_rows += added
-        pq.write_table(pa.Table.from_pylist(rej_rows, schema=rej.schema), tmp / "rejected.parquet")
+        pq.write_table(pa.Table.from_pylist(rej_rows, schema=rej.schema), tmp / REJECTED_FILE)
 
         m = json.loads(json.dumps(old))
         m["version"] = new_version
         m["release"] = f"{old['name']}-{new_version}"
         m["created"] = created or _created()
         m["previous"] = {"release": old["release"], "version": old["version"],
-                         "manifest_sha256": sha256_file(src / "manifest.json")}
+                         "manifest_sha256": sha256_file(src / MANIFEST_FILE)}
         m["removals"] = [*old.get("removals", []),
                          *({"key": x["key"], "reason": x["reason"], "sha256": x["sha256"], "version": new_version}
                            for x in result.removed)]
@@ -181,8 +182,8 @@ def takedown(
         m["files"] = {}
         index_rows = [{**r, "scores": r.get("scores") or []} for r in keep_rows]
         written = documents.write_all(tmp, m, index_rows, rej_rows)
-        m["files"] = documents.file_entries(tmp, ["index.parquet", "rejected.parquet", *written])
-        manifest.write(tmp / "manifest.json", m)
+        m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
+        manifest.write(tmp / MANIFEST_FILE, m)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dst)
     except BaseException:
