@@ -67,7 +67,7 @@ class _UnitState:
         self.decisions, self.attributions = [None] * n, [None] * n
         self.checked, self.transient = [None] * n, [False] * n
 
-    def open(self) -> list[int]:
+    def undecided(self) -> list[int]:
         """Candidates no stage has ended and no earlier run settled."""
         return [i for i, d in enumerate(self.decisions) if d is None and i not in self.reused]
 
@@ -101,6 +101,7 @@ class UnitRunner:
         return self._people
 
     def run(self, unit: Unit, units_dir: Path) -> UnitResult:
+        """The unit's stages in order, then its files; the ledger, written last, marks it done."""
         t0 = time.monotonic()
         state = _UnitState(unit)
         self._gate(state)
@@ -111,12 +112,7 @@ class UnitRunner:
         tar_path, ledger_path = ledger.unit_paths(units_dir, unit.index)
         self._stage(state, tar_path)
         rows = self._rows(state)
-        ledger.write_people_sidecar(
-            ledger_path, {unit.candidates[i].key: b for i, b in state.boxes.items()},
-            [unit.candidates[i].key for i in state.reused],
-        )
-        ledger.write_ledger(ledger_path, rows, unit.fingerprint(self.settings), self.settings_digest,
-                            self._detectors())
+        self._write(state, rows, ledger_path)
         result = ledger.summarize_rows(unit.index, rows)
         result.seconds, result.fetched, result.reused = time.monotonic() - t0, state.fetched, len(state.reused)
         return result
@@ -159,7 +155,7 @@ class UnitRunner:
 
     def _fetch_and_check(self, state: _UnitState) -> None:
         """Fetch and check concurrently; decoding releases the GIL for most of its time."""
-        todo = state.open()
+        todo = state.undecided()
         state.fetched = len(todo)
 
         def one(i: int) -> tuple[int, Decision | images.CheckedImage, bool]:
@@ -231,6 +227,14 @@ class UnitRunner:
             rows.append(ledger.ledger_row(index, i, c, d, state.attributions[i], ci.info if ci else None,
                                           state.transient[i], state.scores.get(i, {})))
         return rows
+
+    def _write(self, state: _UnitState, rows: list[dict[str, Any]], ledger_path: Path) -> None:
+        """The review sidecar, then the ledger with the unit's fingerprint, settings and detectors."""
+        keys = [c.key for c in state.unit.candidates]
+        ledger.write_people_sidecar(ledger_path, {keys[i]: b for i, b in state.boxes.items()},
+                                    [keys[i] for i in state.reused])
+        ledger.write_ledger(ledger_path, rows, state.unit.fingerprint(self.settings), self.settings_digest,
+                            self._detectors())
 
     def _detectors(self) -> dict[str, Any]:
         """The people filter's detectors, recorded in the ledger (units must agree on them)."""
