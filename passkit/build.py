@@ -13,17 +13,24 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from passkit import jpeg_planes
+from passkit import jpeg_planes, process
 from passkit.config import PipelineSpec
 from passkit.executors import WorkerPool, run_local, run_ray
-from passkit.pipeline import Unit, UnitResult, ledger_transient, stage_settings, summarize_ledger, unit_done
+from passkit.ledger import (
+    LEFTOVER_GLOB,
+    UnitResult,
+    ledger_transient,
+    summarize_ledger,
+    unit_done,
+    unit_paths,
+)
+from passkit.pipeline import Unit, stage_settings
 from passkit.release.build import ReleaseSummary, build_release
 from passkit.sources import open_source
 
@@ -97,21 +104,12 @@ def _units(candidates: Iterator, size: int) -> Iterator[Unit]:
 
 def _clean_leftovers(units_dir: Path, release_dir: Path) -> None:
     """Remove what a killed run left half-written: temp files beside units, partial releases."""
-    for tmp in units_dir.glob(".unit-*.tmp-*"):
+    for tmp in units_dir.glob(LEFTOVER_GLOB):
         tmp.unlink(missing_ok=True)
     if release_dir.parent.is_dir():
         for pattern in (f".{release_dir.name}.partial-*", f".{release_dir.name}.old-*"):
             for d in release_dir.parent.glob(pattern):
                 shutil.rmtree(d, ignore_errors=True)
-
-
-def _warm_release_imports(plots: bool) -> None:
-    try:
-        from passkit.release import report
-
-        report.warm_up(plots)
-    except Exception:  # only a head start: the release imports it again and reports any error
-        pass
 
 
 def build(
@@ -152,10 +150,7 @@ def build(
         if on_unit:
             on_unit(progress, r)
 
-    # The release step's templates (and plotting library, for the people filter's histograms)
-    # load while the workers crawl (this process mostly waits then): off the end of every build.
-    threading.Thread(target=_warm_release_imports, args=(spec.people.enabled,), name="passkit-warm",
-                     daemon=True).start()
+    process.warm_release_imports(spec.people.enabled)
     with open_source(spec.source) as src:
         source_description = src.describe()
 
@@ -163,7 +158,7 @@ def build(
             for unit in _units(iter(src.candidates()), spec.work.unit_size):
                 indices.append(unit.index)
                 if unit_done(units_dir, unit, settings):
-                    ledger = units_dir / f"{unit.name}.parquet"
+                    ledger = unit_paths(units_dir, unit.index)[1]
                     if retry_failed and ledger_transient(ledger):
                         unit.retry = True
                         retrying.add(unit.index)

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import json
-import os
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +73,7 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
 
         pool = WorkerPool(workers)
     from passkit.build import BuildProgress, build
-    from passkit.pipeline import UnitResult
+    from passkit.ledger import UnitResult
 
     console.print(f"[bold]passkit build[/] {spec.release_name}  ({args.spec})")
     with Progress(
@@ -562,20 +557,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `passkit` console script: main(), then exit without tearing the interpreter down.
-
-    After a build the interpreter holds pyarrow, pandas, OpenCV, Jinja and the release's data;
-    freeing all of that object by object took 0.2-0.3 s of every command (2 % of the ingest
-    benchmark's build), for memory the OS takes back at once. Exit handlers still run and output
-    is flushed; a command that leaves a non-daemon thread running exits the normal way."""
+    """The `passkit` console script: main(), then exit without tearing the interpreter down
+    (passkit.process.exit_without_teardown says why)."""
     code = main()
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+    from passkit.process import exit_without_teardown
+
+    exit_without_teardown(code)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,15 @@ from PIL import Image, ImageOps
 from passkit import jpeg_planes
 from passkit.config import ImageSpec
 from passkit.filters.quality import flat_fraction
+from passkit.reasons import Rejection
 from passkit.records import ImageInfo
 
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: camera JPEGs with extra frames; the first is the photo
 
 
-class ImageReject(Exception):
+class ImageReject(Rejection):
     """The bytes are not a usable image; `reason` is the short code recorded in the ledger."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import urllib.parse
 from dataclasses import dataclass
 from functools import cache
 
+from passkit.reasons import Rejection
 from passkit.records import REQUIRED_ATTRIBUTION, Attribution, Candidate
 
 FAMILIES = ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd")
@@ -121,13 +122,8 @@ class License:
         return self.non_commercial or self.no_derivatives or self.share_alike
 
 
-class LicenseError(ValueError):
+class LicenseError(Rejection, ValueError):
     """Input that does not name exactly one licence in the registry."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def _make_id(family: str, version: str, port: str | None) -> str:

@@ -56,6 +56,7 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)
     # (reason, detail) when the source could not read this row (wrong column count, bad encoding, no
     # URL, ...): the unit rejects it at the source stage, so it lands in rejected.parquet, not in a crash.
+    # The reasons are registered in passkit.reasons.
     error: tuple[str, str] | None = None
 
     @property
@@ -70,12 +71,18 @@ class Status(StrEnum):
 
 
 class Stage(StrEnum):
+    """Every stage that can end a candidate, in funnel order: the unit's stages, then the release's
+    (passkit.release.curate); the report and manifest list them in this order."""
+
     SOURCE = "source"
     LICENSE = "license"
     FETCH = "fetch"
     IMAGE = "image"
     PEOPLE = "people"
+    QUALITY = "quality"
+    DECONTAMINATION = "decontamination"
     DEDUP = "dedup"
+    CREATOR_CAP = "creator_cap"
     TAKEDOWN = "takedown"
 
 
@@ -85,7 +92,7 @@ class Decision:
 
     status: Status
     stage: Stage | None = None
-    reason: str | None = None  # short, groupable: "http_404", "license_not_allowed", "people"
+    reason: str | None = None  # short, groupable, one of passkit.reasons.REASONS: "http_404", "people"
     detail: str | None = None  # free text for humans
     scores: dict[str, float] = field(default_factory=dict)
 

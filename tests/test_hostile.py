@@ -21,7 +21,8 @@ from crawlfixtures import candidate, jpeg, spec
 
 from passkit.config import FetchSpec
 from passkit.fetch import Fetcher
-from passkit.pipeline import Unit, UnitRunner, unit_paths
+from passkit.ledger import unit_paths
+from passkit.pipeline import Unit, UnitRunner
 from passkit.shards import iter_members
 
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageFilter
 from passkit import images, licenses
 from passkit.audit import audit
 from passkit.config import PipelineSpec, parse_spec
-from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, unit_paths
+from passkit.ledger import DETECTORS_META, LEDGER_SCHEMA, unit_paths
 from passkit.records import Candidate, Sample
 from passkit.release.build import build_release
 from passkit.release.curate import STAGE_ORDER, takedown_matches

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from passkit.config import PipelineSpec
-    from passkit.pipeline import Unit, UnitResult
+    from passkit.ledger import UnitResult
+    from passkit.pipeline import Unit
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _PRELOAD = ["passkit.executors.local", "passkit.pipeline"]

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from passkit.config import PipelineSpec
-from passkit.pipeline import Unit, UnitResult, runner_for
+from passkit.ledger import UnitResult
+from passkit.pipeline import Unit, runner_for
 
 
 class ExecutorError(RuntimeError):

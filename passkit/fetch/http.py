@@ -40,6 +40,7 @@ from passkit.config import FetchSpec
 from passkit.fetch.limiter import HostLimiter
 from passkit.fetch.robots import RobotsCache, product_token
 from passkit.fetch.ssrf import Guard, Refused
+from passkit.reasons import Rejection
 
 T = TypeVar("T")
 
@@ -92,10 +93,12 @@ class FetchResult:
     seconds: float = 0.0
 
 
-class _Fail(Exception):
+class _Fail(Rejection):
+    """One attempt's failure, inside the fetcher; `fetch` turns the last one into a FetchResult."""
+
     def __init__(self, reason: str, detail: str, transient: bool = False, retry_after: float | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.transient, self.retry_after = reason, detail, transient, retry_after
+        super().__init__(reason, detail, transient)
+        self.retry_after = retry_after  # seconds a 429/503 asked for, honoured by the backoff
 
 
 def _retry_after(value: str | None) -> float | None:

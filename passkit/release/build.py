@@ -24,11 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from passkit.config import PipelineSpec
-from passkit.pipeline import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
+from passkit.ledger import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
 from passkit.release import documents, manifest
 from passkit.release.curate import curate
 from passkit.shards import index_tar, write_tar
 
+INDEX_FILE = "index.parquet"  # the kept samples, one row each
+REJECTED_FILE = "rejected.parquet"  # every candidate that did not make it, with stage and reason
+MANIFEST_FILE = "manifest.json"
 INDEX_COLUMNS = [
     "key", "shard", "sha256", "phash", "width", "height", "bytes", "title", "creator", "creator_url",
     "landing_url", "source_url", "provider", "license", "license_name", "license_url", "attribution",
@@ -173,9 +176,9 @@ def build_release(
     finally:
         staging.close()
 
-    _write_parquet(tmp / "index.parquet", index_rows, _index_schema())
+    _write_parquet(tmp / INDEX_FILE, index_rows, _index_schema())
     _write_parquet(
-        tmp / "rejected.parquet",
+        tmp / REJECTED_FILE,
         [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected],
         LEDGER_SCHEMA_REJECTED,
     )
@@ -202,8 +205,8 @@ def build_release(
     m["review"] = review  # people-filter issue: what humans verified (review queue and spot checks)
     rejected_rows = [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected]
     written = documents.write_all(tmp, m, index_rows, rejected_rows)
-    m["files"] = documents.file_entries(tmp, ["index.parquet", "rejected.parquet", *written])
-    manifest.write(tmp / "manifest.json", m)
+    m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
+    manifest.write(tmp / MANIFEST_FILE, m)
 
     # Swap the finished release into place; an older build of the same version goes.
     if release_dir.exists():

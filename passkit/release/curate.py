@@ -27,15 +27,9 @@ from typing import Any
 from passkit.config import PipelineSpec, TakedownSpec
 from passkit.records import Stage, Status
 
-# Stage names in funnel order (the unit stages first, then the release stages above).
-QUALITY = "quality"
-DECONTAMINATION = "decontamination"
-CREATOR_CAP = "creator_cap"
 QUALITY_CHUNK = 512  # staged images held in memory at once by the quality check
-STAGE_ORDER = (
-    str(Stage.SOURCE), str(Stage.LICENSE), str(Stage.FETCH), str(Stage.IMAGE), str(Stage.PEOPLE),
-    QUALITY, DECONTAMINATION, str(Stage.DEDUP), CREATOR_CAP, str(Stage.TAKEDOWN),
-)
+# Stage names in funnel order (the unit stages first, then the release stages above).
+STAGE_ORDER = tuple(str(s) for s in Stage)
 
 
 def creator_identity(row: dict[str, Any]) -> str:
@@ -68,8 +62,8 @@ class Curated:
     curation: dict[str, Any] = field(default_factory=dict)  # settings and numbers for the manifest
 
 
-def _reject(r: dict[str, Any], stage: str, reason: str, detail: str) -> dict[str, Any]:
-    return {**r, "status": str(Status.REJECTED), "stage": stage, "reason": reason, "detail": detail}
+def _reject(r: dict[str, Any], stage: Stage, reason: str, detail: str) -> dict[str, Any]:
+    return {**r, "status": str(Status.REJECTED), "stage": str(stage), "reason": reason, "detail": detail}
 
 
 def curate(
@@ -90,16 +84,16 @@ def curate(
         if r["status"] != Status.KEPT:
             rejected.append(r)
         elif r["key"] in keys:
-            rejected.append(_reject(r, str(Stage.SOURCE), "duplicate_candidate",
+            rejected.append(_reject(r, Stage.SOURCE, "duplicate_candidate",
                                     "the same source id appeared in two work units"))
         else:
             keys.add(r["key"])
             kept.append(r)
     curation: dict[str, Any] = {}
 
-    def step(name: str) -> None:
+    def step(stage: Stage) -> None:
         if on_step:
-            on_step(name, len(kept))
+            on_step(str(stage), len(kept))
 
     # Quality: from the flat fraction the image check measured (in the ledger); rows from ledgers
     # older than that column are decoded at 1/8 scale on a thread pool (Pillow releases the GIL
@@ -126,10 +120,10 @@ def curate(
             if v is None:
                 nxt.append(r)
             else:
-                rejected.append(_reject(r, QUALITY, v.reason, v.detail))
+                rejected.append(_reject(r, Stage.QUALITY, v.reason, v.detail))
         kept = nxt
         curation["blank_fraction"] = rs.blank_fraction
-    step(QUALITY)
+    step(Stage.QUALITY)
 
     # Decontamination against evaluation sets.
     if rs.exclude_near and kept:
@@ -140,7 +134,7 @@ def curate(
         for i, r in enumerate(kept):
             if i in hits:
                 j, d = hits[i]
-                rejected.append(_reject(r, DECONTAMINATION, "near_eval_set",
+                rejected.append(_reject(r, Stage.DECONTAMINATION, "near_eval_set",
                                         f"pHash within {d} bits of evaluation image {ref.names[j]}"))
             else:
                 nxt.append(r)
@@ -149,14 +143,14 @@ def curate(
             "sets": [str(p) for p in rs.exclude_near], "hashes": len(ref.names),
             "unreadable": len(ref.skipped), "hamming": rs.exclude_near_hamming,
         }
-    step(DECONTAMINATION)
+    step(Stage.DECONTAMINATION)
 
     # Exact duplicates, then near-duplicates; the first in source order stays.
     first_by_sha: dict[str, str] = {}
     nxt = []
     for r in kept:
         if r["sha256"] in first_by_sha:
-            rejected.append(_reject(r, str(Stage.DEDUP), "duplicate", f"same image bytes as {first_by_sha[r['sha256']]}"))
+            rejected.append(_reject(r, Stage.DEDUP, "duplicate", f"same image bytes as {first_by_sha[r['sha256']]}"))
         else:
             first_by_sha[r["sha256"]] = r["key"]
             nxt.append(r)
@@ -170,11 +164,11 @@ def curate(
             if n is None:
                 nxt.append(r)
             else:
-                rejected.append(_reject(r, str(Stage.DEDUP), "near_duplicate",
+                rejected.append(_reject(r, Stage.DEDUP, "near_duplicate",
                                         f"near-duplicate of {kept[n.kept]['key']} (Hamming distance {n.distance})"))
         kept = nxt
     curation["near_dup_hamming"] = rs.near_dup_hamming
-    step(str(Stage.DEDUP))
+    step(Stage.DEDUP)
 
     # Per-creator cap, first in source order.
     if rs.max_per_creator is not None:
@@ -184,13 +178,13 @@ def curate(
             who = creator_identity(r)
             seen[who] += 1
             if who and seen[who] > rs.max_per_creator:
-                rejected.append(_reject(r, CREATOR_CAP, "creator_cap",
+                rejected.append(_reject(r, Stage.CREATOR_CAP, "creator_cap",
                                         f"creator {r.get('creator')!r} already has {rs.max_per_creator} samples"))
             else:
                 nxt.append(r)
         kept = nxt
         curation["max_per_creator"] = rs.max_per_creator
-    step(CREATOR_CAP)
+    step(Stage.CREATOR_CAP)
 
     # Takedowns from the spec: recorded as removals so audits prove the samples stay out.
     removals: list[dict[str, Any]] = []
@@ -201,8 +195,8 @@ def curate(
             if t is None:
                 nxt.append(r)
             else:
-                rejected.append(_reject(r, str(Stage.TAKEDOWN), "takedown", t.reason))
+                rejected.append(_reject(r, Stage.TAKEDOWN, "takedown", t.reason))
                 removals.append({"key": r["key"], "reason": t.reason, "sha256": r["sha256"]})
         kept = nxt
-    step(str(Stage.TAKEDOWN))
+    step(Stage.TAKEDOWN)
     return Curated(kept, rejected, removals, curation)

@@ -35,7 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from passkit.config import TakedownSpec
+from passkit.records import Stage, Status
 from passkit.release import documents, manifest
+from passkit.release.build import INDEX_FILE, MANIFEST_FILE, REJECTED_FILE
 from passkit.release.curate import takedown_matches
 from passkit.shards import iter_samples, sha256_file, write_tar
 
@@ -87,7 +89,7 @@ def takedown(
     errors = manifest.validation_errors(old)
     if errors:
         raise TakedownError(f"{src}/manifest.json fails its schema; run `passkit audit {src}` first: {errors[0]}")
-    index = pq.read_table(src / "index.parquet")
+    index = pq.read_table(src / INDEX_FILE)
     rows = index.to_pylist()
     hits: dict[str, tuple[dict[str, Any], TakedownSpec]] = {}
     for r in rows:
@@ -141,30 +143,30 @@ def takedown(
             result.shards_rewritten.append(rel)
 
         keep_rows = [r for r in rows if r["key"] not in hits]
-        pq.write_table(pa.Table.from_pylist(keep_rows, schema=index.schema), tmp / "index.parquet")
-        rej = pq.read_table(src / "rejected.parquet")
+        pq.write_table(pa.Table.from_pylist(keep_rows, schema=index.schema), tmp / INDEX_FILE)
+        rej = pq.read_table(src / REJECTED_FILE)
         rej_rows = rej.to_pylist()
         added = []
         for key in sorted(hits):
             r, t = hits[key]
             row = {c: r.get(c) for c in rej.schema.names}
-            row.update({"key": key, "url": r.get("source_url"), "stage": "takedown", "reason": "takedown",
+            row.update({"key": key, "url": r.get("source_url"), "stage": str(Stage.TAKEDOWN), "reason": "takedown",
                         "detail": t.reason})
             if "status" in row:
-                row["status"] = "rejected"
+                row["status"] = str(Status.REJECTED)
             if "transient" in row:
                 row["transient"] = False
             added.append(row)
             result.removed.append({"key": key, "reason": t.reason, "sha256": r["sha256"], "shard": r["shard"]})
         rej_rows += added
-        pq.write_table(pa.Table.from_pylist(rej_rows, schema=rej.schema), tmp / "rejected.parquet")
+        pq.write_table(pa.Table.from_pylist(rej_rows, schema=rej.schema), tmp / REJECTED_FILE)
 
         m = json.loads(json.dumps(old))
         m["version"] = new_version
         m["release"] = f"{old['name']}-{new_version}"
         m["created"] = created or _created()
         m["previous"] = {"release": old["release"], "version": old["version"],
-                         "manifest_sha256": sha256_file(src / "manifest.json")}
+                         "manifest_sha256": sha256_file(src / MANIFEST_FILE)}
         m["removals"] = [*old.get("removals", []),
                          *({"key": x["key"], "reason": x["reason"], "sha256": x["sha256"], "version": new_version}
                            for x in result.removed)]
@@ -173,15 +175,15 @@ def takedown(
         c["kept"] = c["kept"] - n
         c["rejected"] = c["rejected"] + n
         by_stage, by_reason = Counter(c["by_stage"]), Counter(c["by_reason"])
-        by_stage["takedown"] += n
+        by_stage[str(Stage.TAKEDOWN)] += n
         by_reason["takedown"] += n
         c["by_stage"], c["by_reason"] = dict(sorted(by_stage.items())), dict(sorted(by_reason.items()))
         m["shards"] = shards
         m["files"] = {}
         index_rows = [{**r, "scores": r.get("scores") or []} for r in keep_rows]
         written = documents.write_all(tmp, m, index_rows, rej_rows)
-        m["files"] = documents.file_entries(tmp, ["index.parquet", "rejected.parquet", *written])
-        manifest.write(tmp / "manifest.json", m)
+        m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
+        manifest.write(tmp / MANIFEST_FILE, m)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dst)
     except BaseException:

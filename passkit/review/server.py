@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from passkit.ledger import ledger_paths, people_sidecar, unit_paths
 from passkit.records import Status
 from passkit.review.store import LABELS, ReviewStore, ReviewStoreError
 
@@ -51,7 +52,7 @@ def load_queue(work_dir: Path, sample: int = 0, seed: int = 0) -> tuple[list[Que
     """The review-band rows of the work folder's units (and `sample` random kept rows), queued in the store."""
     work_dir = Path(work_dir)
     units = work_dir / "units"
-    ledgers = sorted(units.glob("unit-*.parquet"))
+    ledgers = ledger_paths(units)
     if not ledgers:
         raise ReviewError(f"{units} holds no finished work units; run `passkit build SPEC` first "
                           "(WORKDIR is the spec's work.dir, e.g. work/demo)")
@@ -74,7 +75,7 @@ def load_queue(work_dir: Path, sample: int = 0, seed: int = 0) -> tuple[list[Que
     kinds = store.items()
     boxes: dict[str, dict[str, Any]] = {}
     for ledger in ledgers:
-        side = ledger.with_name(ledger.stem + ".people.json")
+        side = people_sidecar(ledger)
         if side.is_file():
             with contextlib.suppress(OSError, ValueError):  # boxes are a help, not a requirement
                 boxes.update(json.loads(side.read_text()))
@@ -95,7 +96,7 @@ class _Images:
 
         self.where: dict[str, tuple[Path, int, int]] = {}
         for unit in sorted({it.unit for it in items}):
-            tar = units / f"unit-{unit:06d}.tar"
+            tar = unit_paths(units, unit)[0]
             for m in check_tar(tar):
                 if m.name.endswith(".jpg"):
                     self.where[m.name[: -len(".jpg")]] = (tar, m.offset_data, m.size)
