@@ -1,4 +1,4 @@
-"""`passkit filter eval`: metrics, sweep, curve, on hand-made items and on ../shared/data/person_dev*."""
+"""`passkit filter eval`: metrics, sweep, curve, on hand-made items, person_dev and person_dev_coco."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def _eval(folder: Path, tmp_path: Path, capsys, *extra: str) -> dict:
     return rep
 
 
-def test_eval_on_person_dev(shared_dir, tmp_path, capsys):
-    rep = _eval(shared_dir / "data" / "person_dev", tmp_path, capsys)
+def test_eval_on_person_dev(person_dev_dir, tmp_path, capsys):
+    rep = _eval(person_dev_dir, tmp_path, capsys)
     assert (rep["images"], rep["positives"], rep["negatives"], rep["errors"]) == (24, 4, 20, 0)
     assert rep["ensemble"]["recall"] == 1.0  # every person photo rejected outright
     names = [d["name"] for d in rep["detectors"]]
@@ -73,22 +73,18 @@ def test_eval_on_person_dev(shared_dir, tmp_path, capsys):
     assert {r["detector"] for r in rep["sweep"]} == {*names, "ensemble"}
 
 
-def test_eval_without_weights_uses_the_stand_ins(shared_dir, tmp_path, capsys, monkeypatch):
+def test_eval_without_weights_uses_the_stand_ins(person_dev_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PASSKIT_MODELS", str(tmp_path / "empty"))
-    rep = _eval(shared_dir / "data" / "person_dev", tmp_path, capsys)
+    rep = _eval(person_dev_dir, tmp_path, capsys)
     assert [d["name"] for d in rep["detectors"]] == ["mtcnn", "hog"]
     assert {s["name"] for s in rep["skipped"]} == {"yolox_nano", "yolo_fastest_body", "yunet"}
     assert rep["ensemble"]["recall"] == 1.0 and rep["ensemble"]["frr"] <= 0.05
 
 
 @pytest.mark.slow  # ~30 s on 2 idle cores: 297 photos through the three detectors
-def test_eval_on_person_dev_coco_matches_the_documented_numbers(shared_dir, tmp_path, capsys):
+def test_eval_on_person_dev_coco_matches_the_documented_numbers(models_dir, coco_dev_dir, tmp_path, capsys):
     """The default ensemble on 297 real COCO photos (numbers documented in passkit/filters/people.py)."""
-    from passkit import models
-
-    if models.find("yolox_nano") is None:
-        pytest.skip("needs the detector weights (PASSKIT_MODELS=../shared/models)")
-    rep = _eval(shared_dir / "data" / "person_dev_coco", tmp_path, capsys)
+    rep = _eval(coco_dev_dir, tmp_path, capsys)
     assert (rep["positives"], rep["negatives"]) == (162, 135)
     e = rep["ensemble"]
     assert e["recall"] == pytest.approx(0.883, abs=0.01), e
@@ -98,14 +94,10 @@ def test_eval_on_person_dev_coco_matches_the_documented_numbers(shared_dir, tmp_
 
 
 @pytest.mark.slow  # ~60 s on 2 idle cores: yolox_nano runs on 5 crops per photo
-def test_high_recall_spec_on_person_dev_coco(shared_dir, tmp_path, capsys):
+def test_high_recall_spec_on_person_dev_coco(models_dir, coco_dev_dir, tmp_path, capsys):
     """pipelines/people-high-recall.yaml: tiles scored apart (yolox_nano@tiles), more recall inside the FRR budget."""
-    from passkit import models
-
-    if models.find("yolox_nano") is None:
-        pytest.skip("needs the detector weights (PASSKIT_MODELS=../shared/models)")
     spec = Path(__file__).resolve().parents[1] / "pipelines" / "people-high-recall.yaml"
-    rep = _eval(shared_dir / "data" / "person_dev_coco", tmp_path, capsys, "--spec", str(spec))
+    rep = _eval(coco_dev_dir, tmp_path, capsys, "--spec", str(spec))
     e = rep["ensemble"]
     assert "yolox_nano@tiles" in rep["per_detector"]
     assert e["recall"] == pytest.approx(0.907, abs=0.01), e

@@ -139,8 +139,7 @@ def _outcome(license, version, url) -> str:
         return e.reason
 
 
-def _fixture_spellings(shared_dir: Path) -> set[tuple[str | None, str | None, str | None]]:
-    fixtures = shared_dir / "data" / "fixtures"
+def _fixture_spellings(fixtures: Path) -> set[tuple[str | None, str | None, str | None]]:
     found: set[tuple[str | None, str | None, str | None]] = set()
     for f in sorted((fixtures / "openverse").glob("*.json")):
         for r in json.loads(f.read_text()).get("results") or []:
@@ -161,8 +160,8 @@ def _fixture_spellings(shared_dir: Path) -> set[tuple[str | None, str | None, st
     return found
 
 
-def test_every_licence_spelling_in_the_fixtures_is_in_the_table(shared_dir):
-    found = _fixture_spellings(shared_dir)
+def test_every_licence_spelling_in_the_fixtures_is_in_the_table(fixtures_dir):
+    found = _fixture_spellings(fixtures_dir)
     assert len(found) >= 12
     assert found <= set(FIXTURE_SPELLINGS), f"new spellings, add them to the table: {found - set(FIXTURE_SPELLINGS)}"
 

@@ -11,15 +11,13 @@ import pytest
 from passkit import models
 from passkit.cli import main
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-
 
 @pytest.fixture
-def mirror(http_server, shared_dir):
+def mirror(http_server, models_dir: Path):
     """A local mirror of the YuNet and Yolo-Fastest files, laid out like the models folder."""
     for name in ("yunet", "yolo_fastest_body"):
         for f in models.get(name).files:
-            http_server.serve_bytes(f"/m/{f.path}", (SHARED_MODELS / f.path).read_bytes(), "application/octet-stream")
+            http_server.serve_bytes(f"/m/{f.path}", (models_dir / f.path).read_bytes(), "application/octet-stream")
     return http_server
 
 
@@ -61,7 +59,7 @@ def test_fetch_without_network_says_so(tmp_path):
     assert models.fetch("mtcnn", tmp_path) == {"(package)": "ships inside facenet-pytorch; nothing to fetch"}
 
 
-def test_cli_list_verify_fetch(mirror, tmp_path, capsys):
+def test_cli_list_verify_fetch(mirror, models_dir, tmp_path, capsys):
     assert main(["models", "verify", "--dir", str(tmp_path)]) == 0  # nothing there yet: reported, not failed
     assert main(["models", "verify", "yunet", "--dir", str(tmp_path)]) == 1  # asked for and missing
     capsys.readouterr()
@@ -74,9 +72,9 @@ def test_cli_list_verify_fetch(mirror, tmp_path, capsys):
     bad.write_bytes(b"x")
     assert main(["models", "verify", "--dir", str(tmp_path)]) == 1
     assert "sha256 mismatch" in capsys.readouterr().out
-    assert main(["models", "list", "--dir", str(SHARED_MODELS)]) == 0
+    assert main(["models", "list", "--dir", str(models_dir)]) == 0
     assert "detector models" in capsys.readouterr().out
-    assert main(["models", "list", "--json", "--dir", str(SHARED_MODELS)]) == 0
+    assert main(["models", "list", "--json", "--dir", str(models_dir)]) == 0
     listing = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert set(listing) == {"yolox_nano", "yunet", "yolo_fastest_body", "mtcnn", "hog", "torchvision"}
     assert {f["status"] for f in listing["yolox_nano"]["files"]} == {"ok"}
@@ -84,11 +82,11 @@ def test_cli_list_verify_fetch(mirror, tmp_path, capsys):
     assert main(["models", "verify", "nope"]) == 2
 
 
-def test_every_pinned_file_matches_the_shared_copy(shared_dir):
-    """The registry's pins are the bytes in shared/models (which were copied from the source URLs)."""
+def test_every_pinned_file_matches_the_shared_copy(models_dir):
+    """The registry's pins are the bytes in the models folder, shared/models (copied from the source URLs)."""
     for name, m in models.REGISTRY.items():
         for f in m.files:
-            p = SHARED_MODELS / f.path
+            p = models_dir / f.path
             if p.exists():
                 assert models.sha256_file(p) == f.sha256 and p.stat().st_size == f.size, (name, f.path)
     assert json.dumps([f.url for m in models.REGISTRY.values() for f in m.files])  # all serialisable

@@ -1,8 +1,9 @@
 """People filter and detector weights registry.
 
-Detector tests run on `../shared/data/person_dev` (24 hand-labelled sample photos) resized the way the
-pipeline resizes them (longer side 512 px, Pillow LANCZOS, RGB), with weights from `PASSKIT_MODELS`
-(`make test` points it at `../shared/models`). Every detector is built once per module.
+Detector tests run on person_dev (24 hand-labelled sample photos, taken from installed packages by the
+`person_dev_dir` fixture) resized the way the pipeline resizes them (longer side 512 px, Pillow LANCZOS,
+RGB), with weights from `PASSKIT_MODELS` (tests/conftest.py defaults it to `../shared/models`). Every
+detector is built once per module.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from passkit.config import DetectorSpec, PeopleSpec
 from passkit.filters import people
 from passkit.filters.people import Detector, PeopleFilter, PeopleFilterError, PeopleResult
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data" / "person_dev"
-MODELS = Path(os.environ.get(models.ENV_VAR) or SHARED / "models")
+# the folder passkit itself uses (models.models_dir()): $PASSKIT_MODELS, else ~/.cache/passkit/models
+MODELS = Path(os.environ.get(models.ENV_VAR, "").strip() or models.DEFAULT_DIR).expanduser()
 
 ALL = ["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body"]
 WEIGHTED = ["yolox_nano", "yunet", "yolo_fastest_body"]
@@ -38,10 +38,8 @@ MUST_KEEP = [
 # default ensemble, whose yolox_nano threshold of 0.15 was chosen on real photos, person_dev_coco)
 DEFAULT_WITH_WEIGHTS = ["yolox_nano", "yolo_fastest_body", "yunet"]
 
-need_data = pytest.mark.skipif(
-    not (DATA / "labels.csv").is_file(),
-    reason=f"person_dev data not found at {DATA} (the shared/ folder next to the repository)",
-)
+# person_dev is built from installed packages; the fixture skips if one is missing
+need_data = pytest.mark.usefixtures("person_dev_dir")
 
 
 def _have_weights() -> bool:
@@ -53,7 +51,7 @@ def _have_weights() -> bool:
 
 need_weights = pytest.mark.skipif(
     not _have_weights(),
-    reason=f"detector weights not found in {MODELS}; set {models.ENV_VAR}=../shared/models",
+    reason=f"detector weights not found in {MODELS}; set {models.ENV_VAR}=/path/to/models or run `passkit models fetch`",
 )
 
 
@@ -86,12 +84,10 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def dev() -> dict[str, tuple[Image.Image, int]]:
-    if not (DATA / "labels.csv").is_file():
-        pytest.skip(f"person_dev data not found at {DATA}")
-    with open(DATA / "labels.csv", newline="") as f:
+def dev(person_dev_dir: Path) -> dict[str, tuple[Image.Image, int]]:
+    with open(person_dev_dir / "labels.csv", newline="") as f:
         return {
-            Path(r["file"]).name: (load512(DATA / r["file"]), int(r["has_person"])) for r in csv.DictReader(f)
+            Path(r["file"]).name: (load512(person_dev_dir / r["file"]), int(r["has_person"])) for r in csv.DictReader(f)
         }
 
 
@@ -99,7 +95,7 @@ def dev() -> dict[str, tuple[Image.Image, int]]:
 def full(dev) -> PeopleFilter:
     """Every detector, each at threshold 0.5; skips if the weights are absent."""
     if not _have_weights():
-        pytest.skip(f"detector weights not found in {MODELS}; set {models.ENV_VAR}=../shared/models")
+        pytest.skip(f"detector weights not found in {MODELS}; set {models.ENV_VAR}=/path/to/models or run `passkit models fetch`")
     return PeopleFilter(PeopleSpec(detectors=[DetectorSpec(name=n, threshold=0.5) for n in ALL]), MODELS)
 
 
@@ -512,7 +508,7 @@ def test_cuda_without_a_cuda_provider_says_what_to_install(tmp_path):
 
 
 @need_weights
-def test_auto_device_runs_each_detector_where_its_runtime_can(tmp_path):
+def test_auto_device_runs_each_detector_where_its_runtime_can(person_dev_dir, tmp_path):
     """What the Ray executor asks for on a GPU worker: no error for a runtime without CUDA (here,
     on a CPU machine: every one), the same scores as on the CPU."""
     import onnxruntime as ort
@@ -526,7 +522,7 @@ def test_auto_device_runs_each_detector_where_its_runtime_can(tmp_path):
     mtcnn = next(d for d in auto.detectors if d.name == "mtcnn")
     assert mtcnn.device == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available() and want_ort == ["CPUExecutionProvider"]:
-        ims = [load512(DATA / "images" / f) for f in ("skimage_astronaut.png", "skimage_chelsea.png")]
+        ims = [load512(person_dev_dir / "images" / f) for f in ("skimage_astronaut.png", "skimage_chelsea.png")]
         cpu = PeopleFilter(PeopleSpec(device="cpu", detectors=dets), MODELS)
         assert [r.scores for r in auto.score(ims)] == [r.scores for r in cpu.score(ims)]
 

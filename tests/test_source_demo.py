@@ -20,14 +20,12 @@ from passkit.sources import Source, UnknownSourceError, kinds, open_source
 from passkit.sources.demo import DemoSourceSpec
 from passkit.sources.openverse_format import iter_search, result_to_candidate
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "fixtures" / "openverse"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures" / "openverse"
 
 
 def _fixture(name: str) -> dict:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"Openverse fixture not found: {path}")
-    return json.loads(path.read_text())
+    # committed in tests/data: a missing file is a broken checkout, so it fails rather than skips
+    return json.loads((FIXTURES / name).read_text())
 
 
 @pytest.fixture(scope="module")

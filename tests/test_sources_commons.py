@@ -16,8 +16,8 @@ from passkit.sources.commons import CommonsSource, creator_from_html, page_to_ca
 from passkit.sources.commons_spec import CommonsSourceSpec
 
 
-def _fx(shared_dir: Path, name: str) -> dict:
-    return json.loads((shared_dir / "data" / "fixtures" / "wikimedia" / name).read_text())
+def _fx(fixtures_dir: Path, name: str) -> dict:
+    return json.loads((fixtures_dir / "wikimedia" / name).read_text())
 
 
 def _send(h, body: object, status: int = 200) -> None:
@@ -46,8 +46,8 @@ def _spec(server, **kw) -> CommonsSourceSpec:
     return CommonsSourceSpec(**{"api_url": server.url("/w/api.php"), "request_interval": 0, **kw})
 
 
-def test_allimages_without_continuation(http_server, shared_dir):
-    body = _fx(shared_dir, "commons_api_query_allimages_imageinfo_extmetadata_nocontinue.json")
+def test_allimages_without_continuation(http_server, fixtures_dir):
+    body = _fx(fixtures_dir, "commons_api_query_allimages_imageinfo_extmetadata_nocontinue.json")
     wiki = Wiki(http_server, [body])
     with open_source(_spec(http_server, user_agent="passkit-test/1 (+mailto:x@example.org)")) as src:
         cands = list(src.candidates())
@@ -81,12 +81,12 @@ def test_allimages_without_continuation(http_server, shared_dir):
     assert sum(v == "pdm-1.0" for v in outcomes.values()) == 10
 
 
-def test_continuation_and_repeated_pages(http_server, shared_dir):
-    first = _fx(shared_dir, "commons_api_query_imageinfo_extmetadata_with_continue.json")
+def test_continuation_and_repeated_pages(http_server, fixtures_dir):
+    first = _fx(fixtures_dir, "commons_api_query_imageinfo_extmetadata_with_continue.json")
     # the continued answer repeats the batch's pages (props of the same batch), then completes it
     second = {"batchcomplete": "", "continue": {"gaicontinue": "Z", "continue": "gaicontinue||"},
               "query": {"pages": first["query"]["pages"]}}
-    third = _fx(shared_dir, "commons_api_query_allimages_imageinfo_extmetadata_nocontinue.json")
+    third = _fx(fixtures_dir, "commons_api_query_allimages_imageinfo_extmetadata_nocontinue.json")
     wiki = Wiki(http_server, [first, second, third])
     src = CommonsSource(_spec(http_server))
     ids = [c.source_id for c in src.candidates()]
@@ -98,8 +98,8 @@ def test_continuation_and_repeated_pages(http_server, shared_dir):
     assert len(ids) == 9 + 28  # a new batch after batchcomplete: its pages are new candidates
 
 
-def test_category_and_limits(http_server, shared_dir):
-    body = _fx(shared_dir, "commons_api_query_allimages_imageinfo_extmetadata_nocontinue.json")
+def test_category_and_limits(http_server, fixtures_dir):
+    body = _fx(fixtures_dir, "commons_api_query_allimages_imageinfo_extmetadata_nocontinue.json")
     wiki = Wiki(http_server, [body])
     src = CommonsSource(_spec(http_server, category="Category:Niedercunnersdorf", max_images=5, maxlag=None))
     assert len(list(src.candidates())) == 5
@@ -108,8 +108,8 @@ def test_category_and_limits(http_server, shared_dir):
     assert q["gcmtype"] == "file" and "maxlag" not in q
 
 
-def test_single_page_and_edge_cases(shared_dir):
-    page = _fx(shared_dir, "commons_single_page_imageinfo_example.json")
+def test_single_page_and_edge_cases(fixtures_dir):
+    page = _fx(fixtures_dir, "commons_single_page_imageinfo_example.json")
     c = page_to_candidate(page, "allimages")
     assert c.creator == "PtrQs" and c.creator_url == "https://commons.wikimedia.org/wiki/User:PtrQs"
     assert c.title == "20120925 PlozevetBretagne LoneTree DSC07971 PtrQs"
@@ -125,8 +125,8 @@ def test_single_page_and_edge_cases(shared_dir):
     assert creator_from_html(None) == (None, None)
 
 
-def test_non_bitmap_skipped_and_api_errors(http_server, shared_dir):
-    page = _fx(shared_dir, "commons_single_page_imageinfo_example.json")
+def test_non_bitmap_skipped_and_api_errors(http_server, fixtures_dir):
+    page = _fx(fixtures_dir, "commons_single_page_imageinfo_example.json")
     video = json.loads(json.dumps(page))
     video["pageid"], video["imageinfo"][0]["mediatype"] = 2, "VIDEO"
     body = {"batchcomplete": "", "query": {"pages": {"1": page, "2": video}}}

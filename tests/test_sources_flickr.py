@@ -15,8 +15,8 @@ from passkit.sources.flickr import FlickrSource, photo_to_candidate
 from passkit.sources.flickr_spec import FlickrSourceSpec
 
 
-def _fx(shared_dir: Path, name: str) -> dict:
-    return json.loads((shared_dir / "data" / "fixtures" / "flickr" / name).read_text())
+def _fx(fixtures_dir: Path, name: str) -> dict:
+    return json.loads((fixtures_dir / "flickr" / name).read_text())
 
 
 def _send(h, body: object) -> None:
@@ -29,8 +29,8 @@ def _send(h, body: object) -> None:
 
 
 class Rest:
-    def __init__(self, server, shared_dir: Path, pages: int = 1):
-        self.search = _fx(shared_dir, "flickr_photos_search_extras_license_ownername.json")
+    def __init__(self, server, fixtures_dir: Path, pages: int = 1):
+        self.search = _fx(fixtures_dir, "flickr_photos_search_extras_license_ownername.json")
         self.pages = pages
         self.log: list[dict[str, str]] = []
         server.routes["/services/rest/"] = self.handle
@@ -60,9 +60,9 @@ def _spec(server, **kw) -> FlickrSourceSpec:
                                "request_interval": 0, **kw})
 
 
-def test_search_with_licences_extras_and_paging(http_server, shared_dir, monkeypatch):
+def test_search_with_licences_extras_and_paging(http_server, fixtures_dir, monkeypatch):
     monkeypatch.setenv("FLICKR_API_KEY", "KEY")
-    rest = Rest(http_server, shared_dir, pages=2)
+    rest = Rest(http_server, fixtures_dir, pages=2)
     with open_source(_spec(http_server, licenses=["1", "4"], tags=["reef"], max_pages=2)) as src:
         cands = list(src.candidates())
         stats = src.describe()["stats"]
@@ -87,9 +87,9 @@ def test_search_with_licences_extras_and_paging(http_server, shared_dir, monkeyp
     assert {L.gate(x, pol)[0] for x in cands if x.license == "flickr:11"} == {"license_unknown"}
 
 
-def test_live_licence_table(http_server, shared_dir, monkeypatch):
+def test_live_licence_table(http_server, fixtures_dir, monkeypatch):
     monkeypatch.setenv("FLICKR_API_KEY", "KEY")
-    Rest(http_server, shared_dir, pages=2)
+    Rest(http_server, fixtures_dir, pages=2)
     src = FlickrSource(_spec(http_server, license_table="api", max_pages=2))
     cands = list(src.candidates())
     new = [x for x in cands if x.extra["flickr_license"] == "11"]
@@ -98,20 +98,20 @@ def test_live_licence_table(http_server, shared_dir, monkeypatch):
     assert isinstance(a, L.Attribution) and a.license == "cc-by-4.0"
 
 
-def test_key_from_environment_only(http_server, shared_dir, monkeypatch):
+def test_key_from_environment_only(http_server, fixtures_dir, monkeypatch):
     monkeypatch.delenv("FLICKR_API_KEY", raising=False)
     with pytest.raises(ValueError, match="FLICKR_API_KEY"):
         FlickrSource(_spec(http_server))
     monkeypatch.setenv("FLICKR_API_KEY", "WRONG")
-    Rest(http_server, shared_dir)
+    Rest(http_server, fixtures_dir)
     with pytest.raises(ApiError, match="code 100: Invalid API Key"):
         list(FlickrSource(_spec(http_server)).candidates())
     with pytest.raises(ValueError, match="queries or tags"):
         FlickrSourceSpec()
 
 
-def test_single_record_and_missing_url(shared_dir):
-    photo = _fx(shared_dir, "flickr_single_photo_record_with_content_type.json")
+def test_single_record_and_missing_url(fixtures_dir):
+    photo = _fx(fixtures_dir, "flickr_single_photo_record_with_content_type.json")
     c = photo_to_candidate(photo, "q", ["url_l", "url_m"])
     assert c.title.startswith("Surveying Ruperts Reef") and c.extra["description"].startswith("We had")
     assert L.normalise(c.license).id == "cc-by-nc-sa-2.0"

@@ -16,8 +16,8 @@ from passkit.sources.openverse import OpenverseSource
 from passkit.sources.openverse_spec import OpenverseSourceSpec
 
 
-def _fx(shared_dir: Path, name: str) -> dict:
-    return json.loads((shared_dir / "data" / "fixtures" / "openverse" / name).read_text())
+def _fx(fixtures_dir: Path, name: str) -> dict:
+    return json.loads((fixtures_dir / "openverse" / name).read_text())
 
 
 def _send(h, status: int, body: object, headers: dict[str, str] | None = None) -> None:
@@ -38,11 +38,11 @@ def _query(h) -> dict[str, str]:
 class Api:
     """A programmable Openverse: pages per query, a queue of canned failures, request log."""
 
-    def __init__(self, server, shared_dir: Path):
-        self.galah = _fx(shared_dir, "openverse_v1_images_q-galah_2022-03-28_first7of20.json")
-        self.horses = _fx(shared_dir, "openverse_v1_images_q-horses-snort-window_page3_2024-01-10_first3of20.json")
-        self.empty = _fx(shared_dir, "openverse_v1_images_q-querywithnoresults_2024-01-02_empty.json")
-        self.throttled = _fx(shared_dir, "openverse_v1_images_429_throttled_2023-07-10_envelope.json")
+    def __init__(self, server, fixtures_dir: Path):
+        self.galah = _fx(fixtures_dir, "openverse_v1_images_q-galah_2022-03-28_first7of20.json")
+        self.horses = _fx(fixtures_dir, "openverse_v1_images_q-horses-snort-window_page3_2024-01-10_first3of20.json")
+        self.empty = _fx(fixtures_dir, "openverse_v1_images_q-querywithnoresults_2024-01-02_empty.json")
+        self.throttled = _fx(fixtures_dir, "openverse_v1_images_429_throttled_2023-07-10_envelope.json")
         self.failures: list[tuple[int, object, dict[str, str]]] = []
         self.log: list[dict[str, str]] = []
         self.auth: list[str | None] = []
@@ -95,10 +95,10 @@ def _no_sleep(src: OpenverseSource) -> list[float]:
     return waits
 
 
-def test_pages_queries_and_provenance(http_server, shared_dir, monkeypatch):
+def test_pages_queries_and_provenance(http_server, fixtures_dir, monkeypatch):
     monkeypatch.delenv("OPENVERSE_CLIENT_ID", raising=False)
     monkeypatch.delenv("OPENVERSE_CLIENT_SECRET", raising=False)
-    api = Api(http_server, shared_dir)
+    api = Api(http_server, fixtures_dir)
     spec = _spec(http_server, queries=["galah", "horses snort window", "querywithnoresults", "galah"],
                  license=["by", "cc0"], params={"source": "flickr"})
     with open_source(spec) as src:
@@ -123,14 +123,14 @@ def test_pages_queries_and_provenance(http_server, shared_dir, monkeypatch):
     assert desc["stats"]["pages_fetched"] == 6 and desc["stats"]["duplicates"] == 10
 
 
-def test_empty_results(http_server, shared_dir):
-    Api(http_server, shared_dir)
+def test_empty_results(http_server, fixtures_dir):
+    Api(http_server, fixtures_dir)
     with open_source(_spec(http_server, queries=["querywithnoresults"])) as src:
         assert list(src.candidates()) == []
 
 
-def test_recorded_429_envelope_without_retry_after_stops_with_a_clear_error(http_server, shared_dir):
-    api = Api(http_server, shared_dir)
+def test_recorded_429_envelope_without_retry_after_stops_with_a_clear_error(http_server, fixtures_dir):
+    api = Api(http_server, fixtures_dir)
     env = api.throttled
     api.failures.append((env["status"], env["body"], env["headers"]))
     src = OpenverseSource(_spec(http_server))
@@ -140,8 +140,8 @@ def test_recorded_429_envelope_without_retry_after_stops_with_a_clear_error(http
     assert e.value.wait == 3600 and waits == []  # read from the body; never slept an hour
 
 
-def test_429_with_retry_after_is_honoured(http_server, shared_dir):
-    api = Api(http_server, shared_dir)
+def test_429_with_retry_after_is_honoured(http_server, fixtures_dir):
+    api = Api(http_server, fixtures_dir)
     api.failures += [(429, {"detail": "Request was throttled."}, {"Retry-After": "2"}),
                      (503, {"detail": "busy"}, {"Retry-After": "1"})]
     src = OpenverseSource(_spec(http_server))
@@ -155,8 +155,8 @@ def test_429_with_retry_after_is_honoured(http_server, shared_dir):
         list(src2.candidates())
 
 
-def test_client_credentials_token_and_page_size(http_server, shared_dir, monkeypatch):
-    api = Api(http_server, shared_dir)
+def test_client_credentials_token_and_page_size(http_server, fixtures_dir, monkeypatch):
+    api = Api(http_server, fixtures_dir)
     with pytest.raises(ValueError, match="needs a token"):
         OpenverseSource(_spec(http_server, page_size=100))
     monkeypatch.setenv("OPENVERSE_CLIENT_ID", "cid")
@@ -173,10 +173,10 @@ def test_client_credentials_token_and_page_size(http_server, shared_dir, monkeyp
         OpenverseSource(_spec(http_server))
 
 
-def test_cursor_journal_resumes_without_refetching(http_server, shared_dir, tmp_path, monkeypatch):
+def test_cursor_journal_resumes_without_refetching(http_server, fixtures_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENVERSE_CLIENT_ID", raising=False)
     monkeypatch.delenv("OPENVERSE_CLIENT_SECRET", raising=False)
-    api = Api(http_server, shared_dir)
+    api = Api(http_server, fixtures_dir)
     cursor = tmp_path / "cur" / "pages.jsonl"
     spec = _spec(http_server, queries=["galah", "horses snort window"], cursor=str(cursor))
     # first run: throttled on the second query's page; the galah pages are journalled
@@ -206,8 +206,8 @@ def test_cursor_journal_resumes_without_refetching(http_server, shared_dir, tmp_
     assert src.stats["pages_replayed"] == 0
 
 
-def test_malformed_result_is_a_rejected_candidate(http_server, shared_dir):
-    api = Api(http_server, shared_dir)
+def test_malformed_result_is_a_rejected_candidate(http_server, fixtures_dir):
+    api = Api(http_server, fixtures_dir)
     bad = dict(api.galah, page_count=1, results=[{"id": "x1", "title": "no url"}, api.galah["results"][2]])
     api.failures.append((200, bad, {}))
     src = OpenverseSource(_spec(http_server))

@@ -20,8 +20,8 @@ from passkit.sources.yfcc100m_spec import Yfcc100mSourceSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sample(shared_dir: Path) -> Path:
-    return shared_dir / "data" / "fixtures" / "yfcc100m" / "yfcc100m_dataset_sample_23col_4lines.tsv"
+def _sample(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "yfcc100m" / "yfcc100m_dataset_sample_23col_4lines.tsv"
 
 
 def _row(i: int, user: str = "u@N00", lic: str = "by", marker: str = "0", **over: str) -> list[str]:
@@ -43,8 +43,8 @@ def _write(path: Path, rows: list[list[str] | bytes], gz: bool = False) -> Path:
     return path
 
 
-def test_recorded_lines(shared_dir):
-    src = Yfcc100mSource(Yfcc100mSourceSpec(paths=[str(_sample(shared_dir))]))
+def test_recorded_lines(fixtures_dir):
+    src = Yfcc100mSource(Yfcc100mSourceSpec(paths=[str(_sample(fixtures_dir))]))
     cands = list(src.candidates())
     assert [c.source_id for c in cands] == ["7088065", "343224206", "6325727670", "10642543105"]
     c = cands[2]
@@ -54,7 +54,7 @@ def test_recorded_lines(shared_dir):
     assert c.landing_url == "http://www.flickr.com/photos/61048402@N08/6325727670/"
     assert c.url == "http://farm7.staticflickr.com/6097/6325727670_5192fe3be9.jpg"
     assert "b&w" in c.extra["tags"]  # %26 decoded
-    assert all(x.source == "yfcc100m" and x.query == _sample(shared_dir).name for x in cands)
+    assert all(x.source == "yfcc100m" and x.query == _sample(fixtures_dir).name for x in cands)
     pol = L.policy("cc-by")
     outcome = {x.source_id: L.gate(x, pol) for x in cands}
     assert outcome["7088065"][0] == "license_not_allowed"  # BY-NC
@@ -63,8 +63,8 @@ def test_recorded_lines(shared_dir):
     assert outcome["10642543105"].sentence.startswith('"0601 Young man" by GSofV is licensed under CC BY 2.0')
 
 
-def test_25_column_layout_and_gzip(shared_dir, tmp_path):
-    lines = _sample(shared_dir).read_text().splitlines()
+def test_25_column_layout_and_gzip(fixtures_dir, tmp_path):
+    lines = _sample(fixtures_dir).read_text().splitlines()
     p = tmp_path / "yfcc100m_dataset.gz"
     p.write_bytes(gzip.compress("".join(f"{i}\tdeadbeef{i}\t{x}\n" for i, x in enumerate(lines)).encode()))
     src = Yfcc100mSource(Yfcc100mSourceSpec(paths=[str(p)]))
@@ -163,7 +163,7 @@ def test_streaming_memory_is_flat(tmp_path):
     assert growth < 8, f"RSS grew {growth:.1f} MB between 100k and 300k rows"
 
 
-def test_build_with_recorded_lines_and_malformed_rows(shared_dir, http_server, tmp_path):
+def test_build_with_recorded_lines_and_malformed_rows(fixtures_dir, http_server, tmp_path):
     """The four recorded lines (image URLs pointed at 127.0.0.1) plus broken ones, built end to end."""
     import io
 
@@ -174,7 +174,7 @@ def test_build_with_recorded_lines_and_malformed_rows(shared_dir, http_server, t
     from passkit.build import build
 
     lines = []
-    for i, line in enumerate(_sample(shared_dir).read_text().splitlines()):
+    for i, line in enumerate(_sample(fixtures_dir).read_text().splitlines()):
         cols = line.split("\t")
         buf = io.BytesIO()
         y, x = np.mgrid[0:100, 0:120]
