@@ -345,6 +345,8 @@ class ImageSpec(_Model):
         return data
 
 
+# the names passkit.filters.people.detectors.DETECTORS implements; a Literal here (not read from that
+# table) so the spec validates without importing the filter, which imports this module
 DetectorName = Literal["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body", "torchvision"]
 
 
@@ -354,7 +356,8 @@ class DetectorSpec(_Model):
     required: bool = Field(
         True, description="false: skipped with a note when its weights are not found under PASSKIT_MODELS"
     )
-    # --- people filter issue: review band, tiling, fallbacks, local torchvision weights (additive)
+    # --- review band, tiling, fallbacks, local torchvision weights: each defaults to off, so specs
+    # written before these fields existed keep their meaning
     review: float | None = Field(
         None, ge=0, le=1,
         description="top scores in [review, threshold) send the image to the human review queue instead "
@@ -407,7 +410,8 @@ class DetectorSpec(_Model):
 def _default_detectors() -> list[DetectorSpec]:
     """Weighted detectors when `passkit models fetch` has run; MTCNN + HOG stand in when it has not.
 
-    Thresholds and review bands measured on person_dev + person_dev_coco (see passkit/filters/people.py).
+    Thresholds and review bands measured on person_dev + person_dev_coco (see the docstring of
+    passkit.filters.people).
     """
     return [
         DetectorSpec(name="yolox_nano", threshold=DEFAULTS_PEOPLE["yolox_nano"][0],
