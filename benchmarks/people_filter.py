@@ -10,7 +10,7 @@ scoring batches of BATCH images (detectors one after another, the default; also 
 
     PASSKIT_MODELS=../shared/models .venv/bin/python benchmarks/people_filter.py [--images 128] [--workers 2]
 
-The last line is the issue's ratio: default-ensemble images/s on WORKERS cores / 30 (target >= 1.0).
+The last line is the throughput target's ratio: default-ensemble images/s on WORKERS cores / 30 (target >= 1.0).
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ def _cmd_license(args: argparse.Namespace) -> int:
     return 0 if all(r["id"] for r in rows) else 1
 
 
-# ----------------------------------------------------------------------------- people filter (issue 5)
+# ----------------------------------------------------------------------------- people filter
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -514,7 +514,7 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--deny", action="append", default=[], help="registry id to deny (repeatable)")
     lc.add_argument("--json", action="store_true", help="machine-readable output")
     lc.set_defaults(func=_cmd_license)
-    # people filter (issue 5): models, filter eval, review
+    # people filter: detector weights, filter eval, the human review queue
     mo = sub.add_parser("models", help="detector weights: list, verify against pinned sha256, fetch")
     mo.add_argument("action", choices=["list", "verify", "fetch"])
     mo.add_argument("names", nargs="*", help="models (default: all)")

@@ -133,6 +133,8 @@ class ImageSpec(_Model):
         return data
 
 
+# the names passkit.filters.people.detectors.DETECTORS implements; a Literal here (not read from that
+# table) so the spec validates without importing the filter, which imports this module
 DetectorName = Literal["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body", "torchvision"]
 
 
@@ -196,7 +198,8 @@ class DetectorSpec(_Model):
 def _default_detectors() -> list[DetectorSpec]:
     """Weighted detectors when `passkit models fetch` has run; MTCNN + HOG stand in when it has not.
 
-    Thresholds and review bands measured on person_dev + person_dev_coco (see passkit/filters/people.py).
+    Thresholds and review bands measured on person_dev + person_dev_coco (see the docstring of
+    passkit.filters.people).
     """
     return [
         DetectorSpec(name="yolox_nano", threshold=DEFAULTS_PEOPLE["yolox_nano"][0],

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from passkit import atomic
+
 ENV_VAR = "PASSKIT_MODELS"
 DEFAULT_DIR = Path("~/.cache/passkit/models")
 
@@ -383,9 +385,7 @@ def fetch(
             raise FetchError(f"{url}: sha256 {actual} is not the pinned {mf.sha256}; file not saved")
         dest = base / mf.path
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-        tmp.write_bytes(r.content)
-        os.replace(tmp, dest)
+        atomic.write_bytes(dest, r.content)
         out[mf.path] = "fetched"
         if on_file:
             on_file(mf.path)

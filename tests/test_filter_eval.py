@@ -83,7 +83,7 @@ def test_eval_without_weights_uses_the_stand_ins(person_dev_dir, tmp_path, capsy
 
 @pytest.mark.slow  # ~30 s on 2 idle cores: 297 photos through the three detectors
 def test_eval_on_person_dev_coco_matches_the_documented_numbers(models_dir, coco_dev_dir, tmp_path, capsys):
-    """The default ensemble on 297 real COCO photos (numbers documented in passkit/filters/people.py)."""
+    """The default ensemble on 297 real COCO photos (numbers documented in passkit/filters/people/__init__.py)."""
     rep = _eval(coco_dev_dir, tmp_path, capsys)
     assert (rep["positives"], rep["negatives"]) == (162, 135)
     e = rep["ensemble"]
