@@ -25,8 +25,10 @@ from __future__ import annotations
 import html
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from passkit.reasons import Rejection
 from passkit.records import REQUIRED_ATTRIBUTION, Attribution, Candidate
@@ -439,6 +441,33 @@ def attribution_sentence(
     return f"{s}. Source: {landing_url}" if landing_url else s
 
 
+def _field(fields: Mapping[str, Any] | Attribution, name: str) -> Any:
+    """One field of a sample's JSON (a mapping) or of an Attribution record (attributes)."""
+    return fields.get(name) if isinstance(fields, Mapping) else getattr(fields, name, None)
+
+
+def _filled(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def missing_attribution(fields: Mapping[str, Any] | Attribution, lic: License | None) -> list[str]:
+    """The TASL fields that are empty, in REQUIRED_ATTRIBUTION order, then the title when `lic` needs one.
+
+    One rule for the gate (over an Attribution) and the audit (over a sample's JSON), so a release
+    the gate lets through passes the audit. The licence field itself is left to the caller, which
+    has resolved it to `lic` (None: unknown) and reports a missing or unknown licence its own way.
+    """
+    names = [f for f in REQUIRED_ATTRIBUTION if f != "license"]
+    if lic is not None and lic.needs_title:
+        names.append("title")
+    return [f for f in names if not _filled(_field(fields, f))]
+
+
+def credit_sentence(fields: Mapping[str, Any] | Attribution, lic: License) -> str:
+    """The attribution sentence for these fields: what the gate writes and the audit expects to find."""
+    return attribution_sentence(lic, _field(fields, "title"), _field(fields, "creator"), _field(fields, "landing_url"))
+
+
 def attribution_html(a: Attribution) -> str:
     """The same credit as HTML, linking the work, its creator (when a URL is known) and the licence."""
     esc = html.escape
@@ -493,10 +522,8 @@ def gate(c: Candidate, pol: Policy) -> Attribution | tuple[str, str]:
         license_url=lic.url,
         license_name=lic.name,
     )
-    missing = [f for f in REQUIRED_ATTRIBUTION if not getattr(a, f)]
-    if lic.needs_title and not a.title:
-        missing.append("title")
+    missing = missing_attribution(a, lic)
     if missing:
         return "attribution_incomplete", f"missing {', '.join(missing)}"
-    a.sentence = attribution_sentence(lic, a.title, a.creator, a.landing_url)
+    a.sentence = credit_sentence(a, lic)
     return a

@@ -1,0 +1,126 @@
+"""Verify a release against its manifest and its licence policy.
+
+`audit(release_dir)` re-reads a release the way a sceptical third party would and returns an
+`AuditReport`: a list of `Finding`s, each with a stable `code`, a human message and, where it
+applies, the shard and the sample key it is about. A release is `ok` when there is no finding.
+
+What is checked (codes in `CODES`):
+
+- the manifest exists, is JSON and validates against manifests/manifest.schema.json;
+- every listed shard exists with the size and sha256 the manifest records, and no other file lies in
+  shards/; a shard whose sha256 differs is scanned to name the samples whose bytes changed;
+- every shard is a safe, flat tar (passkit.shards.check_tar): nothing is ever extracted to disk;
+- every sample has exactly a `.jpg` and a `.json`, the json parses and names the member key, the
+  JPEG's sha256 equals the json's and index.parquet's, the JPEG header parses, its size matches the
+  json, and it carries no EXIF/XMP/ICC/comment block;
+- the licence is in the registry, allowed by the manifest's policy, and its URL and name agree
+  with the id; TASL is complete and the attribution sentence equals the one recomputed from the
+  fields, by the licence gate's own rules (licenses.missing_attribution, licenses.credit_sentence);
+- keys are unique and sorted across the release; per-shard sample counts match the manifest;
+  index.parquet has exactly the samples found, in the right shards, with the same attribution;
+- keys listed in the manifest's removals are absent, and so is any image whose sha256 a removal
+  records (the same photo re-added under another key); the other files in manifest["files"] match
+  their sha256 and size;
+- every JPEG decodes completely (not just its header);
+- optional, `rescan=True`: the people detectors the manifest names run again on every image
+  (`people_detected`); `check_sources=N`: N random samples' source URLs are fetched again and their
+  landing pages searched for the licence (`source_license_changed`; unreachable or changed sources are
+  warnings, which do not fail the audit: links rot, licences granted stay granted).
+
+`write_html(report, path)` renders the report as a self-contained page (templates/audit.html.j2).
+
+Layout: each check is a function over one `AuditContext` (context.py), in the module of what it
+checks: manifest.py (manifest, release files, shard list), index.py, shards.py (shard bytes, tar
+safety), samples.py (members, json, JPEG), attribution.py (licence, TASL, attribution.csv),
+rescan.py, sources.py; findings.py holds the codes and the report, htmlreport.py the HTML page.
+`audit()` runs the checks in order, so the findings come out in the same order on every run.
+
+Streaming: one sample in memory at a time (one shard's tar headers); the key set and the index
+columns needed for cross-checks are held in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from passkit.audit.attribution import check_attribution_csv
+from passkit.audit.context import INDEX, MANIFEST, AuditContext
+from passkit.audit.findings import CODES, AuditReport, AuditStats, Collector, Finding
+from passkit.audit.htmlreport import render_html, write_html
+from passkit.audit.index import INDEX_COMPARED, INDEX_REQUIRED, check_index, check_index_rows
+from passkit.audit.manifest import (
+    SHARD_PATH_RE,
+    check_manifest,
+    check_release_files,
+    check_shard_list,
+    load_schema,
+    schema_errors,
+)
+from passkit.audit.rescan import Rescan, finish_rescan
+from passkit.audit.samples import KEY_RE, METADATA_BLOCKS
+from passkit.audit.shards import check_shards
+from passkit.audit.sources import (
+    CC_LINK,
+    LANDING_MAX_BYTES,
+    SOURCE_PHASH_CHANGED,
+    page_licenses,
+    recheck_sources,
+)
+from passkit.release.manifest import schema_path
+from passkit.shards.reader import DEFAULT_MAX_MEMBER
+
+__all__ = [
+    "CC_LINK", "CODES", "INDEX", "INDEX_COMPARED", "INDEX_REQUIRED", "KEY_RE", "LANDING_MAX_BYTES", "MANIFEST",
+    "METADATA_BLOCKS", "SHARD_PATH_RE", "SOURCE_PHASH_CHANGED", "AuditContext", "AuditReport", "AuditStats",
+    "Finding", "audit", "load_schema", "page_licenses", "render_html", "schema_errors", "schema_path", "write_html",
+]
+
+# What runs once the manifest has been read, in this order: the index before the shards (samples are
+# checked against it), the leftover index rows and attribution.csv after them (they need every key seen).
+CHECKS: tuple[Callable[[AuditContext], None], ...] = (
+    check_release_files,
+    check_shard_list,
+    check_index,
+    check_shards,
+    check_index_rows,
+    check_attribution_csv,
+    finish_rescan,
+    recheck_sources,
+)
+
+
+def audit(
+    release_dir: Path,
+    *,
+    limit: int | None = 1000,
+    max_member: int = DEFAULT_MAX_MEMBER,
+    rescan: bool = False,
+    check_sources: int = 0,
+    seed: int = 0,
+    fetch_spec: Any = None,
+    models_dir: Path | None = None,
+) -> AuditReport:
+    """Check a release folder; `limit` caps stored findings per code (the rest are counted).
+
+    `max_member`: tar members over this many bytes make a shard unsafe. `rescan`: rerun the people
+    detectors. `check_sources`: re-check this many random sources (`seed` picks them; `fetch_spec`, a
+    passkit.config.FetchSpec, defaults to the manifest's spec).
+    """
+    t0 = time.perf_counter()
+    root = Path(release_dir)
+    report = AuditReport(root)
+    ctx = AuditContext(root, report, Collector(report, limit), max_member=max_member,
+                       check_sources=check_sources, seed=seed, fetch_spec=fetch_spec)
+    if rescan:
+        ctx.rescanner = Rescan(ctx, models_dir)
+    try:
+        check_manifest(ctx)
+        if ctx.m is not None:  # nothing else can be checked without it
+            for check in CHECKS:
+                check(ctx)
+    finally:
+        report.stats.seconds = round(time.perf_counter() - t0, 3)
+    return report

@@ -1,0 +1,79 @@
+"""The state one audit shares between its checks, and the small helpers they have in common."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from passkit import licenses
+from passkit.audit.findings import AuditReport, Collector
+from passkit.shards.reader import DEFAULT_MAX_MEMBER
+
+if TYPE_CHECKING:
+    from passkit.audit.rescan import Rescan
+
+MANIFEST = "manifest.json"
+INDEX = "index.parquet"
+
+
+@dataclass(slots=True)
+class AuditContext:
+    """One audit: its inputs and limits, and what earlier checks learnt that later ones need.
+
+    Each check is a function of this context; `audit()` runs them in order, so the findings come
+    out in the same order on every run.
+    """
+
+    root: Path
+    report: AuditReport
+    out: Collector
+    max_member: int = DEFAULT_MAX_MEMBER
+    # --check-sources: how many, which (seed) and with which passkit.config.FetchSpec (None: the manifest's)
+    check_sources: int = 0
+    seed: int = 0
+    fetch_spec: Any = None
+    rescanner: Rescan | None = None
+    # from the manifest
+    m: dict[str, Any] | None = None
+    policy: licenses.Policy | None = None
+    removed: dict[str, str] = field(default_factory=dict)  # key -> reason
+    removed_sha: dict[str, str] = field(default_factory=dict)  # image sha256 -> removed key
+    shards: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # valid listed (path, entry)
+    # from index.parquet (None: absent or unreadable)
+    index: dict[str, dict[str, Any]] | None = None
+    index_by_shard: dict[str, set[str]] = field(default_factory=dict)
+    # from the scan of the shards
+    seen: dict[str, str] = field(default_factory=dict)  # key -> shard
+    prev_key: str | None = None
+    dead_shards: set[str] = field(default_factory=set)  # listed shards that could not be scanned
+
+    @property
+    def add(self) -> Callable[..., None]:
+        return self.out.add
+
+
+def inside(root: Path, rel: str) -> Path | None:
+    """root/rel if it stays inside root (no absolute path, no `..`, no escaping symlink)."""
+    if not rel or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
+        return None
+    if ".." in rel.replace("\\", "/").split("/"):
+        return None
+    p = root / rel
+    try:
+        p.resolve().relative_to(root.resolve())
+    except ValueError:
+        return None
+    return p
+
+
+def short(keys: Iterable[str], n: int = 5) -> str:
+    ks = sorted(keys)
+    more = f" and {len(ks) - n} more" if len(ks) > n else ""
+    return ", ".join(ks[:n]) + more
+
+
+def nonempty(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""

@@ -1,0 +1,120 @@
+"""`check_sources=N`: N random samples' source URLs and landing pages fetched again.
+
+The image must still decode to (nearly) the same picture and the landing page must still link to
+the sample's licence. Only a page naming another licence is a finding; an unreachable or changed
+source is a warning: links rot, and licences granted stay granted. Both fetches go through the
+auditor's Fetcher (its FetchSpec: SSRF guard, robots.txt, redirects, timeouts).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from passkit.audit.context import INDEX, AuditContext
+
+if TYPE_CHECKING:
+    from passkit.fetch import Fetcher
+
+CC_LINK = re.compile(r"""(?:https?:)?//(?:www\.)?creativecommons\.org/(?:licenses|publicdomain)/[A-Za-z0-9./_-]+""")
+SOURCE_PHASH_CHANGED = 12  # pHash bits: more than this and the URL serves another picture
+LANDING_MAX_BYTES = 2_000_000
+
+
+def page_licenses(html_text: str) -> set[str]:
+    """Registry ids of the CC licences a page links to (rel="license" links and plain ones)."""
+    from passkit import licenses as lic_mod
+
+    found: set[str] = set()
+    for url in CC_LINK.findall(html_text):
+        try:
+            found.add(lic_mod.from_url(url if url.startswith("http") else "https:" + url).id)
+        except lic_mod.LicenseError:
+            continue
+    return found
+
+
+def landing_page(fetcher: Fetcher, url: str) -> tuple[str | None, str]:
+    """(HTML text, "") or (None, why) for a landing page, fetched by a passkit.fetch.Fetcher."""
+    from passkit.fetch.http import page_text
+
+    res = fetcher.fetch_page(url, LANDING_MAX_BYTES)
+    if res.ok:
+        return page_text(res.data, res.content_type), ""
+    if res.status is not None:
+        return None, f"landing page HTTP {res.status}"
+    if res.reason == "too_many_redirects":
+        return None, "too many redirects"
+    if res.reason == "robots_disallowed":
+        return None, str(res.detail)
+    return None, f"{res.reason}: {res.detail}"
+
+
+def recheck_sources(ctx: AuditContext) -> None:
+    """Fetch `ctx.check_sources` random samples' source URLs and landing pages again; compare image and licence."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from passkit import images
+    from passkit.config import FetchSpec, ImageSpec
+    from passkit.fetch import Fetcher
+    from passkit.filters.dedup import hamming
+
+    m = ctx.m
+    if not ctx.check_sources or m is None:
+        return
+    fetch_spec = ctx.fetch_spec
+    if fetch_spec is None:
+        try:
+            fetch_spec = FetchSpec.model_validate((m.get("spec") or {}).get("fetch") or {})
+        except ValueError:
+            fetch_spec = FetchSpec()
+    try:
+        image_spec = ImageSpec.model_validate((m.get("spec") or {}).get("image") or {})
+    except ValueError:
+        image_spec = ImageSpec()
+    cols = ["key", "shard", "source_url", "landing_url", "license", "phash"]
+    try:
+        rows = pq.read_table(ctx.root / INDEX, columns=cols).to_pylist()
+    except Exception as e:
+        ctx.add("index_unreadable", f"{INDEX} cannot be read for --check-sources: {e}")
+        return
+    rows.sort(key=lambda r: r["key"])
+    picked = random.Random(ctx.seed).sample(rows, min(ctx.check_sources, len(rows)))
+    fetcher = Fetcher(fetch_spec)
+
+    def warn(code: str, msg: str, r: dict[str, Any]) -> None:
+        ctx.out.warn(code, msg, r.get("shard"), r["key"])
+
+    def one(r: dict[str, Any]) -> None:
+        res = fetcher.fetch(r["source_url"]) if r.get("source_url") else None
+        if res is None or not res.ok:
+            why = "no source URL" if res is None else f"{res.reason}: {res.detail}"
+            warn("source_unreachable", f"{r.get('source_url')}: {why}", r)
+        else:
+            try:
+                ph = images.check(res.data, image_spec).info.phash
+            except images.ImageReject as e:
+                warn("source_changed", f"{r['source_url']} no longer decodes as an image ({e.reason})", r)
+            else:
+                d = hamming(ph, r["phash"]) if r.get("phash") else 64
+                if d > SOURCE_PHASH_CHANGED:
+                    warn("source_changed", f"{r['source_url']} now serves another image (pHash distance {d})", r)
+        if not r.get("landing_url"):
+            warn("source_license_unverified", "the sample has no landing page", r)
+            return
+        text, why = landing_page(fetcher, r["landing_url"])
+        if text is None:
+            warn("source_license_unverified", f"{r['landing_url']}: {why}", r)
+            return
+        found = page_licenses(text)
+        if not found:
+            warn("source_license_unverified", f"{r['landing_url']} links to no Creative Commons licence", r)
+        elif r.get("license") not in found:
+            ctx.add("source_license_changed",
+                    f"{r['landing_url']} now names {', '.join(sorted(found))}, the sample says {r.get('license')}",
+                    r.get("shard"), r["key"])
+
+    for r in picked:
+        one(r)
