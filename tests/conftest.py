@@ -18,14 +18,15 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from passkit.localserver import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -277,14 +278,11 @@ class LocalServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.httpd = LoopbackServer(Handler, name="passkit-test-server").start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"http://127.0.0.1:{self.httpd.port}"
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -304,8 +302,7 @@ class LocalServer:
         return self.url(path)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
 
 
 @pytest.fixture

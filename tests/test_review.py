@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -165,10 +164,9 @@ def test_review_band_build_review_and_release(review_build):
 def test_review_server_api(review_build):
     base, spec = review_build
     server, app = make_server(spec.work_dir(base), port=0)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
+    server.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        url = f"http://127.0.0.1:{server.port}"
         state = json.loads(urllib.request.urlopen(url + "/api/items").read())
         assert state["total"] >= 2
         key = state["items"][0]["key"]
@@ -197,6 +195,5 @@ def test_review_server_api(review_build):
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(url + "/image/../../etc/passwd.jpg")
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         app.store.close()

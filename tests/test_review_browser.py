@@ -5,7 +5,6 @@ release build applies them."""
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -45,12 +44,12 @@ def test_review_page_keyboard_decisions_reach_the_release(review_build, browser)
         for k in list(s.decisions()):
             s.undo(k)
     server, app = make_server(work, port=0, sample=1, seed=3, reviewer="playwright")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.start()
     try:
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.goto(f"http://127.0.0.1:{server.port}/")
         page.wait_for_selector(".card")
         cards = page.locator(".card")
         n = cards.count()
@@ -83,8 +82,7 @@ def test_review_page_keyboard_decisions_reach_the_release(review_build, browser)
         assert page.locator("#progress").inner_text() == f"3 / {n} decided"
         assert errors == []
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         app.store.close()
 
     with ReviewStore.of(work) as s:

@@ -16,13 +16,14 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from passkit.ledger import ledger_paths, people_sidecar, unit_paths
+from passkit.localserver import LoopbackServer
 from passkit.records import Status
 from passkit.review.store import LABELS, ReviewStore, ReviewStoreError
 
@@ -206,12 +207,10 @@ def _handler(app: ReviewApp) -> type[BaseHTTPRequestHandler]:
 
 
 def make_server(work_dir: Path, host: str = "127.0.0.1", port: int = 0, sample: int = 0, seed: int = 0,
-                reviewer: str = "") -> tuple[ThreadingHTTPServer, ReviewApp]:
+                reviewer: str = "") -> tuple[LoopbackServer, ReviewApp]:
     """A ready (not yet serving) server; `port=0` picks a free port (see `server.server_address`)."""
     app = ReviewApp(work_dir, sample, seed, reviewer)
-    server = ThreadingHTTPServer((host, port), _handler(app))
-    server.daemon_threads = True
-    return server, app
+    return LoopbackServer(_handler(app), port, host, name="passkit-review"), app
 
 
 def serve(work_dir: Path, host: str = "127.0.0.1", port: int = 8765, sample: int = 0, seed: int = 0,
