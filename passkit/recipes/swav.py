@@ -94,7 +94,7 @@ class SwAV(nn.Module):
         scores = [zi @ w.float().T for zi in z]
         use_queue = cfg.queue > 0 and step >= cfg.queue_start_step
         b = views[0].shape[0]
-        codes = []
+        codes: list[torch.Tensor] = []
         with torch.no_grad():
             for c in range(2):  # codes of the 2 large crops, from the batch and the queue's rows
                 s = scores[c].detach()
