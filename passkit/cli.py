@@ -494,10 +494,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("release")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_cmd_info)
+    from passkit.recipes.registry import PRESETS, RECIPES  # names only: imports no recipe (nor torch)
+
     v = sub.add_parser("validate", help="pretrain a reference recipe on a release and check that it learned")
     v.add_argument("release")
-    v.add_argument("--recipe", default="moco_v2", choices=["moco_v2", "swav", "dino", "mae"])
-    v.add_argument("--preset", default="smoke", choices=["smoke", "small", "full"])
+    v.add_argument("--recipe", default="moco_v2", choices=list(RECIPES))
+    v.add_argument("--preset", default="smoke", choices=list(PRESETS))
     v.add_argument("--eval", default=None, metavar="LABELLED",
                    help="labelled set for kNN/linear probe: 'synthetic' or a folder of class folders")
     v.add_argument("--seed", type=int, default=0)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from passkit.recipes.collapse import CollapseWarning
+from passkit.recipes.losses import sinkhorn
 from passkit.recipes.multicrop import MultiCropConfig, multi_crop
 from passkit.recipes.recipe import Recipe
-from passkit.recipes.swav import SwAV, SwAVConfig, SwAVRecipe, sinkhorn
+from passkit.recipes.swav import SwAV, SwAVConfig, SwAVRecipe
 from passkit.recipes.synthetic import generate
 from tests.recipehelpers import features_vs_random_init, train_small
 

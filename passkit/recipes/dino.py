@@ -25,7 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from passkit.recipes.collapse import CollapseAlarm
+from passkit.recipes.engine import is_distributed
+from passkit.recipes.losses import dino_loss
 from passkit.recipes.multicrop import MultiCropConfig, multi_crop, multi_crop_step
+from passkit.recipes.optim import OptimConfig
+from passkit.recipes.presets import Preset
 from passkit.recipes.recipe import StepOutput
 from passkit.recipes.vit import build_any_backbone
 
@@ -129,24 +133,15 @@ class DINO(nn.Module):
             self.teacher.train(self.training)
             t_out, _ = self._run(self.teacher, views[:2])
             temp = cfg.teacher_temp_at(step)
-            t_prob = [F.softmax((t - self.center) / temp, dim=-1) for t in t_out]
-        loss = torch.zeros((), device=s_out[0].device)
-        terms = 0
+        loss, t_prob = dino_loss(s_out, t_out, self.center, cfg.student_temp, temp)
         with torch.no_grad():
             t_ents = [-(q * q.clamp_min(1e-12).log()).sum(-1).mean() for q in t_prob]
-        ent_sum = torch.zeros((), device=s_out[0].device)
-        for iq, q in enumerate(t_prob):
-            for v, s in enumerate(s_out):
-                if v == iq:
-                    continue
-                loss = loss - (q * F.log_softmax(s / cfg.student_temp, dim=-1)).sum(-1).mean()
-                ent_sum = ent_sum + t_ents[iq]
-                terms += 1
-        loss = loss / terms
+            # the teacher's entropy once per (teacher view, other view) pair, as dino_loss pairs them
+            pair_ents = [e for e in t_ents for _ in range(len(s_out) - 1)]
         # The loss is H(teacher) + KL(teacher || student). H(teacher) moves with the temperature
         # schedule and the centring (it rises as centring flattens a random teacher), so the KL
         # term, what the student actually reduces, is the learning signal to watch.
-        kl = loss.detach() - ent_sum / terms
+        kl = loss.detach() - sum(pair_ents, torch.zeros((), device=s_out[0].device)) / len(pair_ents)
         if self.training:
             self.update_center(torch.cat(t_out))
         with torch.no_grad():
@@ -165,7 +160,7 @@ class DINO(nn.Module):
     def update_center(self, teacher_out: torch.Tensor) -> None:
         c = teacher_out.sum(0, keepdim=True)
         n = torch.tensor(float(len(teacher_out)), device=c.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_distributed():
             dist.all_reduce(c)
             dist.all_reduce(n)
         m = self.cfg.center_momentum
@@ -209,3 +204,24 @@ class DINORecipe:
 
     def describe(self) -> dict[str, Any]:
         return {"recipe": self.name, **asdict(self.cfg)}
+
+
+def preset(name: str) -> Preset:
+    """The validation preset `name` (smoke, small, full; see passkit.recipes.presets)."""
+    if name == "smoke":
+        crops = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
+        return Preset("smoke", "dino", DINOConfig(arch="vit_nano", patch_size=4, drop_path=0.0, out_dim=256,
+                                                  hidden_dim=128, bottleneck_dim=32, teacher_temp_final=0.04,
+                                                  momentum=0.95, freeze_last_layer_steps=5, crops=crops),
+                      OptimConfig(name="adamw", lr=1e-3, weight_decay=0.04, min_8bit_size=1024), batch_size=8,
+                      steps=20, eval_spec="synthetic:160:80", rankme_floor=2.0)
+    if name == "small":
+        crops = MultiCropConfig(64, 32, 2, 4, (0.3, 1.0), (0.1, 0.3))
+        return Preset("small", "dino", DINOConfig(arch="vit_tiny", patch_size=8, out_dim=4096, hidden_dim=512,
+                                                  bottleneck_dim=128, teacher_temp_warmup_steps=1000,
+                                                  freeze_last_layer_steps=200, crops=crops),
+                      OptimConfig(name="adamw", lr=5e-4, weight_decay=0.04), batch_size=128, epochs=100,
+                      eval_size=64, rankme_floor=16.0, knn_margin=0.02)
+    return Preset("full", "dino", DINOConfig(), OptimConfig(name="adamw", lr=5e-4, weight_decay=0.04),
+                  batch_size=256, epochs=100, eval_size=224, eval_spec="synthetic:2000:1000",
+                  warmup_frac=0.1, rankme_floor=64.0, knn_margin=0.05)

@@ -13,10 +13,15 @@ learning-rate schedule with linear warmup, gradient clipping, atomic checkpoints
 rich progress, metrics to `metrics.jsonl` and similarity histograms to `similarity.jsonl`.
 
 Training is counted in steps, and the data is an endless sequence of passes ("epochs", each with
-its own shuffle seed): every rank runs exactly `steps` steps even when the release's shards do
-not split evenly across ranks (passkit.stream gives whole shards to ranks), which keeps DDP in
-lockstep. Resume restores model, optimizer, schedule, RNG and the pass counter; the next pass
-starts fresh (the stream has no mid-pass position).
+its own shuffle seed): every rank runs exactly `steps` steps, which keeps DDP in lockstep. For a
+release, passkit.stream plans samples, not shards: each rank gets an equal share of every pass
+(balance="pad" repeats a few samples), so ranks also see the same number of batches per pass.
+Augmentation randomness comes from the loader, seeded per batch from (seed, pass, rank, batch
+number), so it does not depend on `num_workers` nor on the engine's RNG; the engine seeds torch,
+numpy and random with seed + rank for what the recipe draws (initialisation, MoCo's key
+shuffles, MAE's masks). Resume restores model, optimizer, schedule, that RNG and the pass counter,
+and continues at the start of the next pass: the loader could resume mid-pass (its state_dict),
+but the checkpoint does not record its position, so the rest of the interrupted pass is skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from passkit.atomic import atomic_path
 from passkit.recipes.augment import normalize
 from passkit.recipes.evaluate import rankme, similarity_histogram
 from passkit.recipes.optim import OptimConfig, build_optimizer, state_report
@@ -193,6 +199,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_distributed() -> bool:
+    """Whether this process is one rank of several in an initialised process group: the test the
+    recipes make before gathering keys, reducing Sinkhorn sums or averaging DINO's centre."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def setup_distributed(device: str) -> DistInfo:
     """Join the process group torchrun describes (WORLD_SIZE > 1); no-op otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -220,9 +232,8 @@ def _to_float(v: Any) -> float:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -292,7 +303,7 @@ class Trainer:
             if n == 0:
                 raise EngineError(
                     f"rank {self.dist.rank} got no full batch in pass {epoch}: the data holds fewer samples "
-                    f"(or shards, under DDP) than one batch of {self.data.batch_size} per rank needs"
+                    f"(per rank, under DDP) than one batch of {self.data.batch_size} needs"
                 )
             epoch += 1
 

@@ -24,7 +24,9 @@ from torchvision.transforms import v2
 
 from passkit.recipes.augment import MultiView, _ToUint8
 from passkit.recipes.collapse import CollapseAlarm
+from passkit.recipes.losses import masked_mse
 from passkit.recipes.optim import OptimConfig
+from passkit.recipes.presets import Preset
 from passkit.recipes.recipe import StepOutput
 from passkit.recipes.vit import (
     Block,
@@ -138,12 +140,7 @@ class MAE(nn.Module):
         for blk in self.decoder_blocks:
             x = blk(x)
         pred = self.decoder_pred(self.decoder_norm(x))[:, 1:].float()
-        target = patchify(imgs.float(), self.cfg.patch_size)
-        if self.cfg.norm_pix_loss:
-            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6).sqrt()
-        per_patch = (pred - target).pow(2).mean(-1)
-        loss = (per_patch * mask).sum() / mask.sum()
+        loss = masked_mse(pred, patchify(imgs.float(), self.cfg.patch_size), mask, self.cfg.norm_pix_loss)
         return loss, pred, mask, latent[:, 0]
 
 
@@ -234,8 +231,19 @@ class MAERecipe:
         return {"recipe": self.name, **asdict(self.cfg)}
 
 
-def smoke() -> tuple[MAERecipe, OptimConfig]:
-    """The CPU-sized settings the tests prove learning with (32 px, ViT-nano/4, 1-block decoder, 8-bit AdamW)."""
-    return (MAERecipe(MAEConfig(arch="vit_nano", patch_size=4, image_size=32, decoder_dim=64, decoder_depth=1,
-                                decoder_heads=4)),
-            OptimConfig(name="adamw", lr=1.5e-3, bits=8, weight_decay=0.05, betas=(0.9, 0.95), min_8bit_size=1024))
+def preset(name: str) -> Preset:
+    """The validation preset `name` (smoke, small, full; see passkit.recipes.presets)."""
+    adam = {"name": "adamw", "weight_decay": 0.05, "betas": (0.9, 0.95)}
+    if name == "smoke":
+        return Preset("smoke", "mae", MAEConfig(arch="vit_nano", patch_size=4, image_size=32, decoder_dim=64,
+                                                decoder_depth=1, decoder_heads=4),
+                      OptimConfig(**adam, lr=1.5e-3, min_8bit_size=1024), batch_size=8, steps=20,
+                      eval_spec="synthetic:160:80", rankme_floor=2.0)
+    if name == "small":
+        return Preset("small", "mae", MAEConfig(arch="vit_tiny", patch_size=8, image_size=64, decoder_dim=128,
+                                                decoder_depth=2, decoder_heads=4),
+                      OptimConfig(**adam, lr=1.5e-3), batch_size=128, epochs=200, eval_size=64,
+                      rankme_floor=16.0, knn_margin=0.02)
+    return Preset("full", "mae", MAEConfig(), OptimConfig(**adam, lr=1.5e-4 * 256 / 256), batch_size=256,
+                  epochs=400, eval_size=224, eval_spec="synthetic:2000:1000", warmup_frac=0.1,
+                  rankme_floor=64.0, knn_margin=0.05)

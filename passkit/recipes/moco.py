@@ -25,6 +25,10 @@ from torch import nn
 
 from passkit.recipes.augment import two_views
 from passkit.recipes.backbones import build_backbone, mlp_head
+from passkit.recipes.engine import is_distributed
+from passkit.recipes.losses import info_nce
+from passkit.recipes.optim import OptimConfig
+from passkit.recipes.presets import Preset
 from passkit.recipes.recipe import StepOutput
 
 
@@ -51,13 +55,9 @@ class MoCoConfig:
         return math.log(self.queue + 1)
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 @torch.no_grad()
 def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    if not _distributed():
+    if not is_distributed():
         return x
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous())
@@ -68,7 +68,7 @@ class MoCo(nn.Module):
     def __init__(self, cfg: MoCoConfig):
         super().__init__()
         self.cfg = cfg
-        splits = 1 if _distributed() else cfg.bn_splits
+        splits = 1 if is_distributed() else cfg.bn_splits
         backbone, feat = build_backbone(cfg.arch, small_stem=cfg.small_stem, bn_splits=splits, width=cfg.width)
         self.backbone = backbone
         self.encoder_q = nn.Sequential(backbone, mlp_head(feat, feat, cfg.dim))
@@ -100,7 +100,7 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def _keys(self, im_k: torch.Tensor) -> torch.Tensor:
         """Key embeddings computed on a shuffled batch (shuffled BN), returned in the input order."""
-        if _distributed():
+        if is_distributed():
             return self._keys_ddp(im_k)
         perm = torch.randperm(im_k.shape[0], device=im_k.device)
         k = self.encoder_k(im_k[perm])
@@ -132,9 +132,7 @@ class MoCo(nn.Module):
             negatives = F.normalize(lam * negatives + (1 - lam) * other, dim=0)
         l_pos = (q * k).sum(1, keepdim=True)
         l_neg = q @ negatives
-        logits = torch.cat([l_pos, l_neg], dim=1) / cfg.temperature
-        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        loss = F.cross_entropy(logits, labels)
+        loss, logits = info_nce(l_pos, l_neg, cfg.temperature)
         if self.training:
             self.enqueue(k_clean)  # with positive extrapolation the loss saw mixed keys; store clean ones
         with torch.no_grad():
@@ -180,3 +178,21 @@ class MoCoV2:
 
     def describe(self) -> dict[str, Any]:
         return {"recipe": self.name, **asdict(self.cfg)}
+
+
+def preset(name: str) -> Preset:
+    """The validation preset `name` (smoke, small, full; see passkit.recipes.presets)."""
+    if name == "smoke":
+        return Preset("smoke", "moco_v2", MoCoConfig(arch="resnet18", width=16, small_stem=True, image_size=32,
+                                                     queue=64, momentum=0.99, bn_splits=2),
+                      OptimConfig(name="sgd", lr=0.03, weight_decay=1e-4), batch_size=8, steps=20,
+                      eval_spec="synthetic:160:80", rankme_floor=2.0)
+    if name == "small":
+        return Preset("small", "moco_v2", MoCoConfig(arch="resnet18", width=32, small_stem=True, image_size=64,
+                                                     queue=4096, momentum=0.99, bn_splits=4),
+                      OptimConfig(name="sgd", lr=0.06, weight_decay=5e-4), batch_size=128, epochs=100,
+                      eval_size=64, rankme_floor=16.0, knn_margin=0.02)
+    return Preset("full", "moco_v2", MoCoConfig(arch="resnet50", image_size=224, queue=65536, momentum=0.999,
+                                                bn_splits=8),
+                  OptimConfig(name="sgd", lr=0.03, weight_decay=1e-4), batch_size=256, epochs=200,
+                  eval_size=224, eval_spec="synthetic:2000:1000", warmup_frac=0.0, rankme_floor=64.0, knn_margin=0.05)

@@ -23,39 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from passkit.recipes.collapse import CollapseAlarm
+from passkit.recipes.engine import is_distributed
+from passkit.recipes.losses import sinkhorn, swapped_prediction
 from passkit.recipes.multicrop import MultiCropConfig, multi_crop, multi_crop_step
 from passkit.recipes.optim import OptimConfig
+from passkit.recipes.presets import Preset
 from passkit.recipes.recipe import StepOutput
 from passkit.recipes.vit import build_any_backbone
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-@torch.no_grad()
-def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.Tensor:
-    """Soft codes [B, K] from prototype scores [B, K]: rows sum to 1, columns share the batch equally.
-
-    Under DDP the column sums are all-reduced, so B is the global batch (as in SwAV's code).
-    """
-    q = torch.exp((scores.float() - scores.float().max()) / eps).T  # K x B; max-shift for stability
-    world = dist.get_world_size() if _distributed() else 1
-    b = q.shape[1] * world
-    k = q.shape[0]
-    total = q.sum()
-    if world > 1:
-        dist.all_reduce(total)
-    q /= total
-    for _ in range(iters):
-        rows = q.sum(dim=1, keepdim=True)
-        if world > 1:
-            dist.all_reduce(rows)
-        q /= rows
-        q /= k
-        q /= q.sum(dim=0, keepdim=True)
-        q /= b
-    return (q * b).T
 
 
 @dataclass(slots=True)
@@ -120,20 +94,15 @@ class SwAV(nn.Module):
         scores = [zi @ w.float().T for zi in z]
         use_queue = cfg.queue > 0 and step >= cfg.queue_start_step
         b = views[0].shape[0]
-        loss = torch.zeros((), device=z[0].device)
-        for c in range(2):
-            with torch.no_grad():
+        codes: list[torch.Tensor] = []
+        with torch.no_grad():
+            for c in range(2):  # codes of the 2 large crops, from the batch and the queue's rows
                 s = scores[c].detach()
                 fill = int(self.queue_fill)
                 if use_queue and fill > 0:
                     s = torch.cat([s, self.queue[c, :fill] @ w.float().T.detach()])
-                q = sinkhorn(s, cfg.sinkhorn_eps, cfg.sinkhorn_iters)[:b]
-            sub = 0.0
-            for v in range(len(z)):
-                if v != c:
-                    sub = sub - (q * F.log_softmax(scores[v] / cfg.temperature, dim=1)).sum(1).mean()
-            loss = loss + sub / (len(z) - 1)
-        loss = loss / 2
+                codes.append(sinkhorn(s, cfg.sinkhorn_eps, cfg.sinkhorn_iters)[:b])
+        loss = swapped_prediction(scores, codes, cfg.temperature)
         if self.training and use_queue:  # filled from queue_start_step, used as soon as it holds rows
             self._enqueue(torch.stack([z[0].detach(), z[1].detach()]))
         with torch.no_grad():
@@ -149,7 +118,7 @@ class SwAV(nn.Module):
     @torch.no_grad()
     def _enqueue(self, z2: torch.Tensor) -> None:
         """Push the newest large-crop projections in front (SwAV's queue order), [2, B, dim]."""
-        if _distributed():
+        if is_distributed():
             out = [torch.empty_like(z2) for _ in range(dist.get_world_size())]
             dist.all_gather(out, z2.contiguous())
             z2 = torch.cat(out, dim=1)
@@ -194,9 +163,21 @@ class SwAVRecipe:
         return {"recipe": self.name, **asdict(self.cfg)}
 
 
-def smoke() -> tuple[SwAVRecipe, OptimConfig]:
-    """The CPU-sized settings the tests prove learning with (32 px, ViT-nano/4, 2x32 + 2x16 crops, 8-bit AdamW)."""
-    crops = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
-    return (SwAVRecipe(SwAVConfig(arch="vit_nano", patch_size=4, hidden_dim=128, dim=32, prototypes=30, queue=128,
-                                  queue_start_step=50, freeze_prototypes_steps=5, crops=crops)),
-            OptimConfig(name="adamw", lr=2e-3, bits=8, weight_decay=0.04, min_8bit_size=1024))
+def preset(name: str) -> Preset:
+    """The validation preset `name` (smoke, small, full; see passkit.recipes.presets)."""
+    if name == "smoke":
+        crops = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
+        return Preset("smoke", "swav", SwAVConfig(arch="vit_nano", patch_size=4, hidden_dim=128, dim=32, prototypes=30,
+                                                  queue=0, freeze_prototypes_steps=2, crops=crops),
+                      OptimConfig(name="adamw", lr=2e-3, weight_decay=0.04, min_8bit_size=1024), batch_size=8,
+                      steps=20, eval_spec="synthetic:160:80", rankme_floor=2.0)
+    if name == "small":
+        crops = MultiCropConfig(64, 32, 2, 4, (0.3, 1.0), (0.1, 0.3))
+        return Preset("small", "swav", SwAVConfig(arch="resnet18", width=32, small_stem=True, hidden_dim=512, dim=64,
+                                                  prototypes=300, queue=1024, queue_start_step=500,
+                                                  freeze_prototypes_steps=100, crops=crops),
+                      OptimConfig(name="sgd", lr=0.1, weight_decay=1e-6), batch_size=128, epochs=100,
+                      eval_size=64, rankme_floor=16.0, knn_margin=0.02)
+    return Preset("full", "swav", SwAVConfig(), OptimConfig(name="lars", lr=0.6, weight_decay=1e-6),
+                  batch_size=256, epochs=200, eval_size=224, eval_spec="synthetic:2000:1000",
+                  rankme_floor=64.0, knn_margin=0.05)

@@ -2,7 +2,8 @@
 
     result = validate("releases/demo-1.0.0", recipe="moco_v2", preset="smoke", eval_spec="synthetic")
 
-Recipes: moco_v2, swav, dino, mae (each preset's settings in passkit.recipes.presets).
+Recipes: those in passkit.recipes.registry's table (each preset's settings in the recipe's module,
+see passkit.recipes.presets).
 
 Writes into the release folder `validation/<recipe>-<preset>-seed<seed>/` with validation.json,
 metrics.jsonl, similarity.jsonl and plots (loss.png, similarity.png, knn.png), and appends a
@@ -33,10 +34,9 @@ from typing import Any
 import torch
 
 from passkit.recipes import evaluate as ev
-from passkit.recipes import plots, presets
+from passkit.recipes import plots, presets, registry
 from passkit.recipes.augment import MultiView, eval_transform, moco_v2_augment, normalize
 from passkit.recipes.engine import ReleaseData, TrainConfig, Trainer, seed_everything
-from passkit.recipes.presets import RECIPES
 
 RELEASE_EMBED_MAX = 512
 
@@ -100,8 +100,7 @@ def validate(
     from passkit.release.manifest import add_validation
     from passkit.stream import open_release
 
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    probe = registry.entry(recipe).probe  # ValueError for an unknown recipe, before any work
     release_dir = Path(release_dir)
     rel = open_release(release_dir)
     p = presets.get(preset, recipe)
@@ -158,8 +157,8 @@ def validate(
               {"name": "rankme", "value": emb["rankme"], "threshold": p.rankme_floor,
                "rule": f"RankMe of release features > {p.rankme_floor}",
                "status": "pass" if emb["rankme"] > p.rankme_floor else "fail"}]
-    # MAE features are judged by a linear probe, the others by kNN
-    name, key, label = (("linear_probe", "linear_probe", "linear probe") if recipe == "mae"
+    # features not built for kNN (MAE's) are judged by a linear probe, the others by kNN
+    name, key, label = (("linear_probe", "linear_probe", "linear probe") if probe == "linear_probe"
                         else ("knn", "knn_k20_t0.07", "kNN top-1 (k=20, T=0.07)"))
     if evals:
         a, b = evals["pretrained"][key], evals["random_init"][key]

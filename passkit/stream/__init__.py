@@ -11,6 +11,7 @@ Importing this package does not import `datasets`.
 from passkit.stream import decode
 from passkit.stream.loader import (
     Catalog,
+    LoaderConfig,
     Release,
     ReleaseDataset,
     ReleaseLoader,
@@ -26,6 +27,7 @@ from passkit.stream.storage import ShardIntegrityError
 
 __all__ = [
     "Catalog",
+    "LoaderConfig",
     "RankPlan",
     "Release",
     "ReleaseDataset",

@@ -45,6 +45,9 @@ Images and batching: transforms must give same-shape tensors within a batch (or 
 tensors per sample for multi-view recipes; each view is stacked separately). `batch_size=None`
 yields single (image, meta) pairs. `metas` are the samples' `<key>.json` dicts (title, creator,
 licence, attribution, ...), so attribution travels with the data.
+
+Options travel as one `LoaderConfig` record: `loader(...)` builds it from its keyword arguments,
+and `ReleaseLoader.from_config(release, config)` takes one directly.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import os
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +296,61 @@ def normalize(images: torch.Tensor, device: torch.device | str | None = None,
     return (x.to(dtype) - m) / s
 
 
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class LoaderConfig:
+    """Every option of a release loader, in one record that is passed through, not re-listed.
+
+    `loader(...)` builds it from its keyword arguments (what each means is in its docstring);
+    ReleaseDataset reads the options that choose, read and transform samples, ReleaseLoader the
+    DataLoader ones (num_workers, pin_memory, prefetch_factor, multiprocessing_context).
+    """
+
+    batch_size: int | None = None
+    transform: Callable[[Any], Any] | None = None
+    shuffle: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    image_size: int | None = DEFAULT_IMAGE_SIZE
+    buffer_size: int = DEFAULT_BUFFER
+    drop_last: bool = False
+    apply_removals: bool = True
+    split_by_node: bool = True
+    pin_memory: bool = False
+    prefetch_factor: int | None = None
+    handler: Callable[[Exception], bool] = reraise_exception
+    balance: Balance = "pad"
+    rank: int | None = None
+    world_size: int | None = None
+    cache_dir: Path | str | None = None
+    verify: bool = False
+    seed_augment: bool = True
+    multiprocessing_context: Any = None
+
+    def check(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}: use a positive number, or None for single samples")
+        if self.balance not in ("pad", "drop"):
+            raise ValueError(f"balance={self.balance!r}: use 'pad' (repeat samples) or 'drop' (leave the tail out)")
+
+    def dataloader_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the DataLoader around the dataset."""
+        kw: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        if self.num_workers > 0:
+            if self.prefetch_factor is not None:
+                kw["prefetch_factor"] = self.prefetch_factor
+            # Forked workers inherit whatever locks the parent's threads held (OpenMP pools of
+            # earlier torch ops, HTTP servers, Ray) and can hang forever; spawned ones cannot.
+            ctx = self.multiprocessing_context
+            kw["multiprocessing_context"] = "spawn" if ctx is None else ctx
+        return kw
+
+
+_OPTIONS = frozenset(f.name for f in fields(LoaderConfig))
+
+
 # ----------------------------------------------------------------------------- dataset
 
 
@@ -334,55 +392,34 @@ class ReleaseDataset(IterableDataset):
 
     The pass's plan is made by `prepare(...)` (ReleaseLoader does it in the main process before
     forking workers); iterating without it prepares a pass for the current epoch from position 0.
+    Options come as a LoaderConfig, keyword arguments overriding its fields
+    (`ReleaseDataset(release, batch_size=4, shuffle=True)` needs no record); they read as
+    attributes too (`ds.seed` is `ds.config.seed`), except `transform`, the one in use.
     """
 
-    def __init__(
-        self,
-        release: Release,
-        *,
-        batch_size: int | None = None,
-        transform: Callable[[Any], Any] | None = None,
-        image_size: int | None = DEFAULT_IMAGE_SIZE,
-        shuffle: bool = False,
-        seed: int = 0,
-        buffer_size: int = DEFAULT_BUFFER,
-        drop_last: bool = False,
-        apply_removals: bool = True,
-        split_by_node: bool = True,
-        handler: Callable[[Exception], bool] = reraise_exception,
-        balance: Balance = "pad",
-        rank: int | None = None,
-        world_size: int | None = None,
-        cache_dir: Path | str | None = None,
-        verify: bool = False,
-        seed_augment: bool = True,
-    ):
+    def __init__(self, release: Release, config: LoaderConfig | None = None, /, **options: Any):
         super().__init__()
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: use a positive number, or None for single samples")
-        if balance not in ("pad", "drop"):
-            raise ValueError(f"balance={balance!r}: use 'pad' (repeat samples) or 'drop' (leave the tail out)")
+        cfg = replace(config or LoaderConfig(), **options)
+        cfg.check()
+        self.config = cfg
         self.release = release
-        self.batch_size = batch_size
-        self.transform = transform if transform is not None else default_transform(image_size)
+        self.transform = cfg.transform if cfg.transform is not None else default_transform(cfg.image_size)
         self.wants_jpeg = bool(getattr(self.transform, "wants_jpeg", False))
-        self.shuffle = shuffle
-        self.seed = seed
-        self.buffer_size = buffer_size
-        self.drop_last = drop_last
-        self.apply_removals = apply_removals
-        self.removed = release.removed if apply_removals else frozenset()
-        self.split_by_node = split_by_node
-        self.handler = handler
-        self.balance: Balance = balance
-        self.rank, self.world_size = rank, world_size
-        self.verify = verify
-        self.seed_augment = seed_augment
-        self.pool = ShardPool(cache_dir)
-        self.catalog = build_catalog(release, self.pool, apply_removals)
+        self.removed = release.removed if cfg.apply_removals else frozenset()
+        self.pool = ShardPool(cfg.cache_dir)
+        self.catalog = build_catalog(release, self.pool, cfg.apply_removals)
         self.epoch = 0
         self._pass: _Pass | None = None
         self._verified = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: the options, read where they always were
+        # (ds.seed, ds.batch_size, ...). Through __dict__, so an instance being unpickled in a
+        # worker, which has no `config` yet, gets an AttributeError rather than a recursion.
+        cfg = self.__dict__.get("config")
+        if cfg is not None and name in _OPTIONS:
+            return getattr(cfg, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- plan
 
@@ -391,29 +428,30 @@ class ReleaseDataset(IterableDataset):
 
     def placement(self) -> tuple[int, int]:
         """(rank, world_size) this dataset reads for."""
-        if not self.split_by_node:
+        if not self.config.split_by_node:
             return 0, 1
         r, w = dist_info()
-        rank = self.rank if self.rank is not None else r
-        world = self.world_size if self.world_size is not None else w
+        rank = self.config.rank if self.config.rank is not None else r
+        world = self.config.world_size if self.config.world_size is not None else w
         return rank, world
 
     def plan(self, epoch: int | None = None) -> RankPlan:
         rank, world = self.placement()
-        return rank_plan(self.catalog.shard_counts, rank=rank, world_size=world, batch_size=self.batch_size,
-                         seed=self.seed, epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
-                         buffer_size=self.buffer_size, balance=self.balance, drop_last=self.drop_last)
+        c = self.config
+        return rank_plan(self.catalog.shard_counts, rank=rank, world_size=world, batch_size=c.batch_size,
+                         seed=c.seed, epoch=self.epoch if epoch is None else epoch, shuffle=c.shuffle,
+                         buffer_size=c.buffer_size, balance=c.balance, drop_last=c.drop_last)
 
     def __len__(self) -> int:
         """Batches (samples when batch_size is None) this rank yields per epoch."""
         n, (_, world) = len(self.catalog), self.placement()
-        per = math.ceil(n / world) if self.balance == "pad" else n // world
-        bs = self.batch_size or 1
-        return per // bs if self.drop_last else math.ceil(per / bs)
+        per = math.ceil(n / world) if self.config.balance == "pad" else n // world
+        bs = self.config.batch_size or 1
+        return per // bs if self.config.drop_last else math.ceil(per / bs)
 
     def prepare(self, start: int = 0) -> _Pass:
         """Plan the pass for the current epoch, skipping `start` batches; verify shards if asked."""
-        if self.verify and not self._verified:
+        if self.config.verify and not self._verified:
             self.verify_shards()
         plan = self.plan()
         if not 0 <= start <= len(plan):
@@ -459,7 +497,7 @@ class ReleaseDataset(IterableDataset):
         return self.transform(image), meta
 
     def _batch_seed(self, p: _Pass, batch_no: int) -> int:
-        return int(rng_for("augment", self.seed, p.epoch, p.rank, batch_no).integers(0, 2**63 - 1))
+        return int(rng_for("augment", self.config.seed, p.epoch, p.rank, batch_no).integers(0, 2**63 - 1))
 
     def __iter__(self) -> Iterator[Any]:
         p = self._pass if self._pass is not None else self.prepare()
@@ -474,7 +512,7 @@ class ReleaseDataset(IterableDataset):
         try:
             for i in range(wid, len(remaining), nw):
                 batch_no = p.start + i
-                ctx = _seeded(self._batch_seed(p, batch_no), restore=info is None) if self.seed_augment \
+                ctx = _seeded(self._batch_seed(p, batch_no), restore=info is None) if self.config.seed_augment \
                     else contextlib.nullcontext()
                 with ctx:
                     samples = []
@@ -482,11 +520,11 @@ class ReleaseDataset(IterableDataset):
                         try:
                             samples.append(self.sample(sid))
                         except Exception as e:
-                            if not self.handler(e):
+                            if not self.config.handler(e):
                                 raise
                 if not samples:
                     raise RuntimeError(f"every sample of batch {batch_no} failed; see the handler's warnings")
-                yield collate(samples) if self.batch_size else samples[0]
+                yield collate(samples) if self.config.batch_size else samples[0]
         finally:
             if info is None:
                 self.pool.close()
@@ -499,11 +537,16 @@ class ReleaseLoader(DataLoader):
 
     def __init__(self, dataset: ReleaseDataset, **kw: Any):
         # Its own generator: the DataLoader draws worker base seeds from it, not from the caller's RNG.
-        kw.setdefault("generator", torch.Generator().manual_seed(dataset.seed))
+        kw.setdefault("generator", torch.Generator().manual_seed(dataset.config.seed))
         super().__init__(dataset, batch_size=None, **kw)
         self._epoch_state = 0
         self._position = 0
         self._resume_at = 0
+
+    @classmethod
+    def from_config(cls, release: Release, config: LoaderConfig) -> ReleaseLoader:
+        """The loader `loader(...)` returns, from an opened release and the options record."""
+        return cls(ReleaseDataset(release, config), collate_fn=_as_is, **config.dataloader_kwargs())
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch of the next pass (its own reproducible order). Setting another epoch than
@@ -528,18 +571,18 @@ class ReleaseLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """Where the current (or last) pass is: load it into a loader built with the same arguments."""
-        ds = self.dataset
+        ds, c = self.dataset, self.dataset.config
         rank, world = ds.placement()
         return {
             "epoch": ds.epoch,
             "position": self._position,
             "batches": len(ds),
-            "seed": ds.seed,
-            "shuffle": ds.shuffle,
-            "buffer_size": ds.buffer_size,
-            "batch_size": ds.batch_size,
-            "drop_last": ds.drop_last,
-            "balance": ds.balance,
+            "seed": c.seed,
+            "shuffle": c.shuffle,
+            "buffer_size": c.buffer_size,
+            "batch_size": c.batch_size,
+            "drop_last": c.drop_last,
+            "balance": c.balance,
             "world_size": world,
             "rank": rank,
             "samples": len(ds.catalog),
@@ -610,33 +653,7 @@ def loader(
         shards. verify: check shard sha256s before the first batch. handler: called with a sample's
         exception; return True to skip the sample (e.g. webdataset.warn_and_continue), the default raises.
     """
-    release = open_release(release_dir)
-    ds = ReleaseDataset(
-        release,
-        batch_size=batch_size,
-        transform=transform,
-        image_size=image_size,
-        shuffle=shuffle,
-        seed=seed,
-        buffer_size=buffer_size,
-        drop_last=drop_last,
-        apply_removals=apply_removals,
-        handler=handler,
-        balance=balance,
-        rank=rank,
-        world_size=world_size,
-        cache_dir=cache_dir,
-        verify=verify,
-        seed_augment=seed_augment,
-    )
-    kw: dict[str, Any] = {}
-    if num_workers > 0:
-        if prefetch_factor is not None:
-            kw["prefetch_factor"] = prefetch_factor
-        if multiprocessing_context is None:
-            # Forked workers inherit whatever locks the parent's threads held (OpenMP pools of
-            # earlier torch ops, HTTP servers, Ray) and can hang forever; spawned ones cannot.
-            multiprocessing_context = "spawn"
-        if multiprocessing_context is not None:
-            kw["multiprocessing_context"] = multiprocessing_context
-    return ReleaseLoader(ds, num_workers=num_workers, pin_memory=pin_memory, collate_fn=_as_is, **kw)
+    # Every argument but the location is a LoaderConfig field: the record is built from them by
+    # name (an argument added here without its field fails on the first call).
+    options = {k: v for k, v in locals().items() if k != "release_dir"}
+    return ReleaseLoader.from_config(open_release(release_dir), LoaderConfig(**options))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from passkit.atomic import atomic_path
 from passkit.shards.reader import DEFAULT_MAX_MEMBER, UnsafeTarError, _member_problem
 
 REMOTE_TIMEOUT = 60.0
@@ -136,8 +137,7 @@ def fetch_to_cache(url: str, cache_dir: Path, sha256: str | None, size: int | No
         try:
             if dest.is_file() and (size is None or dest.stat().st_size == size):
                 return dest
-            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            try:
+            with atomic_path(dest) as tmp:  # a shard that fails its check never takes dest's name
                 h, n = hashlib.sha256(), 0
                 with open_remote(url) as src, open(tmp, "wb") as out:
                     while block := src.read(CHUNK):
@@ -145,9 +145,6 @@ def fetch_to_cache(url: str, cache_dir: Path, sha256: str | None, size: int | No
                         out.write(block)
                         n += len(block)
                 _check(h.hexdigest(), n, sha256, size, url)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return dest
