@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from passkit import licenses
+from passkit import licenses, models
 
 # The source union (one member per kind) and its kinds come from the source table,
 # passkit.sources.SOURCES; each kind's spec class lives beside its source.
@@ -133,9 +133,8 @@ class ImageSpec(_Model):
         return data
 
 
-# the names passkit.filters.people.detectors.DETECTORS implements; a Literal here (not read from that
-# table) so the spec validates without importing the filter, which imports this module
-DetectorName = Literal["mtcnn", "hog", "yolox_nano", "yunet", "yolo_fastest_body", "torchvision"]
+# every detector in the models registry (a light module: the spec validates without importing the filter)
+DetectorName = Literal[tuple(models.REGISTRY)]  # type: ignore[valid-type]
 
 
 class DetectorSpec(_Model):

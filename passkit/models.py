@@ -57,6 +57,7 @@ class ModelFile:
 class Model:
     name: str  # the detector name used in pipeline specs
     task: Literal["face", "person"]
+    detector: str  # "module:Class" in passkit.filters.people that implements it (imported on first use)
     license: str
     source: str  # human-readable provenance: repository @ commit
     files: tuple[ModelFile, ...] = ()
@@ -89,6 +90,7 @@ REGISTRY: dict[str, Model] = {
         Model(
             name="mtcnn",
             task="face",
+            detector="mtcnn:MTCNNDetector",
             license="MIT (facenet-pytorch); weights converted from the MTCNN authors' release",
             source="https://github.com/timesler/facenet-pytorch",
             package="facenet-pytorch",
@@ -98,6 +100,7 @@ REGISTRY: dict[str, Model] = {
         Model(
             name="hog",
             task="person",
+            detector="hog:HOGDetector",
             license="Apache-2.0 (OpenCV)",
             source="https://github.com/opencv/opencv (HOGDescriptor_getDefaultPeopleDetector, Dalal-Triggs)",
             package="opencv-python-headless",
@@ -106,6 +109,7 @@ REGISTRY: dict[str, Model] = {
         Model(
             name="yolox_nano",
             task="person",
+            detector="yolox_nano:YOLOXNanoDetector",
             license="Apache-2.0 (Megvii YOLOX; ONNX export by Kazuhito00, Apache-2.0)",
             source=f"https://github.com/{_YOLOX_REPO} @ {_YOLOX_COMMIT} (model/yolox_nano.onnx), "
             "export of Megvii-BaseDetection/YOLOX release 0.1.1rc0 yolox_nano.pth",
@@ -143,6 +147,7 @@ REGISTRY: dict[str, Model] = {
         Model(
             name="yunet",
             task="face",
+            detector="yunet:YuNetDetector",
             license="Apache-2.0 (libfacedetection.train); OpenCV Zoo ships the yunet_s bytes under MIT",
             source=f"https://github.com/{_YUNET_REPO} @ {_YUNET_COMMIT} (onnx/yunet_n_640_640.onnx)",
             files=(
@@ -165,6 +170,7 @@ REGISTRY: dict[str, Model] = {
         Model(
             name="yolo_fastest_body",
             task="person",
+            detector="yolo_fastest_body:YoloFastestBodyDetector",
             license="YOLO LICENSE v2 (Darknet, public domain)",
             source=f"https://github.com/{_YF_REPO} @ {_YF_COMMIT} (ModelZoo/yolo-fastest-1.1_body/)",
             files=(
@@ -325,6 +331,7 @@ def torchvision_release(arch: str) -> tuple[str, str] | None:
 REGISTRY["torchvision"] = Model(
     name="torchvision",
     task="person",
+    detector="torchvision_coco:TorchvisionDetector",
     license="BSD-3-Clause (torchvision code); weights: see the torchvision model card of the chosen arch",
     source="https://pytorch.org/vision/stable/models.html#object-detection (a local .pth the user supplies)",
     package="torchvision",

@@ -6,13 +6,13 @@ An image "has a person" when at least one detector fires (a logical OR: for a pe
 miss costs more than a false rejection).
 
 Layout: `ensemble` (PeopleFilter, PeopleResult, tiling, the review band), `common` (the Detector
-base, errors, NMS and box lists, the tile grid, runtime and device helpers), `detectors` (the table
-name -> "module:Class" that `build_detector` reads), and one module per detector. To add a detector:
-write its module (a `Detector` subclass with `name`, `task`, `from_spec` and `detect`), add its line to
-`detectors.DETECTORS`, its name to `passkit.config.DetectorName`, and its `passkit.models.REGISTRY`
-entry (weights files, or the package that carries them; the manifest's licence and source come from it).
+base, errors, NMS and box lists, the tile grid, runtime and device helpers), `detectors` (name ->
+class, from the registry), and one module per detector. To add a detector: write its module (a
+`Detector` subclass with `name`, `task`, `from_spec` and `detect`) and add its entry to
+`passkit.models.REGISTRY` (`detector="module:Class"`, its weights files or the package that carries
+them; the spec's detector names and the manifest's licence and source come from there too).
 
-Detectors (names as in `passkit.config.DetectorName`):
+Detectors (the names specs use):
 
 - ``mtcnn`` (`mtcnn.py`): faces, facenet-pytorch's MTCNN (weights inside the package). Score: the
   O-net face probability (MTCNN only reports faces whose probability is >= 0.7, so the score is 0 or >= 0.7).

@@ -1,8 +1,8 @@
-"""Which class implements each detector name: the one table `build_detector` reads.
+"""Which class implements each detector name, as `passkit.models.REGISTRY` says.
 
-A table of "module:Class" strings rather than imported classes, so a detector's module (and the
-runtime it pulls in: torch for MTCNN and torchvision, facenet-pytorch) is imported only when a spec
-uses that detector. Modules are relative to this package.
+The registry holds "module:Class" strings rather than imported classes, so a detector's module (and
+the runtime it pulls in: torch for MTCNN and torchvision, facenet-pytorch) is imported only when a
+spec uses that detector. Modules are relative to this package.
 """
 
 from __future__ import annotations
@@ -11,20 +11,13 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from passkit import models
 from passkit.filters.people.common import Detector, PeopleFilterError
 
 if TYPE_CHECKING:
     from passkit.config import DetectorSpec
 
-# name (as in passkit.config.DetectorName and passkit.models.REGISTRY) -> "module:Class"
-DETECTORS: dict[str, str] = {
-    "mtcnn": "mtcnn:MTCNNDetector",
-    "hog": "hog:HOGDetector",
-    "yolox_nano": "yolox_nano:YOLOXNanoDetector",
-    "yunet": "yunet:YuNetDetector",
-    "yolo_fastest_body": "yolo_fastest_body:YoloFastestBodyDetector",
-    "torchvision": "torchvision_coco:TorchvisionDetector",
-}
+DETECTORS: dict[str, str] = {name: m.detector for name, m in models.REGISTRY.items()}  # name -> "module:Class"
 
 
 def detector_class(name: str) -> type[Detector]:
