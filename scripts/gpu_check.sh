@@ -3,10 +3,10 @@
 #   1. MoCo v2 (ResNet-50, 224 px, batch 128, bf16 autocast) for a few steps on synthetic images: images/s
 #      with 32-bit SGD, bitsandbytes' 8-bit SGD (when installed) and passkit's pure-PyTorch 8-bit SGD, and the loss.
 #   2. 8-bit vs 32-bit AdamW step time and state bytes/param on CUDA tensors (benchmarks/optim8bit.py);
-#      tests/test_optim.py (its bitsandbytes tests skip themselves when bitsandbytes is missing).
-#   3. (issue 9) SwAV (ResNet-50), DINO (ViT-S/16) and MAE (ViT-B/16, and the medical ViT-S preset): a few
+#      tests/recipes/test_optim.py (its bitsandbytes tests skip themselves when bitsandbytes is missing).
+#   3. SwAV (ResNet-50), DINO (ViT-S/16) and MAE (ViT-B/16, and the medical ViT-S preset): a few
 #      bf16 steps each with 8-bit AdamW/SGD on synthetic 224 px images: images/s, loss start -> end, RankMe;
-#      then tests/test_swav.py, test_dino.py and test_mae.py (the Trainer picks CUDA when there is one).
+#      then tests/recipes/test_swav.py, test_dino.py and test_mae.py (the Trainer picks CUDA when there is one).
 # Each section runs on its own (under `timeout`): a failure prints its error and the next section still runs.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine
@@ -90,7 +90,7 @@ if [[ "$DRY" == 1 ]]; then
 else
   section optim8bit "$PY" benchmarks/optim8bit.py --device cuda --runs 3 --steps 10
 fi
-section pytest-optim "$PY" -m pytest -q -p no:cacheprovider tests/test_optim.py
+section pytest-optim "$PY" -m pytest -q -p no:cacheprovider tests/recipes/test_optim.py
 
 section loader "$PY" - <<'PY'
 # Is training data-bound? The same MoCo v2 input pipeline alone (CPU augmentations in DataLoader
@@ -173,5 +173,5 @@ for name, make, bs, opt in runs:
             torch.cuda.reset_peak_memory_stats()
 PY
 
-section pytest-recipes "$PY" -m pytest -q -p no:cacheprovider tests/test_swav.py tests/test_dino.py tests/test_mae.py
+section pytest-recipes "$PY" -m pytest -q -p no:cacheprovider tests/recipes/test_swav.py tests/recipes/test_dino.py tests/recipes/test_mae.py
 echo "gpu_check: done in ${SECONDS} s; failed sections: ${failed[*]:-none}"

@@ -3,7 +3,7 @@
 The recipes (moco.py, swav.py, dino.py, mae.py) own the networks and whatever moves between steps
 (MoCo's queue, SwAV's queue and prototypes, DINO's centre and temperature schedule, MAE's mask);
 they hand the tensors to these functions. Kept apart so each objective can be tested on hand-made
-inputs (tests/test_losses.py) and read in one place.
+inputs (tests/recipes/test_losses.py) and read in one place.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def build_release(
     """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths."""
     t0 = time.monotonic()
     rows, det = read_ledgers(units_dir, unit_indices)
-    rows, review = apply_reviews(rows, units_dir.parent)  # people-filter issue: human review decisions
+    rows, review = apply_reviews(rows, units_dir.parent)  # decisions humans made in `passkit review`
     staging = _StagingIndex()
     for idx in unit_indices:
         staging.add(unit_paths(units_dir, idx)[0])
@@ -202,7 +202,7 @@ def build_release(
         removals=cur.removals,
     )
     m["curation"] = cur.curation
-    m["review"] = review  # people-filter issue: what humans verified (review queue and spot checks)
+    m["review"] = review  # what humans verified (review queue and spot checks)
     rejected_rows = [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected]
     written = documents.write_all(tmp, m, index_rows, rejected_rows)
     m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
