@@ -27,10 +27,9 @@ from pathlib import Path
 import pytest
 
 from passkit.localserver import LoopbackServer
+from tests.helpers import DATA, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = DATA / "fixtures"
 PERSON_DEV = DATA / "person_dev"
 

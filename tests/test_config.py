@@ -1,10 +1,9 @@
-from pathlib import Path
 
 import pytest
 
 from passkit.config import SpecError, load_spec, parse_spec
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = {"name": "t", "version": "1", "source": {"kind": "demo"}}
 
 

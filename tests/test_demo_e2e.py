@@ -18,8 +18,8 @@ import yaml
 
 from passkit.demo.catalog import expected
 from passkit.shards import write_tar
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSKIT = [sys.executable, "-m", "passkit.cli"]
 EPOCH = "1767225600"  # pins manifest.created so whole releases compare byte for byte
 
@@ -61,7 +61,7 @@ def demo(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo")
     shutil.copytree(ROOT / "pipelines", d / "pipelines")
     p = run(["build", "pipelines/demo.yaml"], cwd=d)
-    # people-filter issue: the default ensemble is yolox_nano + yolo_fastest_body + yunet when the weights
+    # the default ensemble is yolox_nano + yolo_fastest_body + yunet when the weights
     # are installed (PASSKIT_MODELS, as `make test` sets), and MTCNN + HOG stand in when they are not
     assert f"people detectors that ran: {DEMO_DETECTORS[0]}" in p.stdout
     return d / "releases" / "demo-1.0.0"

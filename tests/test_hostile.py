@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from crawlfixtures import candidate, jpeg, spec
 
 from passkit.config import FetchSpec
 from passkit.fetch import Fetcher
 from passkit.ledger import unit_paths
 from passkit.pipeline import Unit, UnitRunner
 from passkit.shards import iter_members
+from tests.helpers.crawl import candidate, jpeg, spec
 
 
 def _send(h, status: int, body: bytes, ctype: str = "image/jpeg", headers: dict[str, str] | None = None) -> None:

@@ -186,10 +186,9 @@ def test_passkit_turbojpeg_off_disables_the_planar_path(monkeypatch):
 def test_the_crawler_takes_the_planar_path_only_without_the_people_filter(monkeypatch, http_server, tmp_path):
     """People filter off: no RGB pixels are asked for; the detectors always get RGB (their recall
     and false rejections were measured on it)."""
-    from crawlfixtures import candidate, jpeg, list_opener, spec
-
     from passkit import pipeline, sources
     from passkit.build import build
+    from tests.helpers.crawl import candidate, jpeg, list_opener, spec
 
     cands = [candidate(f"p{i}", http_server.serve_bytes(f"/p/{i}.jpg", jpeg(500 + i, (200, 150)))) for i in range(3)]
     monkeypatch.setitem(sources._OPENERS, "demo", list_opener(cands))

@@ -12,11 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from passkit.query import QueryError, query
-
-try:
-    from test_release import Item, basic_items, staged_release, texture
-except ImportError:  # pragma: no cover
-    from tests.test_release import Item, basic_items, staged_release, texture
+from tests.helpers.staging import Item, basic_items, staged_release, texture
 
 
 @pytest.fixture(scope="module")

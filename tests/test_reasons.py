@@ -20,8 +20,8 @@ from passkit.fetch import http
 from passkit.reasons import REASONS, Rejection, lookup
 from passkit.records import Stage
 from passkit.release.curate import STAGE_ORDER
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "passkit"
 
 # Callables that take a reason, by name, and the position of the reason argument. Subclasses of

@@ -16,12 +16,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from crawlfixtures import candidate, jpeg, list_opener, release_files, spec, write_candidates
 
 import passkit.sources as sources
 from passkit.build import build
+from tests.helpers import ROOT
+from tests.helpers.crawl import candidate, jpeg, list_opener, release_files, spec, write_candidates
 
-TESTS = Path(__file__).resolve().parent
 EPOCH = "1767225600"
 
 
@@ -148,8 +148,8 @@ def test_grown_source_is_extended_incrementally(http_server, tmp_path, monkeypat
 
 DRIVER = """
 import json, sys
-sys.path.insert(0, {tests!r})
-from crawlfixtures import candidate, list_opener
+sys.path.insert(0, {root!r})
+from tests.helpers.crawl import candidate, list_opener
 import passkit.sources as sources
 
 if __name__ == "__main__":
@@ -183,7 +183,7 @@ def test_sigkill_then_rerun_gives_the_same_release(kill_at, http_server, tmp_pat
     s = spec(unit_size=UNIT, workers=2, threads=2)
     base = tmp_path / "killed"
     base.mkdir()
-    (base / "driver.py").write_text(DRIVER.format(tests=str(TESTS)))
+    (base / "driver.py").write_text(DRIVER.format(root=str(ROOT)))
     write_candidates(base / "cands.json", cands)
     (base / "spec.yaml").write_text(yaml.safe_dump(s.canonical()))
 

@@ -1,4 +1,4 @@
-"""passkit.audit on small releases written by tests/releasefactory.py, clean and tampered with."""
+"""passkit.audit on small releases written by tests/helpers/releases.py, clean and tampered with."""
 
 from __future__ import annotations
 
@@ -14,31 +14,17 @@ from PIL import Image
 from passkit import licenses
 from passkit.audit import CODES, AuditReport, Finding, audit, schema_path
 from passkit.shards import sha256_file
-
-try:  # tests/ is a plain folder that pytest puts on sys.path, or a package
-    from releasefactory import (
-        jpeg,
-        json_bytes,
-        load_manifest,
-        make_release,
-        read_shard,
-        rewrite_shard,
-        sample_key,
-        save_manifest,
-        update_shard_in_manifest,
-    )
-except ImportError:  # pragma: no cover
-    from tests.releasefactory import (
-        jpeg,
-        json_bytes,
-        load_manifest,
-        make_release,
-        read_shard,
-        rewrite_shard,
-        sample_key,
-        save_manifest,
-        update_shard_in_manifest,
-    )
+from tests.helpers.releases import (
+    jpeg,
+    json_bytes,
+    load_manifest,
+    make_release,
+    read_shard,
+    rewrite_shard,
+    sample_key,
+    save_manifest,
+    update_shard_in_manifest,
+)
 
 SHARD0 = "shards/test-000000.tar"
 SHARD1 = "shards/test-000001.tar"
@@ -437,7 +423,7 @@ def test_manifest_shard_path_outside_release(release: Path) -> None:
     assert "shard_unlisted" in codes(report)  # test-000000.tar is now on disk but not listed
 
 
-# ----------------------------------------------------------------------------- issue 6: more tampering
+# ----------------------------------------------------------------------------- more tampering
 
 
 def test_swapped_shards_are_caught(release: Path) -> None:
@@ -596,11 +582,7 @@ def test_rescan_without_usable_detectors_is_a_finding(release: Path) -> None:
 
 def test_check_sources(tmp_path: Path, http_server) -> None:
     from passkit.config import FetchSpec
-
-    try:
-        from test_release import basic_items, png_bytes, staged_release, texture
-    except ImportError:  # pragma: no cover
-        from tests.test_release import basic_items, png_bytes, staged_release, texture
+    from tests.helpers.staging import basic_items, png_bytes, staged_release, texture
 
     items = basic_items(5)
     rel = staged_release(tmp_path, items, url_base=http_server.base)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,8 +18,9 @@ from passkit.records import Candidate
 from passkit.sources import Source, UnknownSourceError, kinds, open_source
 from passkit.sources.demo import DemoSourceSpec
 from passkit.sources.openverse_format import iter_search, result_to_candidate
+from tests.helpers import DATA
 
-FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures" / "openverse"
+FIXTURES = DATA / "fixtures" / "openverse"
 
 
 def _fixture(name: str) -> dict:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from crawlfixtures import candidate, jpeg, list_opener, release_files, spec
 
 import passkit.sources as sources
 from passkit.build import build
+from tests.helpers.crawl import candidate, jpeg, list_opener, release_files, spec
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 

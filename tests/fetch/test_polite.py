@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from crawlfixtures import jpeg
-
 from passkit.config import FetchSpec
 from passkit.fetch import Fetcher, HostLimiter, Robots
+from tests.helpers.crawl import jpeg
 
 ROBOTS = """
 # comments and odd spacing are fine

@@ -9,6 +9,7 @@ import pytest
 
 from passkit.cli import main
 from passkit.filters.eval import EvalError, Item, metrics, read_labels, sweep
+from tests.helpers import ROOT
 
 
 def test_metrics_count_reject_review_and_clear():
@@ -96,7 +97,7 @@ def test_eval_on_person_dev_coco_matches_the_documented_numbers(models_dir, coco
 @pytest.mark.slow  # ~60 s on 2 idle cores: yolox_nano runs on 5 crops per photo
 def test_high_recall_spec_on_person_dev_coco(models_dir, coco_dev_dir, tmp_path, capsys):
     """pipelines/people-high-recall.yaml: tiles scored apart (yolox_nano@tiles), more recall inside the FRR budget."""
-    spec = Path(__file__).resolve().parents[1] / "pipelines" / "people-high-recall.yaml"
+    spec = ROOT / "pipelines" / "people-high-recall.yaml"
     rep = _eval(coco_dev_dir, tmp_path, capsys, "--spec", str(spec))
     e = rep["ensemble"]
     assert "yolox_nano@tiles" in rep["per_detector"]

@@ -227,7 +227,7 @@ def make_release(
         "release": f"{name}-{version}",
         "created": "2024-01-01T00:00:00Z",
         "passkit_version": "0.1.0",
-        "description": "a small release written by tests/releasefactory.py",
+        "description": "a small release written by tests/helpers/releases.py",
         "spec_hash": hashlib.sha256(f"{name}-{version}".encode()).hexdigest(),
         "policy": pol.describe(),
         "detectors": [

@@ -1,4 +1,4 @@
-"""Run by tests/test_ddp.py under `torchrun --nproc-per-node 2` (gloo, CPU): one rank of a DDP job
+"""Run by tests/recipes/test_ddp.py under `torchrun --nproc-per-node 2` (gloo, CPU): one rank of a DDP job
 reading a release through passkit.stream.loader.
 
 Every batch is followed by an all_reduce, as a DDP backward pass would be: a rank with fewer

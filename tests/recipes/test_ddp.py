@@ -16,16 +16,13 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-try:
-    from releasefactory import make_release, sample_key
-except ImportError:  # pragma: no cover
-    from tests.releasefactory import make_release, sample_key
+from tests.helpers import ROOT
+from tests.helpers.releases import make_release, sample_key
 
-HERE = Path(__file__).resolve().parent
+HERE = ROOT / "tests" / "recipes"
 N, SHARD_MAX, BATCH, STOP = 13, 5, 3, 1  # shards of 5, 5, 3 samples; 13 does not split in two
 
 
@@ -46,7 +43,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
         str(HERE / "ddp_worker.py"), str(release), str(out), str(STOP),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]

@@ -13,7 +13,7 @@ from passkit.recipes.collapse import CollapseAlarm, CollapseWarning
 from passkit.recipes.dino import DINO, DINOConfig, DINORecipe
 from passkit.recipes.multicrop import MultiCropConfig
 from passkit.recipes.recipe import Recipe
-from tests.recipehelpers import features_vs_random_init, train_small
+from tests.helpers.recipes import features_vs_random_init, train_small
 
 CROPS = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
 TINY = dict(arch="vit_nano", patch_size=4, drop_path=0.0, out_dim=64, hidden_dim=128, bottleneck_dim=32, crops=CROPS)

@@ -15,7 +15,7 @@ from passkit.recipes.multicrop import MultiCropConfig, multi_crop
 from passkit.recipes.recipe import Recipe
 from passkit.recipes.swav import SwAV, SwAVConfig, SwAVRecipe
 from passkit.recipes.synthetic import generate
-from tests.recipehelpers import features_vs_random_init, train_small
+from tests.helpers.recipes import features_vs_random_init, train_small
 
 CROPS = MultiCropConfig(32, 16, 2, 2, (0.3, 1.0), (0.1, 0.3), blur=False)
 TINY = dict(arch="vit_nano", patch_size=4, hidden_dim=128, dim=32, prototypes=30, queue=128, crops=CROPS)

@@ -11,8 +11,7 @@ import pytest
 
 from passkit.recipes.evaluate import load_labelled
 from passkit.recipes.synthetic import labelled_set, write_folder
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,7 @@ from pathlib import Path
 
 from passkit.records import Candidate
 from passkit.release.diff import diff
-
-try:
-    from test_release import Item, basic_items, staged_release, texture
-except ImportError:  # pragma: no cover
-    from tests.test_release import Item, basic_items, staged_release, texture
+from tests.helpers.staging import Item, basic_items, staged_release, texture
 
 
 def key(source_id: str) -> str:

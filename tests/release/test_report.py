@@ -11,11 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from passkit.release.report import funnel
-
-try:
-    from test_release import Item, basic_items, staged_release, texture
-except ImportError:  # pragma: no cover
-    from tests.test_release import Item, basic_items, staged_release, texture
+from tests.helpers import ROOT
+from tests.helpers.staging import Item, basic_items, staged_release, texture
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -86,7 +83,7 @@ def test_report_renders_in_headless_chromium(release: Path, tmp_path: Path) -> N
     assert title.startswith("Report — syn-1.0.0")
     px = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert px.shape[0] > 1500 and px.std() > 20, "the screenshot looks blank"
-    keep = Path(__file__).resolve().parents[1] / ".pytest_cache" / "report.png"
+    keep = ROOT / ".pytest_cache" / "report.png"
     keep.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, keep)  # for a human look after the run
 

@@ -15,11 +15,7 @@ from passkit.config import TakedownSpec
 from passkit.records import Candidate
 from passkit.release.takedown import TakedownError, next_version, takedown
 from passkit.shards import iter_samples, sha256_file
-
-try:
-    from test_release import basic_items, staged_release
-except ImportError:  # pragma: no cover
-    from tests.test_release import basic_items, staged_release
+from tests.helpers.staging import basic_items, staged_release
 
 
 def key(source_id: str) -> str:

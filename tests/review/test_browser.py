@@ -13,11 +13,6 @@ import pytest
 from passkit.review.server import make_server
 from passkit.review.store import ReviewStore
 
-try:
-    from test_review import review_build  # noqa: F401 - the module-scoped build fixture
-except ImportError:  # pragma: no cover
-    from tests.test_review import review_build  # noqa: F401
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.slow
 

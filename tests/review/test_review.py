@@ -10,24 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from passkit.records import Status
 from passkit.release.build import apply_reviews
 from passkit.review.server import load_queue, make_server
 from passkit.review.store import ReviewStore, ReviewStoreError
-
-ROOT = Path(__file__).resolve().parents[1]
-EPOCH = "1767225600"
-
-# A demo build whose detectors never fire on the demo's people (thresholds 1.0) but put them in the
-# review band: MTCNN and HOG need no downloaded weights, so this runs with or without PASSKIT_MODELS.
-REVIEW_PEOPLE = {
-    "detectors": [
-        {"name": "mtcnn", "threshold": 1.0, "review": 0.7},
-        {"name": "hog", "threshold": 1.0, "review": 0.6},
-    ]
-}
 
 
 def test_store_is_durable_and_validates(tmp_path):
@@ -88,24 +75,6 @@ def test_apply_reviews_rules(tmp_path):
 def _tree_digest(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def review_build(tmp_path_factory):
-    """A demo build with a review band; returns (base, spec)."""
-    from passkit.config import parse_spec
-
-    base = tmp_path_factory.mktemp("rv")
-    data = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
-    data["people"] = REVIEW_PEOPLE
-    data["work"]["workers"] = 1
-    spec = parse_spec(data)
-    from passkit.build import build
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SOURCE_DATE_EPOCH", EPOCH)  # pins manifest.created: rebuilds compare byte for byte
-        build(spec, base=base)
-        yield base, spec
 
 
 @pytest.mark.slow

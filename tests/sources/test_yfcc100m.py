@@ -16,8 +16,7 @@ from passkit.config import parse_spec
 from passkit.sources import open_source
 from passkit.sources.yfcc100m import COLUMNS, Yfcc100mSource
 from passkit.sources.yfcc100m_spec import Yfcc100mSourceSpec
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def _sample(fixtures_dir: Path) -> Path:

@@ -16,11 +16,7 @@ from torchvision.transforms import v2
 
 from passkit.shards import UnsafeTarError, write_tar
 from passkit.stream import ShardIntegrityError, decode, loader, open_release
-
-try:
-    from releasefactory import load_manifest, make_release, read_shard, sample_key, save_manifest
-except ImportError:  # pragma: no cover
-    from tests.releasefactory import load_manifest, make_release, read_shard, sample_key, save_manifest
+from tests.helpers.releases import load_manifest, make_release, read_shard, sample_key, save_manifest
 
 N = 17  # shards of 5, 5, 5, 2
 

@@ -11,11 +11,7 @@ import webdataset as wds
 from torchvision.transforms import v2
 
 from passkit.stream import loader, open_release
-
-try:  # tests/ is a plain folder that pytest puts on sys.path, or a package
-    from releasefactory import make_release, sample_key
-except ImportError:  # pragma: no cover
-    from tests.releasefactory import make_release, sample_key
+from tests.helpers.releases import make_release, sample_key
 
 N = 12
 REMOVED = sample_key(3)
