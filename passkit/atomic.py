@@ -30,6 +30,7 @@ def atomic_path(dest: str | Path, fsync: bool = False) -> Iterator[Path]:
     crash of the process."""
     dest = Path(dest)
     tmp = temp_name(dest)
+    _remove(tmp)  # left by a killed process that had this pid
     try:
         yield tmp
         if fsync and tmp.is_file():
@@ -37,10 +38,14 @@ def atomic_path(dest: str | Path, fsync: bool = False) -> Iterator[Path]:
                 os.fsync(f.fileno())
         os.replace(tmp, dest)
     finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_bytes(dest: str | Path, data: bytes) -> None:

@@ -3,7 +3,8 @@
 A rejection is a (reason, detail) pair: `reason` a short, groupable code that the ledger, the
 release's rejected.parquet, the manifest's counts and the report group by; `detail` free text for
 humans. Stages raise a `Rejection` (or a subclass: images.ImageReject, licenses.LicenseError, the
-fetcher's internal failure) or build a records.Decision; sources put the pair in Candidate.error.
+fetcher's internal failure, the SSRF guard's Refused) or build a records.Decision; sources put the
+pair in Candidate.error.
 `REASONS` lists every code any of them produces, with its stage, whether it is transient (worth a
 `passkit build --retry-failed`) and what it means, as the audit's `CODES` does for audit findings.
 tests/test_reasons.py scans the source for reasons and fails on one missing here or in the

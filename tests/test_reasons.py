@@ -31,7 +31,6 @@ CARRIERS = {
     "Decision": 2,  # records.Decision(status, stage, reason, detail, scores)
     "_reject": 2,  # release.curate._reject(row, stage, reason, detail)
     "bad": 2, "_bad": 2,  # sources.yfcc100m: a malformed line (n, query, reason, detail)
-    "Refused": 0,  # fetch.ssrf: refusals, turned into fetch failures
     "QualityVerdict": 0,  # filters.quality
     "Rejection": 0,
 }

@@ -22,18 +22,14 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from passkit.reasons import Rejection
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 
-class Refused(Exception):
+class Refused(Rejection):
     """A URL or connection the guard will not allow; `reason` is the ledger code."""
-
-    def __init__(self, reason: str, detail: str, transient: bool = False):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.transient = transient
 
 
 def classify(ip: IPAddress) -> str | None:

@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from passkit.atomic import atomic_path
 from passkit.config import TakedownSpec
 from passkit.records import Stage, Status
 from passkit.release import documents, manifest
@@ -109,13 +110,9 @@ def takedown(
     dst = Path(out_dir) if out_dir else src.with_name(f"{old['name']}-{new_version}")
     if dst.exists():
         raise TakedownError(f"{dst} already exists; choose another --version or remove it")
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "shards").mkdir(parents=True)
-
     result = TakedownResult(dst, new_version, [])
-    try:
+    with atomic_path(dst) as tmp:  # the new version appears whole or not at all
+        (tmp / "shards").mkdir(parents=True)
         shards: list[dict[str, Any]] = []
         for entry in old["shards"]:
             rel = entry["path"]
@@ -184,9 +181,4 @@ def takedown(
         written = documents.write_all(tmp, m, index_rows, rej_rows)
         m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
         manifest.write(tmp / MANIFEST_FILE, m)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result

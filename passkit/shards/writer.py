@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from passkit.atomic import atomic_path
+
 # 2000-01-01T00:00:00Z: a fixed, plausible mtime (some tools warn about 1970).
 FIXED_MTIME = 946684800
 
@@ -74,29 +76,24 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> ShardInfo:
     way out instead of read back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = size = 0
     digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as raw:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
 
-            def put(b: bytes) -> None:
-                raw.write(b)
-                digest.update(b)
+        def put(b: bytes) -> None:
+            raw.write(b)
+            digest.update(b)
 
-            for name, data in members:
-                put(_header(name, len(data)))
-                put(data)
-                if len(data) % _BLOCK:
-                    put(bytes(_BLOCK - len(data) % _BLOCK))
-                size += _BLOCK + -(-len(data) // _BLOCK) * _BLOCK
-                count += 1
-            size += 2 * _BLOCK  # end-of-archive marker, then padding to a whole record
-            put(bytes(2 * _BLOCK + -size % _RECORD))
-            size += -size % _RECORD
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        for name, data in members:
+            put(_header(name, len(data)))
+            put(data)
+            if len(data) % _BLOCK:
+                put(bytes(_BLOCK - len(data) % _BLOCK))
+            size += _BLOCK + -(-len(data) // _BLOCK) * _BLOCK
+            count += 1
+        size += 2 * _BLOCK  # end-of-archive marker, then padding to a whole record
+        put(bytes(2 * _BLOCK + -size % _RECORD))
+        size += -size % _RECORD
+        raw.flush()
+        os.fsync(raw.fileno())
     return ShardInfo(path, digest.hexdigest(), size, count)
