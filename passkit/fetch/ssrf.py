@@ -11,6 +11,8 @@ Two checks, both needed:
 Loopback, private (RFC 1918, ULA), link-local (169.254/16 with the cloud metadata service, fe80::/10),
 multicast, shared (100.64/10), documentation, reserved and unspecified addresses are refused unless
 the spec allowlists the host name, the address or a network holding it (`fetch.allow_private`).
+An IPv6 address that carries an IPv4 address (IPv4-mapped and -compatible, 6to4, Teredo, NAT64,
+ISATAP) is judged by the IPv4 address it carries, which is where a stack, relay or translator sends it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,73 @@ class Refused(Rejection):
 
 def classify(ip: IPAddress) -> str | None:
     """Why an address is off limits ("loopback", "private", ...), or None for a public unicast one."""
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
+    hit = offender(ip)
+    return None if hit is None else hit[0]
+
+
+def offender(ip: IPAddress) -> tuple[str, IPAddress] | None:
+    """(why, the address to blame) when `ip` is off limits, else None.
+
+    An IPv6 address that carries an IPv4 address (mapped, compatible, 6to4, Teredo, NAT64, ISATAP)
+    can be routed to that IPv4 address by this host's stack, a relay or a translator, so it is
+    judged by the IPv4 address it carries; only when every embedded address is public does the IPv6
+    address's own class decide.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_unspecified or ip.is_loopback:  # :: and ::1 sit inside ::/96 but are IPv6's own
+            return _own_class(ip), ip
+        for v4 in embedded_ipv4(ip):
+            why = _own_class(v4)
+            if why is not None:
+                return why, v4
+        if ip.ipv4_mapped is not None or int(ip) >> 48 == 0x2002 or int(ip) >> 32 == _NAT64_WKP:
+            return None  # pure translations of a public IPv4 address: that address decides
+        if int(ip) >> 80 == _NAT64_LOCAL:
+            return "reserved", ip  # a local translator (RFC 8215), not reachable from the internet
+    why = _own_class(ip)
+    return None if why is None else (why, ip)
+
+
+_NAT64_WKP = 0x0064FF9B_00000000_00000000  # 64:ff9b::/96 (RFC 6052), as its top 96 bits
+_NAT64_LOCAL = 0x0064FF9B0001  # 64:ff9b:1::/48 (RFC 8215), as its top 48 bits
+_ISATAP_IDS = frozenset({0x00005EFE, 0x02005EFE, 0x01005EFE, 0x03005EFE})  # ::5efe and ::200:5efe, u/g bits
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 address carries in a form some router or stack delivers to it."""
+    n = int(ip)
+    out: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:  # ::ffff:0:0/96
+        out.append(ip.ipv4_mapped)
+    elif n >> 32 == 0:  # IPv4-compatible ::a.b.c.d (deprecated; dual stacks may still route it as IPv4)
+        out.append(ipaddress.IPv4Address(n))
+    if ip.sixtofour is not None:  # 2002:V4HI:V4LO::/48
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:  # 2001:0::/32: (server, client), the client stored inverted
+        out.extend(ip.teredo)
+    if n >> 32 == _NAT64_WKP:  # 64:ff9b::a.b.c.d
+        out.append(ipaddress.IPv4Address(n & 0xFFFFFFFF))
+    if n >> 80 == _NAT64_LOCAL:
+        # 64:ff9b:1::/48: the operator picks the prefix length, so try each. A candidate in 0/8 is the
+        # zero padding of another length, not an address.
+        out.extend(v4 for v4 in (_rfc6052(n, plen) for plen in (48, 56, 64, 96)) if int(v4) >> 24)
+    if (n >> 32) & 0xFFFFFFFF in _ISATAP_IDS:  # ISATAP interface id: prefix:0:5efe:a.b.c.d
+        out.append(ipaddress.IPv4Address(n & 0xFFFFFFFF))
+    return out
+
+
+def _rfc6052(n: int, plen: int) -> ipaddress.IPv4Address:
+    """The IPv4 address in an IPv4-embedded IPv6 address with a `plen`-bit prefix (bits 64-71 skipped)."""
+    if plen == 96:
+        return ipaddress.IPv4Address(n & 0xFFFFFFFF)
+    octets = [(n >> (120 - 8 * i)) & 0xFF for i in range(16)]  # octets[0] is the most significant
+    start = plen // 8
+    carried = [o for i, o in enumerate(octets[start:], start) if i != 8][:4]
+    return ipaddress.IPv4Address(bytes(carried))
+
+
+def _own_class(ip: IPAddress) -> str | None:
+    """The class of the address itself, embedded addresses aside."""
     if ip.is_unspecified:
         return "unspecified"
     if ip.is_loopback:
@@ -71,9 +137,11 @@ class Allowlist:
                 hosts.add(item.rstrip("."))
         return cls(frozenset(hosts), tuple(nets))
 
-    def allows_ip(self, ip: IPAddress) -> bool:
+    def allows_ip(self, ip: IPAddress, blamed: IPAddress | None = None) -> bool:
+        """`ip` is allowlisted, or `blamed`, the address it embeds that made it off limits, is."""
         mapped = getattr(ip, "ipv4_mapped", None)
-        return any(ip in n or (mapped is not None and mapped in n) for n in self.networks)
+        return any(ip in n or (mapped is not None and mapped in n) or (blamed is not None and blamed in n)
+                   for n in self.networks)
 
 
 class Guard:
@@ -124,13 +192,17 @@ class Guard:
         self._check_ip(host, ip)
 
     def _check_ip(self, host: str, ip: IPAddress) -> None:
-        why = classify(ip)
-        if why is None or self.allow.allows_ip(ip):
+        hit = offender(ip)
+        if hit is None:
+            return
+        why, blamed = hit
+        if self.allow.allows_ip(ip, blamed):
             return
         shown = host if host == str(ip) else f"{host} ({ip})"
+        via = "" if blamed == ip else f" (it carries the IPv4 address {blamed})"
         raise Refused(
             f"ssrf_{why}",
-            f"{shown} is a {why.replace('_', '-')} address; add it to fetch.allow_private to crawl it on purpose",
+            f"{shown} is a {why.replace('_', '-')} address{via}; add it to fetch.allow_private to crawl it on purpose",
         )
 
     def _lookup(self, host: str, port: int) -> list[IPAddress]:
