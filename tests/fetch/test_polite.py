@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+import urllib.parse
+
+import pytest
 
 from passkit.config import FetchSpec
 from passkit.fetch import Fetcher, HostLimiter, Robots
+from passkit.fetch.limiter import MAX_CRAWL_DELAY, MAX_PAUSE
 from tests.helpers.crawl import jpeg
 
 ROBOTS = """
@@ -178,3 +183,89 @@ def test_retry_after_pauses_the_host_for_every_thread(http_server):
     t1 = time.monotonic()
     r = Fetcher(_spec(retries=3, robots=False, max_retry_wait=2)).fetch(http_server.url("/c.jpg"))
     assert (r.reason, r.transient, r.attempts) == ("http_503", True, 1) and time.monotonic() - t1 < 1
+
+
+class _FakeTime:
+    """A clock whose sleep advances it, and which fails instead of sleeping past `limit` in total."""
+
+    def __init__(self, limit: float = 10_000.0):
+        self.t, self.limit = 0.0, limit
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0 and math.isfinite(seconds), f"sleep({seconds})"
+        self.t += seconds
+        assert self.t <= self.limit, f"slept {self.t}s in all"
+
+
+def _waited(lim: HostLimiter, ft: _FakeTime, host: str = "a:80") -> float:
+    t0 = ft.t
+    with lim.slot(host):
+        pass
+    return ft.t - t0
+
+
+@pytest.mark.parametrize("delay", [math.inf, 1e9, 1e300])
+def test_crawl_delay_is_capped(delay):
+    """Crawl-delay: inf raised OverflowError in sleep; 1000000000 slept 31 years."""
+    ft = _FakeTime()
+    lim = HostLimiter(4, rate=0, clock=ft.clock, sleep=ft.sleep)
+    lim.slow_down("a:80", delay)
+    _waited(lim, ft)
+    assert _waited(lim, ft) == MAX_CRAWL_DELAY
+
+
+@pytest.mark.parametrize("delay", [math.nan, -1.0, -math.inf, 0.0])
+def test_crawl_delay_nan_or_negative_changes_nothing(delay):
+    ft = _FakeTime()
+    lim = HostLimiter(4, rate=4.0, clock=ft.clock, sleep=ft.sleep)
+    lim.slow_down("a:80", delay)
+    _waited(lim, ft)
+    assert _waited(lim, ft) == 0.25
+
+
+@pytest.mark.parametrize("seconds", [math.inf, 1e9, MAX_PAUSE + 1])
+def test_a_pause_over_the_maximum_is_capped_and_marks_the_host_unavailable(seconds):
+    ft = _FakeTime()
+    lim = HostLimiter(4, rate=0, clock=ft.clock, sleep=ft.sleep)
+    assert lim.unavailable("a:80") == 0.0
+    lim.pause("a:80", seconds)
+    assert lim.unavailable("a:80") == MAX_PAUSE and lim.unavailable("b:80") == 0.0
+    assert _waited(lim, ft) == MAX_PAUSE
+    assert lim.unavailable("a:80") == 0.0
+
+
+def test_a_pause_longer_than_the_caller_waits_leaves_the_host_unavailable_for_the_rest():
+    """The fetcher waits out at most max_retry_wait in place; the host stays unavailable for the rest of
+    what it asked, so its other candidates can fail fast as transient."""
+    ft = _FakeTime()
+    lim = HostLimiter(4, rate=0, clock=ft.clock, sleep=ft.sleep)
+    lim.pause("a:80", 100.0, longest=30.0)
+    assert _waited(lim, ft) == 30.0 and lim.unavailable("a:80") == 70.0
+    lim.pause("b:80", 20.0, longest=30.0)  # waited in full: never unavailable
+    assert lim.unavailable("b:80") == 0.0 and _waited(lim, ft, "b:80") == 20.0
+
+
+@pytest.mark.parametrize("seconds", [math.nan, -5.0, -math.inf])
+def test_a_nan_or_negative_pause_is_no_pause(seconds):
+    ft = _FakeTime()
+    lim = HostLimiter(4, rate=0, clock=ft.clock, sleep=ft.sleep)
+    lim.pause("a:80", seconds)
+    assert _waited(lim, ft) == 0.0 and lim.unavailable("a:80") == 0.0
+
+
+def test_retry_after_as_a_far_future_date_is_not_waited(http_server):
+    """A Retry-After date in year 9999 is over any cap: transient at once, and the host's pause for the
+    other threads is bounded too."""
+    far = "Fri, 31 Dec 9999 23:59:59 GMT"
+    http_server.serve_bytes("/d.jpg", b"", status=503, headers={"Retry-After": far})
+    f = Fetcher(_spec(retries=3, robots=False, max_retry_wait=1))
+    t1 = time.monotonic()
+    r = f.fetch(http_server.url("/d.jpg"))
+    assert (r.reason, r.transient, r.attempts) == ("http_503", True, 1) and time.monotonic() - t1 < 1
+    host = f"127.0.0.1:{urllib.parse.urlsplit(http_server.url('/')).port}"
+    with f.limiter._lock:
+        left = f.limiter._hosts[host].paused_until - time.monotonic()
+    assert left <= min(1, MAX_PAUSE)
