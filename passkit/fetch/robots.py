@@ -2,20 +2,24 @@
 
 The standard library's parser takes the first matching rule and matches agents by substring; RFC
 9309 wants the most specific (longest) matching rule, Allow winning a tie, `*` and `$` wildcards,
-and the groups of every line naming our product token merged. Fetch outcomes follow the RFC too:
+and the groups of every line naming our product token merged. Wildcards are matched in linear
+time (a backtracking regex is exponential on `/*a*a*a*...`). Fetch outcomes follow the RFC too:
 a 4xx (no robots.txt) allows everything; a 5xx or an unreachable host disallows everything for now
-(the candidate ends as a transient failure, so `--retry-failed` tries again later).
+(the candidate ends as a transient failure, so `--retry-failed` tries again later). A Crawl-delay
+over `limiter.MAX_CRAWL_DELAY` counts the same way: the host is not crawled now.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
 import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from passkit.fetch.limiter import MAX_CRAWL_DELAY
 
 MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309: parse at least 500 KiB, ignore the rest
 
@@ -27,28 +31,82 @@ class _Group:
     crawl_delay: float | None = None
 
 
-def _pattern(path: str) -> re.Pattern[str]:
-    anchored = path.endswith("$")
-    body = path[:-1] if anchored else path
-    rx = ".*".join(re.escape(_normalise(part)) for part in body.split("*"))
-    return re.compile(rx + ("$" if anchored else ""))
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    """A path pattern as its literal pieces between `*`s, matched greedily in linear time.
+
+    A backtracking regex takes exponential time on `/*a*a*a*...*b`; for pieces separated by `*`
+    the leftmost place of each piece, in order, is as good as any other, so no search is needed.
+    """
+
+    pieces: tuple[str, ...]
+    anchored: bool  # the pattern ended in `$`: the last piece must end the path
+
+    @classmethod
+    def compile(cls, path: str) -> _Pattern:
+        anchored = path.endswith("$")
+        body = path[:-1] if anchored else path
+        parts = [_normalise(part) for part in body.split("*")]
+        # `**` is `*`: empty pieces between stars match anywhere, so only the ends keep theirs.
+        if len(parts) > 2:
+            parts = [parts[0], *(p for p in parts[1:-1] if p), parts[-1]]
+        return cls(tuple(parts), anchored)
+
+    def match(self, target: str) -> bool:
+        """Does the pattern match a prefix of `target` (the whole of it when anchored)?"""
+        pieces = self.pieces
+        first = pieces[0]
+        if not target.startswith(first):
+            return False
+        if len(pieces) == 1:
+            return not self.anchored or len(target) == len(first)
+        pos = len(first)
+        middle = pieces[1:-1] if self.anchored else pieces[1:]
+        for piece in middle:
+            at = target.find(piece, pos)
+            if at < 0:
+                return False
+            pos = at + len(piece)
+        if not self.anchored:
+            return True
+        last = pieces[-1]
+        return len(target) - len(last) >= pos and target.endswith(last)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9/?=&;:@!$'()*+,~._-]*")  # already normal: no escapes, nothing to quote
 
 
 def _normalise(path: str) -> str:
     """Percent-encode what needs it and uppercase escapes, so /é and /%c3%a9 compare equal."""
+    if _PLAIN.fullmatch(path):  # most paths and pieces: skip two copies of each (parsing 500 KiB of rules)
+        return path
     quoted = urllib.parse.quote(urllib.parse.unquote(path), safe="/?=&;:@!$'()*+,~-._%")
     return re.sub(r"%[0-9a-f]{2}", lambda m: m.group(0).upper(), quoted)
+
+
+def _crawl_delay(value: str) -> float | None:
+    """Seconds a Crawl-delay value asks for; None for garbage, NaN and negative numbers (ignored,
+    as a missing line is); inf and huge values stay (the caller treats all over MAX_CRAWL_DELAY alike)."""
+    if len(value) > 32:  # no honest delay is spelled that long; a run of digits is huge, anything else garbage
+        return math.inf if value.isdigit() else None
+    try:
+        delay = float(value)
+    except ValueError:
+        return None
+    if math.isnan(delay) or delay < 0:
+        return None
+    return delay
 
 
 @dataclass(slots=True)
 class Robots:
     """The rules of one robots.txt for one product token."""
 
-    rules: list[tuple[bool, str, re.Pattern[str]]]
+    rules: list[tuple[bool, str, _Pattern]]
     crawl_delay: float | None = None
     allow_all: bool = False
     disallow_all: bool = False
-    why: str = ""  # for disallow_all: what went wrong fetching robots.txt
+    why: str = ""  # for disallow_all: what went wrong fetching robots.txt, or why the host is off for now
 
     @classmethod
     def parse(cls, text: str, agent: str) -> Robots:
@@ -76,15 +134,25 @@ class Robots:
                     cur.rules.append((key == "allow", value))
                 # "Disallow:" with no path allows everything: no rule to add.
             elif key == "crawl-delay":
-                with contextlib.suppress(ValueError):
-                    cur.crawl_delay = max(0.0, float(value))
+                delay = _crawl_delay(value)
+                if delay is not None:
+                    cur.crawl_delay = delay
         token = agent.lower()
         mine = [g for g in groups if token in g.agents]
         if not mine:
             mine = [g for g in groups if "*" in g.agents]
-        rules = [(allow, path, _pattern(path)) for g in mine for allow, path in g.rules]
         delays = [g.crawl_delay for g in mine if g.crawl_delay is not None]
-        return cls(rules, max(delays) if delays else None)
+        delay = max(delays) if delays else None
+        if delay is not None and delay > MAX_CRAWL_DELAY:
+            # Honouring it would hold a worker for hours (or forever); not crawling the host now is
+            # the polite reading, and a transient failure leaves its candidates to --retry-failed.
+            why = (f"robots.txt asks for a Crawl-delay of {delay:g}s, over the {MAX_CRAWL_DELAY:g}s passkit waits "
+                   "between requests: the host counts as unavailable for now")
+            return cls([], delay, disallow_all=True, why=why)
+        rules = [(allow, path, _Pattern.compile(path)) for g in mine for allow, path in g.rules]
+        # Longest first, Allow before Disallow of the same length: the first rule that matches decides.
+        rules.sort(key=lambda r: (-len(r[1]), not r[0]))
+        return cls(rules, delay)
 
     def allowed(self, path: str) -> bool:
         """Longest match wins; Allow wins a tie; no match allows."""
@@ -95,13 +163,16 @@ class Robots:
         target = _normalise(path or "/")
         if target == "/robots.txt":
             return True
-        best_len, best_allow = -1, True
-        for allow, raw, rx in self.rules:
-            if rx.match(target):
-                n = len(raw)
-                if n > best_len or (n == best_len and allow):
-                    best_len, best_allow = n, allow
-        return best_allow
+        for allow, _raw, pattern in self.rules:  # sorted: longest first, Allow first on a tie
+            if pattern.match(target):
+                return allow
+        return True
+
+
+def _cost(robots: Robots) -> int:
+    """Rough bytes one parsed robots.txt holds: each rule's text twice (raw and normalised) plus
+    the objects around it."""
+    return 200 + sum(2 * len(raw) + 300 for _allow, raw, _pattern in robots.rules)
 
 
 # fetch(url) -> (status or None when unreachable, body bytes, detail)
@@ -118,6 +189,7 @@ class RobotsCache:
         self._entries: dict[str, tuple[float, Robots]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._bytes = 0  # estimated memory of the cached rules (see _cost)
 
     @staticmethod
     def origin(url: str) -> str:
@@ -125,11 +197,14 @@ class RobotsCache:
         return f"{p.scheme.lower()}://{p.netloc.lower()}"
 
     MAX_ORIGINS = 50_000
+    # Parsed rules of all cached hosts together (estimated): 50,000 hostile hosts serving 500 KiB of
+    # rules each would otherwise hold gigabytes in every worker.
+    MAX_BYTES = 64 * 1024 * 1024
 
     def get(self, url: str) -> Robots:
         origin = self.origin(url)
         with self._guard:
-            if len(self._locks) >= self.MAX_ORIGINS:
+            if len(self._locks) >= self.MAX_ORIGINS or self._bytes > self.MAX_BYTES:
                 self._prune()
             lock = self._locks.setdefault(origin, threading.Lock())
         with lock:
@@ -137,17 +212,29 @@ class RobotsCache:
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
             robots, ttl = self._load(origin)
-            self._entries[origin] = (time.monotonic() + ttl, robots)
+            with self._guard:
+                old = self._entries.get(origin)
+                self._bytes += _cost(robots) - (_cost(old[1]) if old is not None else 0)
+                self._entries[origin] = (time.monotonic() + ttl, robots)
             return robots
 
     def _prune(self) -> None:
-        """Drop expired entries, then the older half, so a long crawl's memory stays bounded."""
+        """Drop expired entries, then the older half (and more while over MAX_BYTES), so a long
+        crawl's memory stays bounded. The caller holds the guard lock."""
         now = time.monotonic()
         live = sorted((exp, o) for o, (exp, _) in list(self._entries.items()) if exp > now)
-        keep = {o for _, o in live[len(live) // 2:]} if len(live) >= self.MAX_ORIGINS // 2 else {o for _, o in live}
+        if len(live) >= self.MAX_ORIGINS // 2:
+            live = live[len(live) // 2:]
+        total = sum(_cost(self._entries[o][1]) for _, o in live)
+        first = 0  # the soonest to expire go first
+        while first < len(live) and total > self.MAX_BYTES // 2:
+            total -= _cost(self._entries[live[first][1]][1])
+            first += 1
+        keep = {o for _, o in live[first:]}
         for o in list(self._entries):
             if o not in keep:
                 self._entries.pop(o, None)
+        self._bytes = total
         for o in list(self._locks):
             if o not in keep and not self._locks[o].locked():
                 del self._locks[o]
