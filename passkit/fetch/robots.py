@@ -113,7 +113,8 @@ class Robots:
         groups: list[_Group] = []
         cur: _Group | None = None
         in_agents = False
-        for raw in text.splitlines():
+        # A byte order mark would hide the first line's key, and with it the first group's rules.
+        for raw in text.removeprefix("\ufeff").splitlines():
             line = raw.split("#", 1)[0].strip()
             if ":" not in line:
                 continue

@@ -136,3 +136,11 @@ def test_the_cache_bounds_memory_across_hostile_hosts(monkeypatch):
         assert not cache.get(f"http://h{i}.example/x").allowed("/some/long/path/prefix/x")
     # 2000 rules cost about 0.7 MB by the cache's estimate: a 4 MiB budget holds a handful, not 40.
     assert 1 <= len(cache._entries) <= 8
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_group():
+    """It made the first User-agent line unreadable, so the rules under it applied to nobody."""
+    text = "\ufeffUser-agent: *\nDisallow: /private/\n"
+    assert not Robots.parse(text, "passkit").allowed("/private/a.jpg")
+    cache = RobotsCache(lambda url: (200, text.encode("utf-8"), ""), "passkit")
+    assert not cache.get("http://bom.example/x").allowed("/private/a.jpg")
