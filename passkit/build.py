@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from passkit import jpeg_planes, process
-from passkit.config import PipelineSpec
+from passkit.config import InputError, PipelineSpec, WorkSpec, check_field
 from passkit.executors import WorkerPool, run_local, run_ray
 from passkit.ledger import (
     LEFTOVER_GLOB,
@@ -112,6 +114,28 @@ def _clean_leftovers(units_dir: Path, release_dir: Path) -> None:
                 shutil.rmtree(d, ignore_errors=True)
 
 
+def _in_the_way(path: Path) -> Path | None:
+    """The file that stands where `path` or one of its parent folders should be, if any."""
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            return p
+    return None
+
+
+def usable_folder(path: Path, what: str, fix: str) -> None:
+    """Create `path` if needed and prove a file can be written in it, or raise an InputError naming
+    the folder, why, and `fix`. Run before the crawl, so a bad folder costs seconds, not the crawl."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".passkit-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        blocker = _in_the_way(path)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or type(e).__name__)
+        raise InputError(f"the {what} {path} cannot be used: {why}; {fix}") from None
+
+
 def build(
     spec: PipelineSpec,
     base: Path | None = None,
@@ -130,14 +154,22 @@ def build(
     processes the caller started early (see WorkerPool), used and closed by this build.
     """
     t0 = time.monotonic()
+    if workers is not None:  # the spec's own bounds: a count it would refuse is refused here too
+        check_field(WorkSpec, "workers", workers, "workers")
     work_dir = spec.work_dir(base)
     units_dir = work_dir / "units"
-    units_dir.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(units_dir, spec.release_dir(base))
+    release_dir = spec.release_dir(base)
+    # Both folders are checked now: the release folder is only written after the crawl.
+    usable_folder(units_dir, "work folder", "set work.dir in the spec to a folder you can write")
+    if release_dir.exists() and not release_dir.is_dir():
+        raise InputError(f"the release folder {release_dir} is a file; move it away or set release.dir "
+                         "in the spec to another folder")
+    usable_folder(release_dir.parent, "release folder", "set release.dir in the spec to a folder you can write")
+    _clean_leftovers(units_dir, release_dir)
     executor = executor or spec.work.executor
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}; use local or ray")
-    n_workers = workers or spec.work.workers
+    n_workers = workers if workers is not None else spec.work.workers
     (work_dir / "spec.json").write_text(json.dumps(spec.canonical(), indent=2, sort_keys=True) + "\n")
     settings = stage_settings(spec)
     progress = BuildProgress()

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
 out = Console()
 
 
-# WorkSpec.workers' default, for _early_pool (tests/test_cli.py keeps the two equal).
+# WorkSpec.workers' default and upper bound, for _early_pool, which runs before passkit.config is
+# imported (tests/test_cli.py keeps them equal to the spec's); the flag itself is checked by the spec's field.
 DEFAULT_WORKERS = 2
+MAX_WORKERS = 256
+
+
+def _fail(message: str) -> int:
+    """Print a one-line error, as plain text (it may quote file names and values), and return exit code 2."""
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
+    return 2
 
 
 def _early_pool(args: argparse.Namespace) -> Any:
@@ -39,31 +50,51 @@ def _early_pool(args: argparse.Namespace) -> Any:
             workers = work.get("workers", DEFAULT_WORKERS)
         except Exception:  # unreadable or odd: load_spec says what is wrong
             return None
-    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 < workers <= 256:
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 < workers <= MAX_WORKERS:
         return None
     from passkit.executors.local import WorkerPool
 
     return WorkerPool(workers)
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(e: OSError) -> bool:
+    # some writers (pyarrow) raise an OSError that carries the message but no errno
+    return e.errno in _DISK_FULL or any(os.strerror(n) in str(e) for n in _DISK_FULL)
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     pool = _early_pool(args)
     try:
         return _build(args, pool)
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        return _fail(f"the disk is full ({e.strerror or e}{where}); free space on it, or set work.dir and "
+                     "release.dir in the spec to a disk with room, and rerun the same command: finished work "
+                     "units are kept")
     finally:
         if pool is not None:
             pool.shutdown()
 
 
 def _build(args: argparse.Namespace, pool: Any) -> int:
-    from passkit.config import SpecError, load_spec
+    from passkit.config import InputError, SpecError, WorkSpec, check_field, load_spec
 
+    if args.workers is not None:  # checked by the spec's own field: the two cannot disagree
+        try:
+            check_field(WorkSpec, "workers", args.workers, "--workers")
+        except InputError as e:
+            return _fail(str(e))
     try:
         spec = load_spec(args.spec)
     except SpecError as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return 2
-    workers = args.workers or spec.work.workers
+    workers = args.workers if args.workers is not None else spec.work.workers
     local = (args.executor or spec.work.executor) == "local"
     if pool is not None and not (local and workers > 1):
         pool.close()  # a wrong guess: nothing ran on it (_cmd_build stops its fork server)
@@ -103,6 +134,8 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
         except (ExecutorError, HashListError) as e:
             console.print(f"[red]error:[/] {e}", highlight=False)
             return 2
+        except InputError as e:
+            return _fail(str(e))
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -138,24 +171,40 @@ def _print_build_summary(result: Any) -> None:
 def _cmd_audit(args: argparse.Namespace) -> int:
     from passkit.audit import audit, write_html
 
-    report = audit(Path(args.release), rescan=args.rescan, check_sources=args.check_sources, seed=args.seed)
+    fetch_spec = None
+    if args.check_sources or args.allow_private:
+        from pydantic import ValidationError
+
+        from passkit.config import FetchSpec
+
+        try:  # the auditor's own network settings; the release's are never used
+            fetch_spec = FetchSpec(allow_private=args.allow_private)
+        except ValidationError as e:
+            return _fail(f"--allow-private: {e.errors()[0]['msg']}")
+    report = audit(Path(args.release), rescan=args.rescan, check_sources=args.check_sources, seed=args.seed,
+                   fetch_spec=fetch_spec)
     if args.html:
         write_html(report, Path(args.html))
     if args.json:
         out.print_json(json.dumps(report.to_dict()))
     else:
-        for f in report.findings:
-            where = " ".join(x for x in (f.shard, f.key) if x)
-            out.print(f"[red]FAIL[/] {f.code}: {where + ': ' if where else ''}{f.message}", highlight=False)
-        for f in report.warnings:
-            where = " ".join(x for x in (f.shard, f.key) if x)
-            out.print(f"[yellow]WARN[/] {f.code}: {where + ': ' if where else ''}{f.message}", highlight=False)
+        # Findings quote the release (keys, URLs, licence text): printed as text, never as rich markup.
+        for label, colour, found in (("FAIL", "red", report.findings), ("WARN", "yellow", report.warnings)):
+            for f in found:
+                where = " ".join(x for x in (f.shard, f.key) if x)
+                out.print(Text.assemble((label, colour), f" {f.code}: {where + ': ' if where else ''}{f.message}"),
+                          highlight=False)
+        if args.check_sources and fetch_spec is not None:
+            out.print(f"source re-checks used this machine's network settings, not the release's (private "
+                      f"networks allowed: {', '.join(fetch_spec.allow_private) or 'none'})",
+                      markup=False, highlight=False, soft_wrap=True)
         s = report.stats
-        verdict = "[green]OK[/]" if report.ok else f"[red]{len(report.findings)} finding(s)[/]"
-        out.print(f"audit {args.release}: {verdict} — {s.get('shards', 0)} shards, "
-                  f"{s.get('samples', 0)} samples checked in {s.get('seconds', 0):.1f}s", highlight=False)
+        verdict = ("OK", "green") if report.ok else (f"{len(report.findings)} finding(s)", "red")
+        out.print(Text.assemble(f"audit {args.release}: ", verdict, f" — {s.get('shards', 0)} shards, "
+                                f"{s.get('samples', 0)} samples checked in {s.get('seconds', 0):.1f}s"),
+                  highlight=False)
         if args.html:
-            out.print(f"HTML report written to {args.html}", highlight=False)
+            out.print(f"HTML report written to {args.html}", markup=False, highlight=False)
     return 0 if report.ok else 1
 
 
@@ -448,12 +497,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number, 0 or more (a negative count has no meaning, and crashed)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative; use 0 or more")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="passkit", description="Build, audit and serve people-free, CC-licensed image datasets.")
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build a release from a pipeline spec")
     b.add_argument("spec", help="pipeline spec YAML, e.g. pipelines/demo.yaml")
-    b.add_argument("--workers", type=int, default=None, help="worker processes (default: the spec's work.workers)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="worker processes, within the bounds of the spec's work.workers (default: its value)")
     b.add_argument("--retry-failed", action="store_true",
                    help="refetch only the candidates that ended in transient failures (timeouts, 5xx, 429, "
                         "resets), then rebuild the release; permanent rejections stay as they are")
@@ -467,8 +528,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page")
     a.add_argument("--rescan", action="store_true", help="rerun the manifest's people detectors on every image")
-    a.add_argument("--check-sources", type=int, default=0, metavar="N",
-                   help="fetch N random samples' source URLs and landing pages again and compare image and licence")
+    a.add_argument("--check-sources", type=_count, default=0, metavar="N",
+                   help="fetch N random samples' source URLs and landing pages again and compare image and "
+                        "licence, with this machine's network settings (never the release's own fetch settings: "
+                        "private and loopback addresses are refused unless --allow-private names them)")
+    a.add_argument("--allow-private", action="append", default=[], metavar="HOST|IP|CIDR",
+                   help="exempt this host, IP or network from the SSRF guard for --check-sources (repeatable), "
+                        "e.g. 127.0.0.1 or 10.1.0.0/16")
     a.add_argument("--seed", type=int, default=0, help="which random samples --check-sources picks")
     a.set_defaults(func=_cmd_audit)
     td = sub.add_parser("takedown", help="write a new version of a release without the requested samples")

@@ -344,6 +344,44 @@ class SpecError(ValueError):
     """A spec that does not validate; the message lists each bad field with what is allowed."""
 
 
+class InputError(ValueError):
+    """An input the build cannot use (a list file, a work or release folder): one line naming the
+    problem and its fix, raised before the crawl where it can be checked then."""
+
+
+def field_error(model: type[BaseModel], name: str, value: Any) -> str | None:
+    """Why `value` does not fit `model`'s field `name`, or None. A command-line flag that overrides a
+    spec field is checked by the field's own type and bounds, so the two cannot disagree."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter
+
+    info = model.model_fields[name]
+    try:
+        TypeAdapter(Annotated[(info.annotation, *info.metadata)]).validate_python(value)
+    except ValidationError as e:
+        return str(e.errors()[0]["msg"])
+    return None
+
+
+def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
+    """(lowest, highest) a numeric field allows, from its ge/le constraints (None where unbounded)."""
+    lo = hi = None
+    for m in model.model_fields[name].metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    return lo, hi
+
+
+def check_field(model: type[BaseModel], name: str, value: Any, label: str) -> None:
+    """InputError (`label` names where the value came from, e.g. --workers) unless `value` fits the field."""
+    why = field_error(model, name, value)
+    if why is not None:
+        lo, hi = field_bounds(model, name)
+        allowed = f"; use {lo} to {hi}, as the spec's field allows" if lo is not None and hi is not None else ""
+        raise InputError(f"{label} {short_repr(value)}: {why}{allowed}")
+
+
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """Walk the model along `loc` to list the fields allowed at the parent of a bad key."""
     cur: Any = model
@@ -389,21 +427,45 @@ def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
+# Longest value or message quoted in a spec error: a hostile or mistaken spec can hold megabytes in one
+# field, and the error is read by a person on a terminal.
+MAX_QUOTED = 200
+
+
+def cut(text: str, limit: int = MAX_QUOTED) -> str:
+    """`text`, or its first `limit` characters and how many there were."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def short_repr(value: Any, limit: int = MAX_QUOTED) -> str:
+    """repr() that looks at a bounded part of `value`: a nested value is never rendered whole."""
+    import reprlib
+
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset, r.maxfrozenset = 3, 6, 6, 6, 6, 6
+    r.maxstring = r.maxother = r.maxlong = limit
+    return cut(r.repr(value), limit)
+
+
 def format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"{origin}: the pipeline spec is not valid:"]
     for e in err.errors():
         raw = tuple(e["loc"])
         loc = _strip_tags(raw)
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        path = cut(".".join(str(p) for p in loc) or "(top level)")
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             allowed = _allowed_fields(PipelineSpec, raw)
             msg = "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
         elif e["type"] == "missing":
             msg = "required field is missing"
+        else:
+            msg = cut(msg, 4 * MAX_QUOTED)  # a validator's message may quote the value itself
         got = e.get("input")
         if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
-            msg += f" (got {got!r})"
+            msg += f" (got {short_repr(got)})"
         lines.append(f"  - {path}: {msg}")
     return "\n".join(lines)
 
@@ -417,12 +479,95 @@ def parse_spec(data: Any, origin: str = "<spec>") -> PipelineSpec:
         raise SpecError(format_errors(e, origin)) from None
 
 
+# How many nodes aliases may add to a spec when expanded. Anchors and aliases are handy for sharing a
+# detector list; but a few nested aliases in a few hundred bytes can also stand for billions of nodes
+# (the "billion laughs"), which validation and its error messages would then walk.
+MAX_ALIAS_NODES = 10_000
+
+
+class _AliasBomb(ValueError):
+    pass
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases add more than MAX_ALIAS_NODES nodes."""
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _expanded_size(node, _distinct_nodes(node) + MAX_ALIAS_NODES)
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _distinct_nodes(root: yaml.Node) -> int:
+    """Nodes as written (an alias's target counted once)."""
+    seen = {id(root)}
+    todo = [root]
+    while todo:
+        for c in _children(todo.pop()):
+            if id(c) not in seen:
+                seen.add(id(c))
+                todo.append(c)
+    return len(seen)
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes under `root` with every alias expanded, refused past `limit`. Iterative (a deep document
+    cannot exhaust the stack) and linear in the distinct nodes: each node's size is computed once."""
+    size: dict[int, int] = {}  # node -> expanded size, once its children are done
+    on_path: set[int] = set()  # meeting one of these again is an alias to its own ancestor
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        k = id(node)
+        if children_done:
+            on_path.discard(k)
+            size[k] = 1 + sum(size[id(c)] for c in _children(node))
+            if size[k] > limit:
+                raise _AliasBomb(f"its aliases expand to more than {limit} nodes, over {MAX_ALIAS_NODES} more "
+                                 "than written; write the values out instead of nesting aliases")
+            continue
+        if k in size:
+            continue
+        if k in on_path:
+            raise _AliasBomb("an alias refers to a node that contains it (a recursive alias)")
+        on_path.add(k)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    return size[id(root)]
+
+
+def load_yaml(path: Path) -> Any:
+    """The YAML document in `path`, aliases bounded; a SpecError names what is wrong and the fix
+    (missing, unreadable, not UTF-8, not YAML, nested too deeply, aliases that expand too far)."""
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder; name the spec file in it (e.g. pipelines/demo.yaml)")
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file (try pipelines/demo.yaml)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "save the spec as UTF-8") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {cut(str(e), 4 * MAX_QUOTED)}") from None
+    except _AliasBomb as e:
+        raise SpecError(f"{path}: refused: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a pipeline spec") from None
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{p}: no such spec file (try pipelines/demo.yaml)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML: {e}") from None
-    return parse_spec(data, str(p))
+    return parse_spec(load_yaml(p), str(p))

@@ -55,6 +55,8 @@ REASONS: dict[str, Reason] = {
     "bad_json": _r(_S, False, "a JSON-lines row does not parse"),
     "bad_row": _r(_S, False, "a JSON-lines row is not an object"),
     "wrong_column_count": _r(_S, False, "a CSV/TSV row has another number of fields than the header"),
+    "bad_csv_row": _r(_S, False, "a CSV/TSV line the reader cannot split on its own: a quote left open at its end "
+                             "(a quoted field cannot span lines), a bare carriage return, a field over 16 MB"),
     "bad_marker": _r(_S, False, "a YFCC100M row's photo/video marker is neither 0 nor 1"),
     "malformed_result": _r(_S, False, "an API search result lacks what a candidate needs"),
     "missing_sidecar": _r(_S, False, "a folder image has no JSON sidecar and the spec gives no defaults"),

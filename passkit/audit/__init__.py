@@ -25,7 +25,8 @@ What is checked (codes in `CODES`):
 - optional, `rescan=True`: the people detectors the manifest names run again on every image
   (`people_detected`); `check_sources=N`: N random samples' source URLs are fetched again and their
   landing pages searched for the licence (`source_license_changed`; unreachable or changed sources are
-  warnings, which do not fail the audit: links rot, licences granted stay granted).
+  warnings, which do not fail the audit: links rot, licences granted stay granted). Those fetches use
+  the auditor's network settings (`fetch_spec`, default: no private networks), never the release's.
 
 `write_html(report, path)` renders the report as a self-contained page (templates/audit.html.j2).
 
@@ -107,7 +108,8 @@ def audit(
 
     `max_member`: tar members over this many bytes make a shard unsafe. `rescan`: rerun the people
     detectors. `check_sources`: re-check this many random sources (`seed` picks them; `fetch_spec`, a
-    passkit.config.FetchSpec, defaults to the manifest's spec).
+    passkit.config.FetchSpec, is the auditor's: its defaults when None, never the manifest's, so a
+    release cannot open private networks to the machine that audits it).
     """
     t0 = time.perf_counter()
     root = Path(release_dir)

@@ -31,7 +31,8 @@ class AuditContext:
     report: AuditReport
     out: Collector
     max_member: int = DEFAULT_MAX_MEMBER
-    # --check-sources: how many, which (seed) and with which passkit.config.FetchSpec (None: the manifest's)
+    # --check-sources: how many, which (seed) and with which passkit.config.FetchSpec (None: the defaults;
+    # never the manifest's: an audit takes no network permissions from the release it audits)
     check_sources: int = 0
     seed: int = 0
     fetch_spec: Any = None

@@ -52,6 +52,7 @@ CODES: dict[str, str] = {
     "source_unreachable": "warning: the sample's source URL no longer serves an image",
     "source_changed": "warning: the source URL now serves a visibly different image (pHash distance)",
     "source_license_unverified": "warning: the landing page could not be fetched or names no CC licence",
+    "source_settings_ignored": "warning: the release asked for network permissions (fetch.allow_private) the audit did not take",
     "index_missing": "index.parquet is absent",
     "index_unreadable": "index.parquet cannot be read or lacks a required column",
     "index_duplicate": "index.parquet has the same key twice",

@@ -4,6 +4,13 @@ The image must still decode to (nearly) the same picture and the landing page mu
 the sample's licence. Only a page naming another licence is a finding; an unreachable or changed
 source is a warning: links rot, and licences granted stay granted. Both fetches go through the
 auditor's Fetcher (its FetchSpec: SSRF guard, robots.txt, redirects, timeouts).
+
+The network settings are the auditor's, never the release's: the release is the thing under audit,
+and a manifest whose spec.fetch.allow_private names internal networks, with an index pointing at
+internal addresses, would otherwise make the auditor's machine connect to them. Without an explicit
+FetchSpec the defaults apply (no private networks); a release that asked for private ones gets a
+`source_settings_ignored` warning. Only the image settings that shape the comparison (sizes) come from
+the manifest, and its pixel budget never raises the auditor's.
 """
 
 from __future__ import annotations
@@ -64,16 +71,22 @@ def recheck_sources(ctx: AuditContext) -> None:
     m = ctx.m
     if not ctx.check_sources or m is None:
         return
-    fetch_spec = ctx.fetch_spec
-    if fetch_spec is None:
-        try:
-            fetch_spec = FetchSpec.model_validate((m.get("spec") or {}).get("fetch") or {})
-        except ValueError:
-            fetch_spec = FetchSpec()
+    fetch_spec = ctx.fetch_spec if ctx.fetch_spec is not None else FetchSpec()
+    spec = m.get("spec") if isinstance(m.get("spec"), dict) else {}
+    fetch = spec.get("fetch")
+    asked = fetch.get("allow_private") if isinstance(fetch, dict) else None
+    if asked:
+        shown = ", ".join(map(str, asked)) if isinstance(asked, list) else str(asked)
+        ctx.out.warn("source_settings_ignored",
+                     f"the release's spec.fetch.allow_private ({shown[:200]}) was not used: source re-checks "
+                     f"use the auditor's settings (private networks allowed: "
+                     f"{', '.join(fetch_spec.allow_private) or 'none'}; passkit audit --allow-private)")
     try:
-        image_spec = ImageSpec.model_validate((m.get("spec") or {}).get("image") or {})
+        image_spec = ImageSpec.model_validate(spec.get("image") or {})
     except ValueError:
         image_spec = ImageSpec()
+    # the release may name a huge pixel budget: decoding what its URLs serve stays within the default one
+    image_spec = image_spec.model_copy(update={"max_pixels": min(image_spec.max_pixels, ImageSpec().max_pixels)})
     cols = ["key", "shard", "source_url", "landing_url", "license", "phash"]
     try:
         rows = pq.read_table(ctx.root / INDEX, columns=cols).to_pylist()

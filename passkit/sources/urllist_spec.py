@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from passkit.specbase import SpecModel
 
@@ -12,6 +13,22 @@ URLLIST_FIELDS = (
     "id", "url", "license", "license_version", "license_url", "title", "creator", "creator_url",
     "landing_url", "provider",
 )
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+SUFFIXES = (
+    (".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
+    (".json", "jsonl"), (".parquet", "parquet"), (".pq", "parquet"),
+)
+
+
+def detect_format(path: str) -> str:
+    """csv, tsv, jsonl or parquet from the file name (before any compression suffix); ValueError otherwise."""
+    name = PurePosixPath(path.split("?")[0]).name.lower()
+    for c in COMPRESSIONS:
+        name = name.removesuffix(c)
+    for suffix, fmt in SUFFIXES:
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(f"{path}: cannot tell the format from the name; set format: csv|tsv|jsonl|parquet")
 
 
 class UrlListSourceSpec(SpecModel):
@@ -44,6 +61,14 @@ class UrlListSourceSpec(SpecModel):
         if bad:
             raise ValueError(f"unknown field(s) {', '.join(bad)}; map any of: {', '.join(URLLIST_FIELDS)}")
         return cols
+
+    @model_validator(mode="after")
+    def _known_formats(self) -> UrlListSourceSpec:
+        # refused with the spec, not when the crawl reaches the file
+        if self.format == "auto":
+            for p in self.paths:
+                detect_format(p)
+        return self
 
 
 SPEC = UrlListSourceSpec

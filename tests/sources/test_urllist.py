@@ -129,3 +129,73 @@ def test_build_end_to_end_records_malformed_rows(http_server, tmp_path):
     assert http_server.hits.get("/u1.jpg") is None  # an unusable licence is never downloaded
     manifest = json.loads((rel / "manifest.json").read_text())
     assert manifest["counts"]["kept"] == 2
+
+
+# ----------------------------------------------------------------------------- lines the CSV reader cannot split
+
+# Recorded-style rows: spreadsheet exports with a title that opens a quote and never closes it.
+STRAY = [
+    HEADER.encode(),
+    b'q1,http://h/q1.jpg,by,4.0,,"Sunset,Ann,http://h/p/q1\n',  # 2: the quote opens the title, never closes
+    b"q2,http://h/q2.jpg,by,4.0,,Beach,Bo,http://h/p/q2\n",  # 3: was swallowed into q1's title
+    b'q3,http://h/q3.jpg,by,4.0,,"Dunes, at dawn",Cy,http://h/p/q3\n',  # 4: a quoted comma, fine
+    b'q4,http://h/q4.jpg,by,4.0,,"The ""Big"" One",Di,http://h/p/q4\r\n',  # 5: doubled quotes, CRLF, fine
+    b'q5,http://h/q5.jpg,by,4.0,,Tree,Ed,"http://h/p/q5\n',  # 6: a stray quote in the last field
+    b"q6,http://h/q6.jpg,by,4.0,,Lake,Fa,http://h/p/q6\n",  # 7
+    b"q7,http://h/q7.jpg,by,4.0,,Fog\rBank,Gu,http://h/p/q7\n",  # 8: a bare carriage return mid-line
+    b'q8,http://h/q8.jpg,by,4.0,,Rock",Ha,http://h/p/q8\n',  # 9: a quote inside a field is only a character
+]
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_stray_quote_costs_its_own_row_only(tmp_path, sep):
+    data = b"".join(STRAY).replace(b",", sep.encode()).replace(b'"Dunes\t at dawn"', b'"Dunes, at dawn"')
+    path = tmp_path / ("stray.csv" if sep == "," else "stray.tsv")
+    path.write_bytes(data)
+    cands = list(UrlListSource(UrlListSourceSpec(paths=[str(path)])).candidates())
+    assert [(c.source_id, c.error[0] if c.error else None) for c in cands] == [
+        ("line:2", "bad_csv_row"), ("q2", None), ("q3", None), ("q4", None), ("line:6", "bad_csv_row"),
+        ("q6", None), ("line:8", "bad_csv_row"), ("q8", None)]
+    assert "quote" in cands[0].error[1] and "new-line" in cands[6].error[1]
+    titles = {c.source_id: c.title for c in cands if not c.error}
+    assert titles["q3"] == "Dunes, at dawn" and titles["q4"] == 'The "Big" One' and titles["q8"] == 'Rock"'
+    assert [c.extra["line"] for c in cands] == [2, 3, 4, 5, 6, 7, 8, 9]
+
+
+def test_inputs_that_stop_the_list_are_input_errors_before_any_row(tmp_path):
+    from passkit.config import InputError
+    from passkit.sources.urllist import open_urllist
+
+    def opened(name: str, data: bytes | None = None) -> None:
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        with open_urllist(UrlListSourceSpec(paths=[str(tmp_path / "ok.csv"), str(tmp_path / name)])):
+            pass
+
+    (tmp_path / "ok.csv").write_text(_csv(GOOD))
+    with pytest.raises(InputError, match="missing.csv: no such file; fix source.paths"):
+        opened("missing.csv")
+    with pytest.raises(InputError, match="UTF-16 or UTF-32.*iconv"):
+        opened("wide.csv", _csv(GOOD).encode("utf-16"))
+    with pytest.raises(InputError, match="UTF-16 or UTF-32"):
+        opened("wide.jsonl", '{"url": "http://h/1.jpg"}\n'.encode("utf-16-le"))
+    with pytest.raises(InputError, match="header line cannot be read: a quote opens"):
+        opened("head.csv", b'id,"url,license\nx,http://h/x.jpg,by\n')
+    with pytest.raises(InputError, match="no column 'url'"):
+        opened("nourl.csv", b"id,link\nx,http://h/x.jpg\n")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(InputError, match="folder.csv"):
+        opened("folder.csv")
+    with pytest.raises(ValueError, match="cannot tell the format from the name"):  # refused with the spec
+        UrlListSourceSpec(paths=[str(tmp_path / "list.txt")])
+
+
+def test_a_list_that_breaks_off_is_an_input_error_naming_the_last_row(tmp_path):
+    from passkit.config import InputError
+
+    whole = gzip.compress(_csv(GOOD * 400).encode())
+    (tmp_path / "cut.csv.gz").write_bytes(whole[: len(whole) // 2])
+    src = UrlListSource(UrlListSourceSpec(paths=[str(tmp_path / "cut.csv.gz")]))
+    src.check()  # the header reads fine
+    with pytest.raises(InputError, match=r"cut.csv.gz: cannot be read after row \d+ .*finished work units are kept"):
+        list(src.candidates())
