@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,8 +19,9 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
-from passkit import licenses
+from passkit import cli, licenses
 from passkit.audit import audit
 from passkit.release.attribution import CSV_COLUMNS
 from passkit.release.escape import csv_cell, csv_value, is_formula, markdown_text, read_csv, write_csv
@@ -249,3 +251,57 @@ def test_html_documents_carry_no_live_markup(release: Path, name: str) -> None:
     assert SCRIPT in text  # shown as text
     if name == "attribution.html":
         assert "javascript:alert(1)" not in {v for _, attrs in page.tags for _, v in attrs}
+
+
+# ----------------------------------------------------------------------------- terminal
+
+
+@pytest.fixture
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's consoles as a colour terminal would have them, wide enough not to wrap a line."""
+    monkeypatch.setattr(cli, "out", Console(width=4000, force_terminal=True, color_system="standard"))
+    monkeypatch.setattr(cli, "console", Console(stderr=True, width=4000, force_terminal=True,
+                                                color_system="standard"))
+
+
+def _literal(text: str) -> None:
+    assert "\x1b]8;" not in text  # no terminal hyperlink
+    assert "\x1b[5m" not in text  # nothing blinks
+
+
+def test_info_prints_hostile_text_literally(release: Path, wide: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["info", str(release)]) == 0
+    printed = capsys.readouterr().out
+    assert "[/]|a|b|" in printed and "+cmd " + RICH in printed
+    _literal(printed)
+
+
+def test_query_and_audit_print_hostile_text_literally(release: Path, tmp_path: Path, wide: None,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["query", str(release), "SELECT provider FROM samples ORDER BY key"]) == 0
+    printed = capsys.readouterr().out
+    assert "[/]|a|b|" in printed
+    _literal(printed)
+    # an audit finding quotes the tampered file: still text
+    copy = tmp_path / "copy"
+    shutil.copytree(release, copy)
+    path = copy / "attribution.csv"
+    rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
+    rows[1][CSV_COLUMNS.index("attribution")] = RICH
+    buf = io.StringIO(newline="")
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    assert cli.main(["audit", str(copy)]) == 1
+    printed = capsys.readouterr().out
+    assert RICH in printed and "FAIL" in printed
+    _literal(printed)
+
+
+def test_spec_errors_print_the_spec_literally(tmp_path: Path, wide: None, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "hostile.yaml"
+    spec.write_text(yaml.safe_dump({"name": "h", "version": "1.0.0", "source": {"kind": "demo"},
+                                    "work": {"workers": RICH}, "[/][blink]key[/blink]": 1}), encoding="utf-8")
+    assert cli.main(["build", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert RICH in err and "[/][blink]key[/blink]" in err and "error:" in err
+    _literal(err)
