@@ -103,6 +103,16 @@ def test_text_is_cleaned_and_capped_at_the_gate_and_the_change_is_recorded(relea
     assert (release / "report.html").stat().st_size < 300_000  # no megabyte title in it, twice
 
 
+def test_hugging_face_loading_takes_the_text_changes_field(release: Path, tmp_path: Path) -> None:
+    """Only some samples carry text_changes: the datasets loader must still read every shard."""
+    pytest.importorskip("datasets")
+    from passkit.stream.hf import dataset
+
+    ds = dataset(release, cache_dir=tmp_path)
+    changes = dict(zip(ds["source_id"], ds["text_changes"], strict=True))
+    assert changes["s00"] is None and changes["h3"].startswith("title: cut from 1000000 to 1000 characters")
+
+
 # ----------------------------------------------------------------------------- Markdown
 
 
