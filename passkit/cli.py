@@ -16,18 +16,6 @@ console = Console(stderr=True)
 out = Console()
 
 
-def _error(message: object) -> None:
-    """`error: <message>` on stderr. The message is printed as text, never as rich markup: it may quote
-    a spec, a release or a source's metadata, where "[/]" would crash the print and "[link=...]" or
-    "[blink]" would act on the terminal."""
-    console.print(Text.assemble(("error:", "red"), " ", str(message)), highlight=False)
-
-
-def _cells(*values: object) -> list[Text]:
-    """Table cells shown literally (rich would read a plain string cell as markup)."""
-    return [Text("" if v is None else str(v)) for v in values]
-
-
 # WorkSpec.workers' default, for _early_pool (tests/test_cli.py keeps the two equal).
 DEFAULT_WORKERS = 2
 
@@ -159,17 +147,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         for f in report.findings:
             where = " ".join(x for x in (f.shard, f.key) if x)
-            out.print(Text.assemble(("FAIL", "red"), f" {f.code}: {where + ': ' if where else ''}{f.message}"),
-                      highlight=False)
+            out.print(f"[red]FAIL[/] {f.code}: {where + ': ' if where else ''}{f.message}", highlight=False)
         for f in report.warnings:
             where = " ".join(x for x in (f.shard, f.key) if x)
-            out.print(Text.assemble(("WARN", "yellow"), f" {f.code}: {where + ': ' if where else ''}{f.message}"),
-                      highlight=False)
+            out.print(f"[yellow]WARN[/] {f.code}: {where + ': ' if where else ''}{f.message}", highlight=False)
         s = report.stats
-        verdict = ("OK", "green") if report.ok else (f"{len(report.findings)} finding(s)", "red")
-        out.print(Text.assemble(f"audit {args.release}: ", verdict, f" — {s.get('shards', 0)} shards, "
-                                f"{s.get('samples', 0)} samples checked in {s.get('seconds', 0):.1f}s"),
-                  highlight=False)
+        verdict = "[green]OK[/]" if report.ok else f"[red]{len(report.findings)} finding(s)[/]"
+        out.print(f"audit {args.release}: {verdict} — {s.get('shards', 0)} shards, "
+                  f"{s.get('samples', 0)} samples checked in {s.get('seconds', 0):.1f}s", highlight=False)
         if args.html:
             out.print(f"HTML report written to {args.html}", highlight=False)
     return 0 if report.ok else 1
@@ -249,6 +234,18 @@ def _cmd_query(args: argparse.Namespace) -> int:
     out.print(t)
     out.print(f"{len(res.rows)} row(s)", highlight=False)
     return 0
+
+
+def _error(message: object) -> None:
+    """`error: <message>` on stderr. The message is printed as text, never as rich markup: it may quote
+    a spec, a release or a source's metadata, where "[/]" would crash the print and "[link=...]" or
+    "[blink]" would act on the terminal."""
+    console.print(Text.assemble(("error:", "red"), " ", str(message)), highlight=False)
+
+
+def _cells(*values: object) -> list[Text]:
+    """Table cells shown literally (rich would read a plain string cell as markup)."""
+    return [Text("" if v is None else str(v)) for v in values]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
