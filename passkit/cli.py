@@ -92,7 +92,7 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
     try:
         spec = load_spec(args.spec)
     except SpecError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        _error(e)
         return 2
     workers = args.workers if args.workers is not None else spec.work.workers
     local = (args.executor or spec.work.executor) == "local"
@@ -219,14 +219,14 @@ def _cmd_takedown(args: argparse.Namespace) -> int:
         res = takedown(Path(args.release), requests, version=args.version,
                        out_dir=Path(args.out) if args.out else None)
     except (TakedownError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        _error(e)
         return 2
-    t = Table(title=f"{res.path.name}: {len(res.removed)} sample(s) removed", header_style="bold")
+    t = Table(title=Text(f"{res.path.name}: {len(res.removed)} sample(s) removed"), header_style="bold")
     t.add_column("key")
     t.add_column("shard")
     t.add_column("reason")
     for r in res.removed:
-        t.add_row(r["key"], r["shard"], r["reason"])
+        t.add_row(*_cells(r["key"], r["shard"], r["reason"]))
     out.print(t)
     out.print(f"shards unchanged (same bytes): {len(res.shards_kept)} · rewritten: {len(res.shards_rewritten)} · "
               f"dropped (empty): {len(res.shards_dropped)}", highlight=False)
@@ -241,21 +241,21 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     try:
         d = diff(Path(args.a), Path(args.b))
     except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        _error(e)
         return 2
     if args.json:
         out.print_json(json.dumps(d.to_dict()))
         return 0
-    t = Table(title=f"{d.a} -> {d.b}", header_style="bold")
+    t = Table(title=Text(f"{d.a} -> {d.b}"), header_style="bold")
     t.add_column("change")
     t.add_column("key")
     t.add_column("detail")
     for k in d.added:
-        t.add_row("[green]added", k, "")
+        t.add_row(Text("added", "green"), *_cells(k, ""))
     for r in d.removed:
-        t.add_row("[red]removed", r["key"], r["reason"])
+        t.add_row(Text("removed", "red"), *_cells(r["key"], r["reason"]))
     for c in d.changed:
-        t.add_row("[yellow]changed", c["key"], ", ".join(c["fields"]))
+        t.add_row(Text("changed", "yellow"), *_cells(c["key"], ", ".join(c["fields"])))
     out.print(t)
     out.print(f"added {len(d.added)} · removed {len(d.removed)} · changed {len(d.changed)} · "
               f"unchanged {d.unchanged}; shards: same {len(d.shards_same)}, changed {len(d.shards_changed)}, "
@@ -269,19 +269,31 @@ def _cmd_query(args: argparse.Namespace) -> int:
     try:
         res = query(Path(args.release), args.sql)
     except (QueryError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        _error(e)
         return 2
     if args.json:
         out.print_json(json.dumps(res.to_dicts(), default=str))
         return 0
     t = Table(header_style="bold")
     for c in res.columns:
-        t.add_column(c)
+        t.add_column(Text(c))
     for r in res.rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+        t.add_row(*_cells(*r))
     out.print(t)
     out.print(f"{len(res.rows)} row(s)", highlight=False)
     return 0
+
+
+def _error(message: object) -> None:
+    """`error: <message>` on stderr. The message is printed as text, never as rich markup: it may quote
+    a spec, a release or a source's metadata, where "[/]" would crash the print and "[link=...]" or
+    "[blink]" would act on the terminal."""
+    console.print(Text.assemble(("error:", "red"), " ", str(message)), highlight=False)
+
+
+def _cells(*values: object) -> list[Text]:
+    """Table cells shown literally (rich would read a plain string cell as markup)."""
+    return [Text("" if v is None else str(v)) for v in values]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -290,13 +302,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     try:
         info = summarize(Path(args.release))
     except (FileNotFoundError, KeyError, ValueError) as e:
-        console.print(f"[red]error:[/] {args.release} is not a readable release ({type(e).__name__}: {e}); "
-                      "run `passkit audit` on it for details", highlight=False)
+        _error(f"{args.release} is not a readable release ({type(e).__name__}: {e}); "
+               "run `passkit audit` on it for details")
         return 2
     if args.json:
         out.print_json(json.dumps(info))
         return 0
-    t = Table(title=info["release"], show_header=False)
+    # Every value may come from a stranger's release (its name, providers, licence names): shown as text
+    t = Table(title=Text(str(info["release"])), show_header=False)
     t.add_column(style="bold")
     t.add_column()
     c = info["counts"]
@@ -310,7 +323,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("providers", ", ".join(f"{k} {v}" for k, v in info["providers"].items())),
         ("removals", info["removals"]),
     ]:
-        t.add_row(k, str(v))
+        t.add_row(*_cells(k, v))
     out.print(t)
     return 0
 
@@ -337,8 +350,8 @@ def _cmd_license(args: argparse.Namespace) -> int:
         for col in ("input", "registry id", "name / reason", f"passes {pol.name}"):
             t.add_column(col)
         for r in rows:
-            t.add_row(r["input"], r["id"] or "-", r.get("name") or f"[red]{r['reason']}[/]: {r['detail']}",
-                      "[green]yes[/]" if r["allowed"] else "[red]no[/]")
+            why = Text(r["name"]) if r.get("name") else Text.assemble((r["reason"], "red"), f": {r['detail']}")
+            t.add_row(Text(r["input"]), r["id"] or "-", why, Text("yes", "green") if r["allowed"] else Text("no", "red"))
         out.print(t)
     return 0 if all(r["id"] for r in rows) else 1
 
@@ -353,8 +366,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     names = args.names or sorted(models.REGISTRY)
     unknown = [n for n in names if n not in models.REGISTRY]
     if unknown:
-        console.print(f"[red]error:[/] unknown model(s) {', '.join(unknown)}; known: "
-                      f"{', '.join(sorted(models.REGISTRY))}", highlight=False)
+        _error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(models.REGISTRY))}")
         return 2
     if args.action == "list" and args.json:
         out.print_json(json.dumps([
@@ -390,7 +402,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         try:
             res = models.fetch(n, base, mirror=args.mirror)
         except models.FetchError as e:
-            console.print(f"[red]error:[/] {e}", highlight=False)
+            _error(e)
             failed += 1
             if "no internet" in str(e):
                 break
@@ -409,7 +421,7 @@ def _cmd_filter_eval(args: argparse.Namespace) -> int:
         try:
             spec = load_spec(args.spec)
         except SpecError as e:
-            console.print(f"[red]error:[/] {e}", highlight=False)
+            _error(e)
             return 2
         people, image = spec.people, spec.image
     with Progress(TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -419,7 +431,7 @@ def _cmd_filter_eval(args: argparse.Namespace) -> int:
             rep = evaluate(Path(args.folder), people, image, threads=args.threads,
                            on_progress=lambda d, t: bar.update(task, completed=d, total=t))
         except EvalError as e:
-            console.print(f"[red]error:[/] {e}", highlight=False)
+            _error(e)
             return 2
     png: Path | None = Path(args.png) if args.png else Path(Path(args.folder).resolve().name + "-people-eval.png")
     try:
@@ -463,9 +475,9 @@ def _cmd_review(args: argparse.Namespace) -> int:
 
     try:
         serve(Path(args.workdir), host=args.host, port=args.port, sample=args.sample, seed=args.seed,
-              reviewer=args.reviewer, log=lambda m: console.print(m, highlight=False))
+              reviewer=args.reviewer, log=lambda m: console.print(m, highlight=False, markup=False))
     except ReviewError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        _error(e)
         return 2
     return 0
 
@@ -478,7 +490,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
                      steps=args.steps)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        _error(e)
         return 2
     t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
     for col in ("check", "value", "rule", "status"):

@@ -468,16 +468,26 @@ def credit_sentence(fields: Mapping[str, Any] | Attribution, lic: License) -> st
     return attribution_sentence(lic, _field(fields, "title"), _field(fields, "creator"), _field(fields, "landing_url"))
 
 
+def http_url(url: Any) -> str | None:
+    """`url` when it is an http(s) URL, else None: only those become links in the release's documents,
+    so a `javascript:` or `data:` URL in metadata stays plain text."""
+    return url if isinstance(url, str) and url.lower().startswith(("http://", "https://")) else None
+
+
 def attribution_html(a: Attribution) -> str:
-    """The same credit as HTML, linking the work, its creator (when a URL is known) and the licence."""
+    """The same credit as HTML, linking the work, its creator (when a URL is known) and the licence;
+    only http(s) URLs become links."""
     esc = html.escape
     work = f'"{esc(a.title)}"' if a.title else "This work"
-    if a.landing_url:
-        work = f'<a href="{esc(a.landing_url, quote=True)}">{work}</a>'
+    landing, creator_url, license_url = http_url(a.landing_url), http_url(a.creator_url), http_url(a.license_url)
+    if landing:
+        work = f'<a href="{esc(landing, quote=True)}">{work}</a>'
     creator = esc(a.creator or "")
-    if a.creator and a.creator_url:
-        creator = f'<a href="{esc(a.creator_url, quote=True)}">{creator}</a>'
-    lic = f'<a href="{esc(a.license_url or "", quote=True)}">{esc(a.license_name or "")}</a>'
+    if a.creator and creator_url:
+        creator = f'<a href="{esc(creator_url, quote=True)}">{creator}</a>'
+    lic = esc(a.license_name or "")
+    if license_url:
+        lic = f'<a href="{esc(license_url, quote=True)}">{lic}</a>'
     if a.license and by_id(a.license).public_domain:
         by = f" by {creator}" if a.creator else ""
         return f"{work}{by} is marked with {lic}."
@@ -486,9 +496,29 @@ def attribution_html(a: Attribution) -> str:
 
 # ----------------------------------------------------------------------------- the gate
 
+# The longest text the gate lets through, per Attribution field, in characters. Real titles and credits
+# are far shorter (Commons caps file names at 240 bytes); a longer value is cut and ends in ELLIPSIS, so
+# every document stays readable and every attribution.csv cell stays within csv readers' field limit.
+TEXT_LIMITS: dict[str, int] = {"title": 1000, "creator": 500, "provider": 200}
+# The longest creator or landing URL kept (the sitemaps protocol's limit, which browsers also take). A
+# longer one is dropped, not cut: a cut URL would link somewhere else.
+URL_LIMIT = 2048
+ELLIPSIS = "\u2026"
+# What the gate removes from every text and URL field: C0 and C1 control characters (NUL, ESC, ... ;
+# whitespace has become plain spaces before), DEL, lone surrogates (not encodable as UTF-8), the line and
+# paragraph separators, and the bidirectional controls (embeddings, overrides, isolates, marks) that make
+# text display in another order than it reads ("Trojan Source"). Joiners (U+200C, U+200D) stay: scripts
+# and emoji need them.
+UNSAFE_CHARS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
 
 def clean_text(value: str | None) -> str | None:
-    """Plain text from a field that may carry HTML (Commons' Artist) or entities; None when empty."""
+    """Plain text from a field that may carry HTML (Commons' Artist) or entities; None when empty.
+
+    Sources call it on HTML fields; the gate then applies `gate_text`, which also removes control and
+    bidirectional characters and caps the length, and says what it changed."""
     if value is None:
         return None
     value = re.sub(r"<br\s*/?>|</p>|</div>|</li>", " ", str(value), flags=re.I)
@@ -498,32 +528,69 @@ def clean_text(value: str | None) -> str | None:
     return value or None
 
 
-_clean = clean_text
+def gate_text(value: str | None, limit: int) -> tuple[str | None, list[str]]:
+    """`clean_text`, then without UNSAFE_CHARS and at most `limit` characters; with what was changed.
+
+    Characters are removed after entities are decoded, so `&#x202E;` goes too. Ordinary text comes back
+    exactly as `clean_text` gives it."""
+    text = clean_text(value)
+    if text is None:
+        return None, []
+    changes = []
+    text, n = UNSAFE_CHARS.subn("", text)
+    if n:
+        text = re.sub(r" {2,}", " ", text).strip()
+        changes.append(f"{n} control or bidirectional character(s) removed")
+    if len(text) > limit:
+        changes.append(f"cut from {len(text)} to {limit} characters")
+        text = text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    return text or None, changes
+
+
+def gate_url(value: str | None) -> tuple[str | None, list[str]]:
+    """A creator or landing URL without UNSAFE_CHARS, or None when longer than URL_LIMIT; with what was
+    changed. Nothing else is touched: an ordinary URL comes back as the source gave it."""
+    if not value:
+        return None, []
+    url, n = UNSAFE_CHARS.subn("", str(value))
+    changes = [f"{n} control or bidirectional character(s) removed"] if n else []
+    if len(url) > URL_LIMIT:
+        return None, [*changes, f"dropped: {len(url)} characters, over {URL_LIMIT}"]
+    return url or None, changes
 
 
 def gate(c: Candidate, pol: Policy) -> Attribution | tuple[str, str]:
     """Attribution for an allowed, fully attributed candidate, or (reason, detail) for a rejection.
 
-    Runs before any download: an image we may not use is never fetched.
-    """
+    Runs before any download: an image we may not use is never fetched. The text fields are cleaned
+    and capped here (gate_text, gate_url), once, for every document of the release; what that changed
+    is kept in `Attribution.changes` (the sample's `text_changes`)."""
     try:
         lic = normalise(c.license, c.license_version, c.license_url)
     except LicenseError as e:
         return e.reason, e.detail
     if not pol.allows(lic):
         return "license_not_allowed", f"{lic.name} is not allowed by policy {pol.name!r}"
+    changes: dict[str, list[str]] = {}
+    texts = {}
+    for name in ("title", "creator", "provider"):
+        texts[name], changes[name] = gate_text(getattr(c, name), TEXT_LIMITS[name])
+    for name in ("creator_url", "landing_url"):
+        texts[name], changes[name] = gate_url(getattr(c, name))
     a = Attribution(
-        title=_clean(c.title),
-        creator=_clean(c.creator),
-        creator_url=(c.creator_url or None),
-        landing_url=(c.landing_url or None),
-        provider=_clean(c.provider),
+        title=texts["title"],
+        creator=texts["creator"],
+        creator_url=texts["creator_url"],
+        landing_url=texts["landing_url"],
+        provider=texts["provider"],
         license=lic.id,
         license_url=lic.url,
         license_name=lic.name,
+        changes="; ".join(f"{name}: {', '.join(ch)}" for name, ch in changes.items() if ch) or None,
     )
     missing = missing_attribution(a, lic)
     if missing:
-        return "attribution_incomplete", f"missing {', '.join(missing)}"
+        detail = f"missing {', '.join(missing)}"
+        return "attribution_incomplete", detail + (f" ({a.changes})" if a.changes else "")
     a.sentence = credit_sentence(a, lic)
     return a

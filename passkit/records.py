@@ -35,6 +35,9 @@ class Attribution:
     license_url: str | None = None
     license_name: str | None = None  # e.g. "CC BY 2.0"
     sentence: str | None = None  # the credit line CC recommends
+    # What the licence gate changed in the source's text (control characters removed, a field cut at its
+    # length limit), e.g. "title: cut from 1048576 to 1000 characters"; None when nothing was.
+    changes: str | None = None
 
 
 @dataclass(slots=True)
@@ -132,7 +135,7 @@ class Sample:
 
     def meta(self) -> dict[str, Any]:
         c, a, im = self.candidate, self.attribution, self.image
-        return {
+        out = {
             "key": self.key,
             "title": a.title,
             "creator": a.creator,
@@ -158,6 +161,9 @@ class Sample:
             "bytes": len(im.jpeg),
             "scores": dict(sorted(self.scores.items())),
         }
+        if a.changes:  # only then: the json of a sample with ordinary metadata keeps its exact bytes
+            out["text_changes"] = a.changes
+        return out
 
 
 # Fields every kept sample must have (complete TASL); the licence gate and audit share this list.

@@ -347,3 +347,73 @@ def test_cli_license_command(capsys):
     assert [(r["id"], r["allowed"]) for r in rows] == [("cc-by-2.0", True), ("cc-by-sa-3.0-de", False)]
     assert main(["license", "Attribution License", "--json"]) == 1  # no version, no URL: ambiguous
     assert json.loads(capsys.readouterr().out)[0]["reason"] == "license_ambiguous"
+
+
+# ----------------------------------------------------------------------------- the gate's text: controls, caps
+
+BIDI_AND_CONTROLS = "\x00\x1b\x7f\x85\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_gate_removes_control_and_bidi_characters_and_says_so():
+    a = L.gate(_cand(title="Invoice\u202egpj.exe", creator="Ann\x00 \u2066Smith\u2069\x1b[31m",
+                     provider="exam\u200fple"), L.policy("cc-by"))
+    assert isinstance(a, L.Attribution)
+    assert (a.title, a.creator, a.provider) == ("Invoicegpj.exe", "Ann Smith[31m", "example")
+    assert not any(ch in (a.sentence or "") for ch in BIDI_AND_CONTROLS)
+    assert a.changes == ("title: 1 control or bidirectional character(s) removed; "
+                         "creator: 4 control or bidirectional character(s) removed; "
+                         "provider: 1 control or bidirectional character(s) removed")
+
+
+def test_gate_removes_characters_only_after_decoding_entities():
+    a = L.gate(_cand(creator="Ann&#x202E;Smith&#0;", title="&lt;b&gt;x&lt;/b&gt;"), L.policy("cc-by"))
+    assert isinstance(a, L.Attribution)
+    assert a.creator == "AnnSmith\ufffd"  # html.unescape turns &#0; into U+FFFD, which is harmless text
+    assert a.title == "<b>x</b>"  # decoded to plain text: each document escapes it for its own format
+    assert a.changes == "creator: 1 control or bidirectional character(s) removed"
+
+
+def test_gate_caps_every_text_field_and_keeps_the_credit_consistent():
+    pol = L.policy("cc-by")
+    a = L.gate(_cand(title="t" * 1_000_000, creator="c" * 5000, provider="p" * 300), pol)
+    assert isinstance(a, L.Attribution)
+    for name in ("title", "creator", "provider"):
+        v = getattr(a, name)
+        assert len(v) == L.TEXT_LIMITS[name] and v.endswith(L.ELLIPSIS), name
+    assert a.sentence == L.credit_sentence(a, L.by_id(a.license))  # what the audit recomputes
+    assert len(a.sentence) < 5000
+    assert "title: cut from 1000000 to 1000 characters" in (a.changes or "")
+    # exactly at the limit: untouched
+    b = L.gate(_cand(title="t" * L.TEXT_LIMITS["title"]), pol)
+    assert isinstance(b, L.Attribution) and b.title == "t" * L.TEXT_LIMITS["title"] and b.changes is None
+
+
+def test_gate_urls_lose_controls_and_overlong_ones_are_dropped():
+    pol = L.policy("cc-by")
+    a = L.gate(_cand(landing_url="http://x/a\n<script>", creator_url="http://x/" + "u" * L.URL_LIMIT), pol)
+    assert isinstance(a, L.Attribution)
+    assert a.landing_url == "http://x/a<script>" and a.creator_url is None
+    assert "landing_url: 1 control" in (a.changes or "") and "creator_url: dropped" in (a.changes or "")
+    reason, detail = L.gate(_cand(landing_url="http://x/" + "a" * L.URL_LIMIT), pol)
+    assert reason == "attribution_incomplete" and "missing landing_url" in detail and "over 2048" in detail
+
+
+def test_gate_refuses_a_creator_made_only_of_invisible_characters():
+    reason, detail = L.gate(_cand(creator="\u202e\u200f\x00"), L.policy("cc-by"))
+    assert reason == "attribution_incomplete" and detail.startswith("missing creator (creator: 3 control")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cs", "Cf", "Zl", "Zp"), blacklist_characters="&"),
+               max_size=300))
+def test_property_ordinary_text_passes_the_gate_as_clean_text_gives_it(text):
+    """Text without control or format characters, within the limit, is not changed by the new rules:
+    a release of ordinary metadata keeps its bytes."""
+    assert L.gate_text(text, 1000) == (L.clean_text(text), [])
+
+
+def test_attribution_html_links_only_http_urls():
+    a = L.gate(_cand(landing_url="javascript:alert(1)", creator_url="JavaScript:alert(2)"), L.policy("cc-by"))
+    assert isinstance(a, L.Attribution)
+    h = L.attribution_html(a)
+    assert "javascript" not in h.lower() and "<a href=\"https://creativecommons.org/licenses/by/2.0/\">" in h

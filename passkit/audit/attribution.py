@@ -54,15 +54,17 @@ def check_attribution(ctx: AuditContext, rel: str, key: str, meta: dict[str, Any
 
 
 def check_attribution_csv(ctx: AuditContext) -> None:
-    """attribution.csv: the credit lines redistributors copy must be the samples' own."""
+    """attribution.csv: the credit lines redistributors copy must be the samples' own. Read as the
+    release writes it (passkit.release.escape): a cell's formula-guard quote is not part of its value."""
     import csv
+
+    from passkit.release.escape import read_csv
 
     path = ctx.root / "attribution.csv"
     if ctx.index is None or not path.is_file():
         return
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = {r.get("key"): r for r in csv.DictReader(f)}
+        rows = {r.get("key"): r for r in read_csv(path)}
     except (UnicodeDecodeError, csv.Error) as e:
         ctx.add("attribution_file", f"attribution.csv cannot be read: {e}")
         return

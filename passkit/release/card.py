@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from passkit import licenses
+from passkit.release.attribution import csv_note
+from passkit.release.escape import markdown_text
 from passkit.release.report import funnel
 
 # Licence ids the Hugging Face Hub knows (others are written as "other" with a link to LICENSES.md).
@@ -39,9 +41,20 @@ def _license_header(ids: list[str]) -> dict[str, Any]:
     return out
 
 
+class _Markdown(str):
+    """Text already escaped for Markdown: a table cell takes it as it is."""
+
+
+def _text(value: Any) -> _Markdown:
+    """A stranger's text (provider, licence name, removal reason) for a table cell: escaped, so it
+    shows as written and never becomes a link, an image, HTML or a cell boundary."""
+    return _Markdown(markdown_text(value))
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|")
+        # The other cells are passkit's own words (stages, reasons, counts, licence ids): only | is escaped
+        return v if isinstance(v, _Markdown) else str(v).replace("|", "\\|")
 
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]]
@@ -143,9 +156,9 @@ def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, 
         "  credit sentence, modification note, sha256 and pHash, sizes, people-detector scores).",
         "- `index.parquet` has one row per sample; `rejected.parquet` one row per rejected candidate.",
         "",
-        *_table(["licence", "images"], [[k, v] for k, v in lic.most_common()]),
+        *_table(["licence", "images"], [[_text(k), v] for k, v in lic.most_common()]),
         "",
-        *_table(["provider", "images"], [[k, v] for k, v in prov.most_common()]),
+        *_table(["provider", "images"], [[_text(k), v] for k, v in prov.most_common()]),
         "",
         "## Collection process",
         "",
@@ -185,6 +198,7 @@ def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, 
         "Every image keeps its credit line: in its `<key>.json`, in ATTRIBUTION.md, attribution.csv and",
         "attribution.html. LICENSES.md lists the licences and what each asks of a reuser. When you",
         "redistribute images from this dataset, keep their credit lines with them and note the modification.",
+        *csv_note(index_rows),
         "",
         "## Removal requests",
         "",
@@ -195,7 +209,7 @@ def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, 
     ]
     if removals:
         L += [f"{len(removals)} sample(s) removed so far:", "",
-              *_table(["key", "reason"], [[f"`{r['key']}`", r["reason"]] for r in removals]), ""]
+              *_table(["key", "reason"], [[f"`{r['key']}`", _text(r["reason"])] for r in removals]), ""]
     else:
         L += ["No sample has been removed so far.", ""]
     prev = manifest.get("previous")

@@ -4,6 +4,11 @@
 and the dataset card README.md (card.py) and report.html (report.py). The builder and a takedown
 call it the same way, so documents always agree with the samples they describe. Deterministic:
 the same inputs give the same bytes (no clock, no random ids).
+
+Titles, creators and providers are strangers' text, already plain (the licence gate decoded entities,
+removed control and bidirectional characters and capped lengths); each writer escapes it for its own
+format when it writes it: Markdown and CSV through passkit.release.escape, HTML by the templates'
+autoescaping, with links only to http(s) URLs.
 """
 
 from __future__ import annotations

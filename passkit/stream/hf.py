@@ -58,6 +58,7 @@ STRING_FIELDS = (
     "sha256",
     "source_sha256",
     "phash",
+    "text_changes",  # only in samples whose text the licence gate changed
 )
 INT_FIELDS = ("width", "height", "orig_width", "orig_height", "bytes")
 JSON_FIELDS = ("scores",)
