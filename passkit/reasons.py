@@ -84,7 +84,7 @@ REASONS: dict[str, Reason] = {
     "connection_error": _r(_F, True, "another connection failure (TLS, protocol)"),
     "truncated_body": _r(_F, True, "the body ended before its Content-Length"),
     "truncated_headers": _r(_F, True, "the connection closed inside the status line or headers"),
-    "bad_response": _r(_F, False, "the response breaks HTTP framing (a Content-Length that is not one number)"),
+    "bad_response": _r(_F, False, "the answer is not valid HTTP (status line, header lines, a Content-Length not one number)"),
     "timeout": _r(_F, True, "a read timed out"),
     "too_slow": _r(_F, True, "a request (connect, headers, body) took longer than fetch.total_timeout (slow drip)"),
     "request_error": _r(_F, True, "the request failed in another way"),

@@ -159,7 +159,8 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf", "nan": no usable wait
     except ValueError:
         pass
     try:
@@ -417,7 +418,13 @@ def _released(r: BaseHTTPResponse) -> Iterator[BaseHTTPResponse]:
 
 
 def _connection_failure(e: Exception, while_reading: bool = False) -> _Fail:
-    """Name the network failure precisely: resets, refusals and truncations are told apart."""
+    """Name the network failure precisely: resets, refusals, truncations and answers that are not HTTP
+    are told apart."""
+    inner = _caused_by(e, http.client.HTTPException)
+    # A server that answered, but not in HTTP (no status line, over-long or too many header lines):
+    # retrying will not change that. A reset (RemoteDisconnected) or a cut-off read is another matter.
+    if inner is not None and not isinstance(inner, (http.client.IncompleteRead, http.client.RemoteDisconnected)):
+        return _Fail("bad_response", f"not HTTP: {type(inner).__name__}: {str(inner)[:200]}")
     text = repr(e)
     if "ConnectionResetError" in text or "Connection reset" in text or "RemoteDisconnected" in text \
             or "BrokenPipe" in text or "Connection aborted" in text:

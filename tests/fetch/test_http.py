@@ -319,6 +319,10 @@ BROKEN = {
                         "bad_response", False),
     "length_negative": (_head(None, b"Content-Length: -1\r\n") + PNG, "bad_response", False),
     "length_absurd": (_head(10 ** 30) + PNG, "too_large", False),
+    "no_status_line": (PNG, "bad_response", False),  # HTTP/0.9, or not HTTP at all
+    "header_line_over_64k": (_head(len(PNG), b"X-A: " + b"a" * 70000 + b"\r\n") + PNG, "bad_response", False),
+    "over_100_headers": (_head(len(PNG), b"".join(b"X-%d: a\r\n" % i for i in range(120))) + PNG, "bad_response", False),
+    "chunk_size_line_over_64k": (CHUNKED + b"10;" + b"x" * 70000 + b"\r\n" + PNG, "bad_response", False),
 }
 
 
@@ -403,3 +407,11 @@ def test_a_robots_txt_not_read_whole_keeps_the_host_off_limits(http_server, case
     _robots_routes(http_server, _raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
                                      % len(ROBOTS_ALLOW) + ROBOTS_ALLOW, close=False))
     assert Fetcher(spec).fetch(http_server.url("/img.png")).ok
+
+
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(raw_server):
+    for value in (b"1e400", b"inf", b"nan", b"Mon, 99 Foo 0000 99:99:99 GMT"):
+        s = raw_server(lambda conn, v=value: conn.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: " + v
+                                                          + b"\r\nContent-Length: 0\r\n\r\n"))
+        r = Fetcher(DRIP_SPEC).fetch(s.url("/a.png"))
+        assert (r.reason, r.transient, r.detail) == ("http_503", True, "HTTP 503 Busy"), value
