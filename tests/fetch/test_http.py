@@ -211,8 +211,9 @@ class RawServer:
     """A 127.0.0.1 TCP server that answers each request with `respond(conn)`: for what no HTTP server
     library sends (drips, cut-offs). Records each request line."""
 
-    def __init__(self, respond):
+    def __init__(self, respond, read_request: bool = True):
         self.respond = respond
+        self.read_request = read_request  # False: answer at once (a TLS handshake sends no request line)
         self.requests: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
@@ -237,12 +238,12 @@ class RawServer:
             conn.settimeout(10)
             data = b""
             try:
-                while b"\r\n\r\n" not in data:
+                while self.read_request and b"\r\n\r\n" not in data:
                     chunk = conn.recv(65536)
                     if not chunk:
                         return
                     data += chunk
-                self.requests.append(data.split(b"\r\n", 1)[0])
+                self.requests.append(data.split(b"\r\n", 1)[0])  # (b"" when not read)
                 self.respond(conn)
             except OSError:
                 pass
@@ -256,8 +257,8 @@ class RawServer:
 def raw_server():
     servers: list[RawServer] = []
 
-    def make(respond) -> RawServer:
-        servers.append(RawServer(respond))
+    def make(respond, read_request: bool = True) -> RawServer:
+        servers.append(RawServer(respond, read_request))
         return servers[-1]
 
     yield make
@@ -415,3 +416,14 @@ def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(raw_server):
                                                           + b"\r\nContent-Length: 0\r\n\r\n"))
         r = Fetcher(DRIP_SPEC).fetch(s.url("/a.png"))
         assert (r.reason, r.transient, r.detail) == ("http_503", True, "HTTP 503 Busy"), value
+
+
+def test_a_dripped_tls_handshake_is_cut_at_total_timeout(raw_server):
+    # A TLS record header announcing 16 KB, then its bytes one every 0.3 s: the handshake never
+    # waits a whole read timeout, and only the deadline ends it.
+    record = b"\x16\x03\x03\x40\x00" + b"\x00" * 16
+    s = raw_server(lambda conn: _drip(conn, record, 0, len(record), 0.3), read_request=False)
+    t0 = time.monotonic()
+    r = Fetcher(DRIP_SPEC).fetch(s.url("/a.png").replace("http://", "https://"))
+    assert (r.ok, r.reason, r.transient) == (False, "too_slow", True), r
+    assert time.monotonic() - t0 < DRIP_SPEC.total_timeout + 0.8
