@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ from passkit.fetch import Fetcher
 from passkit.ledger import unit_paths
 from passkit.pipeline import Unit, UnitRunner
 from passkit.shards import iter_members
+from tests.conftest import LocalServer
 from tests.helpers.crawl import candidate, jpeg, spec
 
 
@@ -61,8 +63,11 @@ def _gzip_bomb(megabytes: int = 64) -> bytes:
 class Hostile:
     """Installs one route per hostile case on the LocalServer; records timings the tests check."""
 
-    def __init__(self, server):
+    def __init__(self, server, other):
         self.s = server
+        self.other = other  # a second host, whose robots.txt drips
+        other.routes["/robots.txt"] = self.drip_robots
+        other.serve_bytes("/img.jpg", jpeg(28))
         self.times: dict[str, list[float]] = {}
         self.lock = threading.Lock()
         r = server.routes
@@ -93,6 +98,12 @@ class Hostile:
         self.unicode_body = jpeg(23)
         r["/dir%20with%20space/%C3%A9t%C3%A9%20%E2%98%80.jpg"] = lambda h: _send(h, 200, self.unicode_body)
         r["/twice.jpg"] = lambda h: _send(h, 200, jpeg(24))
+        # A redirect no URL parser takes; a head dripped a byte at a time; a head cut off; a framing lie.
+        r["/to-broken-ipv6"] = lambda h: self.redirect(h, "http://[::1")
+        r["/drip-head.jpg"] = self.drip_head
+        r["/cut-head.jpg"] = lambda h: self.raw(h, b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n")
+        r["/superscript.jpg"] = lambda h: self.raw(
+            h, b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: \xb2\r\n\r\n" + jpeg(26))
 
     def hit(self, name: str) -> None:
         with self.lock:
@@ -118,6 +129,41 @@ class Hostile:
             except OSError:
                 return
             time.sleep(0.05)
+
+    @staticmethod
+    def raw(h, response: bytes) -> None:
+        """Bytes no well-behaved server sends, then the connection closed."""
+        h.wfile.write(response)
+        h.wfile.flush()
+        h.close_connection = True
+
+    def drip_head(self, h) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Padding: " + b"p" * 60 + b"\r\n"
+        body = jpeg(27)
+        try:
+            for i in range(len(head)):  # a byte every 0.1 s: ~8 s for the head alone
+                h.wfile.write(head[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.1)
+            h.wfile.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        except OSError:
+            pass
+        h.close_connection = True
+
+    @staticmethod
+    def drip_robots(h) -> None:
+        text = b"User-agent: *\nAllow: /\n" + b"#" * 40 + b"\n"
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(text)))
+        h.end_headers()
+        try:
+            for i in range(len(text)):  # a byte every 0.2 s: what arrived by the deadline must not count
+                h.wfile.write(text[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
 
     def endless(self, h) -> None:
         h.send_response(200)
@@ -184,13 +230,22 @@ EXPECTED = {
     "robots_disallowed": ("rejected", "robots_disallowed", False),
     "good_0": ("kept", None, False),
     "good_1": ("kept", None, False),
+    "redirect_malformed_ipv6": ("rejected", "bad_redirect", False),
+    "dripped_head": ("rejected", "too_slow", True),
+    "cut_head": ("rejected", "truncated_headers", True),
+    "content_length_superscript": ("rejected", "bad_response", False),
+    "robots_dripped": ("rejected", "robots_unavailable", True),
     "good_2": ("kept", None, False),
 }
 
 
 @pytest.fixture
-def hostile(http_server) -> Hostile:
-    return Hostile(http_server)
+def hostile(http_server) -> Iterator[Hostile]:
+    other = LocalServer()
+    try:
+        yield Hostile(http_server, other)
+    finally:
+        other.close()
 
 
 def _candidates(h: Hostile) -> list:
@@ -219,6 +274,11 @@ def _candidates(h: Hostile) -> list:
         "twice_first": u("/twice.jpg"),
         "twice_second": u("/twice.jpg"),
         "robots_disallowed": u("/private/secret.jpg"),
+        "redirect_malformed_ipv6": u("/to-broken-ipv6"),
+        "dripped_head": u("/drip-head.jpg"),
+        "cut_head": u("/cut-head.jpg"),
+        "content_length_superscript": u("/superscript.jpg"),
+        "robots_dripped": h.other.url("/img.jpg"),
         "good_2": u("/good/2.jpg"),
     }
     assert set(urls) == set(EXPECTED)
@@ -255,6 +315,8 @@ def test_every_hostile_input_ends_with_its_own_reason(hostile: Hostile, tmp_path
     assert "/private/secret.jpg" not in hits
     assert hits["/twice.jpg"] == 1
     assert hits["/robots.txt"] == 1  # fetched once per host, then cached
+    # A robots.txt that did not arrive whole keeps its host off limits: the image was never asked for.
+    assert "/img.jpg" not in hostile.other.hits
 
 
 def test_ssrf_details_name_the_address_class(http_server):

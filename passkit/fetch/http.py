@@ -4,11 +4,19 @@ Every outcome is a `FetchResult`; nothing raises out of `fetch`. Failures carry 
 and whether they are transient (worth a later `passkit build --retry-failed`) or permanent.
 
 Order of checks for one URL, and for every redirect target again:
-scheme and address (SSRF guard) -> robots.txt -> per-host slot (concurrency, rate, Retry-After
-pauses) -> connect (peer address checked again) -> status and opt-out headers -> Content-Type and
-Content-Length -> body, read with a byte cap, a decoded-size cap and a wall-clock deadline.
-Redirects are followed here, not by the HTTP library, so that none of these checks can be skipped;
-one loop (`Fetcher._follow`) serves images, robots.txt and landing pages (`fetch_page`, for the audit).
+URL parsed and normalised (`_request_url`) -> scheme and address (SSRF guard) -> robots.txt ->
+per-host slot (concurrency, rate, Retry-After pauses) -> connect (peer address checked again) ->
+status and opt-out headers -> Content-Type and Content-Length -> body, read with a byte cap and a
+decoded-size cap. Redirects are followed here, not by the HTTP library, so that none of these checks
+can be skipped; one loop (`Fetcher._follow`) serves images, robots.txt and landing pages (`fetch_page`,
+for the audit).
+
+Each request (one hop: connect, status line, headers, body) must finish within `fetch.total_timeout`.
+A read timeout alone cannot promise that: a server that drips a byte a second never lets one read
+time out. A watchdog thread shuts the socket down at the deadline, which wakes the read blocked on it
+wherever it is (TLS handshake, headers or body). A response cut off before its end (status line or
+headers without their final newline, a body short of its Content-Length, a chunked stream cut) is a
+transient failure, never a short success.
 
 urllib3 is used directly (one thread-safe PoolManager per Fetcher): requests adds about 0.8 ms
 of Python per image on top of it (measured at 1.6 vs 0.8 CPU-ms per URL against nginx on
@@ -19,9 +27,16 @@ environment, redirect handling) the crawler must not use anyway.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import http.client
+import ipaddress
+import itertools
 import math
+import os
 import random
+import re
 import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -67,6 +82,14 @@ _NOT_IMAGE_TYPES = frozenset({
 _ENCODED = ("gzip", "deflate", "br", "zstd", "x-gzip", "compress")
 _CHUNK = 256 * 1024  # one read1 returns what one recv brings, up to this
 _ROBOTS_MAX = 512 * 1024
+_ROBOTS_TIMEOUT = 30.0  # robots.txt is small: a host that cannot send it in this long is unavailable
+# Longer URLs are refused: most servers answer 414 past 8 KB anyway, and every URL lands in the ledger.
+MAX_URL = 8192
+# What a host name may hold once IDNA-encoded (underscores: some real hosts have them). Anything else
+# (percent escapes, controls, spaces) can only fail in DNS or confuse a parser, so it is refused first.
+_HOST_NAME = re.compile(r"[a-z0-9._-]+\Z")
+# Content-Length is ASCII digits (RFC 9110); str.isdigit would also take '²' (byte 0xB2 in latin-1).
+_DIGITS = re.compile(r"[0-9]+\Z")
 
 
 def sniff(head: bytes) -> str | None:
@@ -102,11 +125,42 @@ class _Fail(Rejection):
         self.retry_after = retry_after  # seconds a 429/503 asked for, honoured by the backoff
 
 
+def _request_url(url: str) -> str:
+    """The URL as it is checked and sent: parsed once, a non-ASCII host IDNA-encoded, the rest
+    percent-quoted. Raises ValueError (UnicodeError is one) for anything that could not be sent, so
+    that no parser further on (the guard's, urllib3's, http.client's) meets a URL it may choke on."""
+    if len(url) > MAX_URL:
+        raise ValueError(f"{len(url)} characters long (at most {MAX_URL})")
+    parts = urllib.parse.urlsplit(url)
+    _ = parts.port  # raises ValueError on a port that is not a number in 0-65535
+    host = parts.hostname or ""
+    netloc = parts.netloc
+    if host:
+        userinfo, at, hostport = netloc.rpartition("@")
+        if hostport.startswith("["):
+            try:  # urlsplit only checks the brackets match
+                ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+        else:
+            name, colon, port = hostport.partition(":")
+            if not name.isascii():
+                # The idna codec raises UnicodeError for labels IDNA cannot encode (empty, too long, ...)
+                name = name.encode("idna").decode("ascii")
+                netloc = f"{userinfo}{at}{name}{colon}{port}"
+            if not _HOST_NAME.match(name.lower().rstrip(".") or "."):
+                raise ValueError(f"host {host[:100]!r} holds characters a host name cannot")
+        if netloc != parts.netloc:
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return requote_uri(url)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf", "nan": no usable wait
     except ValueError:
         pass
     try:
@@ -138,8 +192,176 @@ def _header_values(headers: Any, name: str) -> list[str]:
     return [value] if value else []
 
 
+class _HeadersCutOff(http.client.HTTPException):
+    """The connection ended inside the status line or the headers."""
+
+
+class _BadFraming(http.client.HTTPException):
+    """The response's framing cannot be trusted (RFC 9112: an invalid Content-Length is unrecoverable)."""
+
+
+class _LineProbe:
+    """Stands in for a response's file while http.client reads the status line and headers, and notes
+    a line that ends without its newline: http.client takes end-of-file for the blank line that ends
+    the headers, so a response cut off there would read as a complete one with an empty body."""
+
+    __slots__ = ("_fp", "cut")
+
+    def __init__(self, fp: Any):
+        self._fp = fp
+        self.cut = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._fp.readline(limit)
+        if not line.endswith(b"\n"):
+            self.cut = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+class _CheckedResponse(http.client.HTTPResponse):
+    """http.client's response, refusing a cut-off head and a Content-Length that is not one number."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        raw = self.fp
+        probe = _LineProbe(raw)
+        self.fp = probe  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is probe:  # (http.client drops fp when it closes on a bad status line)
+                self.fp = raw
+        if probe.cut:
+            raise _HeadersCutOff("the connection closed inside the status line or headers")
+        lengths = self.headers.get_all("Content-Length") or []
+        values = {v.strip() for line in lengths for v in line.split(",")}
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()  # (which overrides a length)
+        if values and not chunked and (len(values) > 1 or not all(_DIGITS.match(v) for v in values)):
+            raise _BadFraming(f"Content-Length {', '.join(sorted(values))[:100]!r} is not one number")
+
+
+class _Exchange:
+    """One request's deadline and a duplicate of the socket that carries it.
+
+    The duplicate descriptor is what the watchdog shuts down: shutdown acts on the connection, so a
+    read blocked on the original (TLS included, whose socket object replaces the plain one) wakes,
+    and holding our own descriptor means its number cannot be reused by another connection meanwhile.
+    """
+
+    __slots__ = ("deadline", "fired", "done", "_sock", "_lock")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.fired = False
+        self.done = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if self._sock is not None or self.done:
+                return
+            try:
+                self._sock = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            except (OSError, ValueError):
+                return  # out of descriptors, or already closed: the per-read timeouts still apply
+            if self.fired:
+                self._shutdown()
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            self._shutdown()
+
+    def close(self) -> None:
+        with self._lock:
+            self.done = True
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """Fires each exchange at its deadline. One thread per process, started on demand and gone
+    when idle, so that many Fetchers (one per unit, many in tests) cost no thread each."""
+
+    IDLE = 5.0  # seconds without exchanges before the thread ends
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked worker starts its own thread
+
+    def _reset(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, _Exchange]] = []
+        self._seq = itertools.count()
+        self._live = 0
+        self._running = False
+
+    def watch(self, seconds: float) -> _Exchange:
+        ex = _Exchange(time.monotonic() + seconds)
+        with self._cv:
+            heapq.heappush(self._heap, (ex.deadline, next(self._seq), ex))
+            self._live += 1
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="passkit-fetch-watchdog", daemon=True).start()
+            elif self._heap[0][2] is ex:
+                self._cv.notify()
+        return ex
+
+    def release(self, ex: _Exchange) -> None:
+        ex.close()
+        with self._cv:
+            self._live -= 1
+            # Finished exchanges leave the heap lazily; rebuild it when they are most of it.
+            if len(self._heap) > 64 and len(self._heap) > 4 * self._live:
+                self._heap = [e for e in self._heap if not e[2].done]
+                heapq.heapify(self._heap)
+
+    def _run(self) -> None:
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    ex = heapq.heappop(self._heap)[2]
+                    if not ex.done:
+                        ex.fire()
+                if self._heap:
+                    self._cv.wait(self._heap[0][0] - now)
+                    continue
+                self._cv.wait(self.IDLE)
+                if not self._heap:
+                    self._running = False
+                    return
+
+
+_WATCHDOG = _Watchdog()
+_CURRENT = threading.local()  # the exchange the calling thread is in, for the connection hooks
+
+
+def _attach(sock: socket.socket | None) -> None:
+    ex: _Exchange | None = getattr(_CURRENT, "exchange", None)
+    if ex is not None:
+        ex.attach(sock)
+
+
 def _guarded_pools(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pools whose sockets are checked against the guard right after connect."""
+    """Connection pools whose sockets are checked against the guard right after connect, watched by
+    the deadline of the request they carry, and whose responses refuse a cut-off head."""
 
     def checked(conn: Any, sock: socket.socket) -> socket.socket:
         try:
@@ -147,15 +369,28 @@ def _guarded_pools(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
         except Refused:
             sock.close()
             raise
+        _attach(sock)  # before the TLS handshake, which a server can drip too
         return sock
 
     class GuardedHTTPConnection(HTTPConnection):
+        response_class = _CheckedResponse
+
         def _new_conn(self) -> socket.socket:
             return checked(self, super()._new_conn())
 
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _attach(self.sock)  # a pooled connection: no _new_conn this time
+            super().request(*args, **kwargs)
+
     class GuardedHTTPSConnection(HTTPSConnection):
+        response_class = _CheckedResponse
+
         def _new_conn(self) -> socket.socket:
             return checked(self, super()._new_conn())
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _attach(self.sock)
+            super().request(*args, **kwargs)
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
@@ -183,7 +418,13 @@ def _released(r: BaseHTTPResponse) -> Iterator[BaseHTTPResponse]:
 
 
 def _connection_failure(e: Exception, while_reading: bool = False) -> _Fail:
-    """Name the network failure precisely: resets, refusals and truncations are told apart."""
+    """Name the network failure precisely: resets, refusals, truncations and answers that are not HTTP
+    are told apart."""
+    inner = _caused_by(e, http.client.HTTPException)
+    # A server that answered, but not in HTTP (no status line, over-long or too many header lines):
+    # retrying will not change that. A reset (RemoteDisconnected) or a cut-off read is another matter.
+    if inner is not None and not isinstance(inner, (http.client.IncompleteRead, http.client.RemoteDisconnected)):
+        return _Fail("bad_response", f"not HTTP: {type(inner).__name__}: {str(inner)[:200]}")
     text = repr(e)
     if "ConnectionResetError" in text or "Connection reset" in text or "RemoteDisconnected" in text \
             or "BrokenPipe" in text or "Connection aborted" in text:
@@ -197,6 +438,27 @@ def _connection_failure(e: Exception, while_reading: bool = False) -> _Fail:
     return _Fail("connection_error", ("while reading: " if while_reading else "") + str(e)[:300], transient=True)
 
 
+def _caused_by(e: BaseException, cls: type[BaseException]) -> BaseException | None:
+    """The `cls` exception inside `e`: urllib3 wraps http.client's in its own, as an argument."""
+    todo: list[object] = [e]
+    for _ in range(16):  # wrappers nest a few deep; a bound in case one contains itself
+        if not todo:
+            break
+        x = todo.pop()
+        if isinstance(x, cls):
+            return x
+        if isinstance(x, BaseException):
+            todo.extend(a for a in x.args if isinstance(a, BaseException))
+            todo.extend(c for c in (x.__cause__, x.__context__) if c is not None)
+    return None
+
+
+def _unforeseen(e: Exception) -> _Fail:
+    """An exception no check names: this candidate's failure, with the type in the detail to find the
+    bug by. Transient, so that `--retry-failed` tries it again once passkit handles the case."""
+    return _Fail("fetch_exception", f"{type(e).__name__}: {str(e)[:300]}", transient=True)
+
+
 def _read_failure(e: Exception, total: int) -> _Fail:
     """Name a failure met while reading a body, after `total` bytes."""
     name = type(e).__name__
@@ -208,13 +470,22 @@ def _read_failure(e: Exception, total: int) -> _Fail:
 
 
 def _location(r: BaseHTTPResponse, current: str) -> str:
-    """The absolute redirect target; raw non-UTF-8 bytes survive as percent escapes."""
-    loc = r.headers.get("location", "")
+    """The absolute redirect target, as `_request_url` gives it; raw non-UTF-8 bytes survive as percent
+    escapes. Raises _Fail("bad_redirect") for a target that cannot be parsed or sent: a server's
+    Location is as hostile as any URL, and whatever the parsers raise on it ends this candidate only."""
+    values = _header_values(r.headers, "location")
+    if len({v.strip() for v in values}) > 1:  # RFC 9110: one URI; which one to follow would be a guess
+        raise _Fail("bad_redirect", f"{len(values)} different Location headers: {values[0][:100]!r}, "
+                    f"{values[1][:100]!r}")
+    loc = values[0].strip()
     try:
         loc = loc.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
-        loc = urllib.parse.quote(loc.encode("latin-1", errors="replace"), safe="/:?&=#%+@;,!$'()*~")
-    return requote_uri(urllib.parse.urljoin(current, loc.strip()))
+        loc = urllib.parse.quote(loc.encode("latin-1", errors="replace"), safe="/:?&=#%+@;,!$'()*~[]")
+    try:
+        return _request_url(urllib.parse.urljoin(current, loc))
+    except (ValueError, TypeError) as e:  # ValueError covers UnicodeError (idna) and InvalidURL
+        raise _Fail("bad_redirect", f"Location {loc[:200]!r}: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 class Fetcher:
@@ -240,6 +511,7 @@ class Fetcher:
     # ------------------------------------------------------------------ public
 
     def fetch(self, url: str) -> FetchResult:
+        """Never raises: every outcome, an unforeseen exception included, is this URL's FetchResult."""
         t0 = time.monotonic()
         attempts = 0
         spec = self.spec
@@ -251,6 +523,9 @@ class Fetcher:
                                    seconds=time.monotonic() - t0)
             except _Fail as f:
                 last = f
+            except Exception as e:  # a case no check foresaw must end this candidate, not its unit
+                last = _unforeseen(e)
+                break  # the same code would raise the same way again
             if not last.transient or attempts > spec.retries:
                 break
             if last.retry_after is not None:
@@ -277,14 +552,17 @@ class Fetcher:
             return self.guard.check_url(url)
         except Refused as e:
             raise _Fail(e.reason, e.detail, e.transient) from None
+        except (ValueError, TypeError) as e:  # the guard's parsers (ipaddress, idna) on a hostile name
+            raise _Fail("bad_url", f"{url[:200]!r}: {type(e).__name__}: {str(e)[:200]}") from None
 
     @staticmethod
     def _host_key(parts: urllib.parse.SplitResult) -> str:
         return f"{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
     def _get(self, url: str, timeout: tuple[float, float], headers: dict[str, str] | None = None) -> BaseHTTPResponse:
+        """One GET of a URL `_request_url` gave; urllib3's and http.client's exceptions become _Fail."""
         try:
-            return self.pool.request("GET", requote_uri(url), preload_content=False, redirect=False, headers=headers,
+            return self.pool.request("GET", url, preload_content=False, redirect=False, headers=headers,
                                      timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
         except Refused as e:  # the peer check after connect (DNS rebinding)
             raise _Fail(e.reason, e.detail, e.transient) from None
@@ -301,7 +579,13 @@ class Fetcher:
         except (u3.ReadTimeoutError, u3.TimeoutError) as e:
             raise _Fail("timeout", str(e)[:300], transient=True) from None
         except (u3.ProtocolError, u3.SSLError, ConnectionError) as e:
+            if _caused_by(e, _HeadersCutOff):
+                raise _Fail("truncated_headers", f"{_caused_by(e, _HeadersCutOff)}", transient=True) from None
+            if _caused_by(e, _BadFraming):
+                raise _Fail("bad_response", f"{_caused_by(e, _BadFraming)}") from None
             raise _connection_failure(e) from None
+        except u3.InvalidHeader as e:  # urllib3's own Content-Length check, should ours have missed one
+            raise _Fail("bad_response", str(e)[:300]) from None
         except (u3.HTTPError, OSError, UnicodeError) as e:
             raise _Fail("request_error", f"{type(e).__name__}: {str(e)[:300]}", transient=True) from None
 
@@ -322,50 +606,80 @@ class Fetcher:
     def _once(self, url: str) -> tuple[bytes, int, str | None, str]:
         return self._follow(url, self._read_response)
 
-    def _follow(self, url: str, read: Callable[[BaseHTTPResponse, str, str], T], *, read_timeout: float | None = None,
-                robots: bool = True, accept: str | None = None) -> T:
-        """GET `url`, following redirects here; `read(response, final_url, host_key)` handles the last response.
+    def _follow(self, url: str, read: Callable[[BaseHTTPResponse, str, str, float], T], *,
+                read_timeout: float | None = None, total_timeout: float | None = None, robots: bool = True,
+                accept: str | None = None) -> T:
+        """GET `url`, following redirects here; `read(response, final_url, host_key, deadline)` handles
+        the last response, and must be done by `deadline` (time.monotonic()).
 
         The one redirect loop of the package (images, robots.txt, landing pages), so that every hop
-        passes the same checks: SSRF guard, robots.txt (unless `robots` is False, as for robots.txt
-        itself), the per-host slot, at most `max_redirects` hops and no target seen twice. Raises
-        _Fail; `read` runs inside the host slot with the connection still open.
+        passes the same checks: URL normalisation, SSRF guard, robots.txt (unless `robots` is False, as
+        for robots.txt itself), the per-host slot, at most `max_redirects` hops and no target seen twice.
+        Each hop must finish within `total_timeout` (fetch.total_timeout by default). Raises _Fail;
+        `read` runs inside the host slot with the connection still open.
         """
         spec = self.spec
         timeout = (spec.connect_timeout, spec.read_timeout if read_timeout is None else read_timeout)
+        seconds = spec.total_timeout if total_timeout is None else total_timeout
         headers = None if accept is None else {**self.pool.headers, "Accept": accept}
-        current = url
-        seen = {url}
+        try:
+            current = _request_url(url)
+        except (ValueError, TypeError) as e:  # ValueError covers UnicodeError (idna) and InvalidURL
+            raise _Fail("bad_url", f"{url[:200]!r}: {type(e).__name__}: {str(e)[:200]}") from None
+        seen = {current}
         for _hop in range(spec.max_redirects + 1):
             parts = self._check(current)
             host = self._host_key(parts)
             if robots:
                 self._robots_check(current, parts, host)
             with self.limiter.slot(host):
-                r = self._get(current, timeout, headers)
-                with _released(r):
-                    if r.status in REDIRECT_STATUS and r.headers.get("location"):
-                        nxt = _location(r, current)
-                        if nxt in seen:
-                            raise _Fail("redirect_loop", f"{current} redirects back to {nxt}")
-                        seen.add(nxt)
-                        current = nxt
-                        continue
-                    return read(r, current, host)
-        raise _Fail("too_many_redirects", f"more than {spec.max_redirects} redirects from {url}")
+                nxt, out = self._exchange(current, timeout, seconds, headers, read, host)
+            if nxt is None:
+                return out  # type: ignore[return-value]
+            if nxt in seen:
+                raise _Fail("redirect_loop", f"{current[:200]} redirects back to {nxt[:200]}")
+            seen.add(nxt)
+            current = nxt
+        raise _Fail("too_many_redirects", f"more than {spec.max_redirects} redirects from {url[:200]}")
 
-    def _read_response(self, r: BaseHTTPResponse, url: str, host: str) -> tuple[bytes, int, str | None, str]:
+    def _exchange(self, url: str, timeout: tuple[float, float], seconds: float, headers: dict[str, str] | None,
+                  read: Callable[[BaseHTTPResponse, str, str, float], T], host: str) -> tuple[str | None, T | None]:
+        """One request under the watchdog: (redirect target, None) or (None, what `read` returned)."""
+        ex = _WATCHDOG.watch(seconds)
+        outer = getattr(_CURRENT, "exchange", None)
+        _CURRENT.exchange = ex
+        try:
+            r = self._get(url, timeout, headers)
+            with _released(r):
+                if r.status in REDIRECT_STATUS and _header_values(r.headers, "location"):
+                    return _location(r, url), None
+                out = read(r, url, host, ex.deadline)
+        except Exception:
+            if ex.fired:  # whatever the shut-down socket made the parsers raise, the cause is the clock
+                raise _Fail("too_slow", f"no complete response within total_timeout {seconds:g}s "
+                            "(a slow or dripping server)", transient=True) from None
+            raise
+        finally:
+            _CURRENT.exchange = outer
+            _WATCHDOG.release(ex)
+        if ex.fired:  # a body read to "its end" because the watchdog closed it: not a whole body
+            raise _Fail("too_slow", f"the response was cut at total_timeout {seconds:g}s (a slow or dripping server)",
+                        transient=True)
+        return None, out
+
+    def _read_response(self, r: BaseHTTPResponse, url: str, host: str,
+                       deadline: float) -> tuple[bytes, int, str | None, str]:
         spec = self.spec
         # Opt-out is decided from the headers alone: the body of an opted-out image is never read.
         optout = optout_directive(r.headers, spec.optout_headers)
         if optout:
-            raise _Fail("optout", f"{optout} on {url}")
+            raise _Fail("optout", f"{optout[:100]} on {url[:200]}")
         if r.status != 200:
             transient = r.status in TRANSIENT_STATUS
             retry_after = _retry_after(r.headers.get("Retry-After")) if r.status in (429, 503) else None
             if retry_after is not None:
                 self.limiter.pause(host, min(retry_after, spec.max_retry_wait))
-            detail = f"HTTP {r.status} {r.reason or ''}".strip()
+            detail = f"HTTP {r.status} {(r.reason or '')[:100]}".strip()
             if retry_after is not None:
                 detail += f", Retry-After {retry_after:g}s"
             raise _Fail(f"http_{r.status}", detail, transient, retry_after)
@@ -374,10 +688,10 @@ class Fetcher:
         if main and (main.startswith(_NOT_IMAGE_PREFIXES) or main in _NOT_IMAGE_TYPES):
             raise _Fail("wrong_content_type", f"Content-Type {ctype!r} is not an image (body not downloaded)")
         length = r.headers.get("Content-Length", "").strip()
-        if length.isdigit() and int(length) > spec.max_bytes:
-            raise _Fail("too_large", f"Content-Length {length} over max_bytes {spec.max_bytes}")
+        if _DIGITS.match(length) and int(length) > spec.max_bytes:
+            raise _Fail("too_large", f"Content-Length {length[:30]} over max_bytes {spec.max_bytes}")
         encoding = r.headers.get("Content-Encoding", "").lower()
-        data = self._read_capped(r, url, any(e in encoding for e in _ENCODED))
+        data = self._read_capped(r, any(e in encoding for e in _ENCODED), deadline)
         if not data:
             raise _Fail("empty_body", f"HTTP 200 with zero bytes (Content-Type {ctype!r})")
         kind = sniff(data[:16])
@@ -386,26 +700,21 @@ class Fetcher:
             raise _Fail("not_image", f"Content-Type {ctype!r} but the bytes start {head!r}")
         return data, r.status, ctype, url
 
-    def _read_capped(self, r: BaseHTTPResponse, url: str, encoded: bool) -> bytes:
-        """Read the body with a decoded-size cap and a wall-clock deadline.
-
-        read1 returns whatever one socket read brings, so a server that drips a byte at a time
-        meets the deadline instead of holding a thread for hours.
-        """
+    def _read_capped(self, r: BaseHTTPResponse, encoded: bool, deadline: float) -> bytes:
+        """Read the body with a decoded-size cap by `deadline` (the watchdog enforces it too; checking
+        here names the failure with the bytes read so far)."""
         spec = self.spec
-        deadline = time.monotonic() + spec.total_timeout
         chunks: list[bytes] = []
         total = 0
-        raw = r
         try:
             while True:
-                chunk = raw.read1(_CHUNK, decode_content=True)
+                chunk = r.read1(_CHUNK, decode_content=True)
                 if not chunk:
                     break
                 total += len(chunk)
                 if total > spec.max_bytes:
                     if encoded:
-                        wire = raw.tell()
+                        wire = r.tell()
                         raise _Fail("decompression_bomb", f"{r.headers.get('Content-Encoding')} body inflates past "
                                     f"max_bytes {spec.max_bytes} from {wire} bytes on the wire")
                     raise _Fail("too_large", f"body over max_bytes {spec.max_bytes} with no end in sight")
@@ -422,28 +731,43 @@ class Fetcher:
     # ------------------------------------------------------------------ robots.txt
 
     def _fetch_robots(self, url: str) -> tuple[int | None, bytes, str]:
-        """(status, body, detail) for a robots.txt URL, redirects followed, SSRF-checked, capped."""
+        """(status, body, detail) for a robots.txt URL, redirects followed, SSRF-checked, capped.
+
+        RFC 9309: a robots.txt that cannot be read completely (timeout, cut off, undecodable, 5xx) makes
+        the host unavailable (status None here): the cache then disallows everything for a while, as
+        a transient failure. Only a missing one (4xx, or redirects that lead nowhere) allows all.
+        """
         spec = self.spec
 
-        def read(r: BaseHTTPResponse, _url: str, _host: str) -> tuple[int | None, bytes, str]:
+        def read(r: BaseHTTPResponse, _url: str, _host: str, deadline: float) -> tuple[int | None, bytes, str]:
             if r.status != 200:
                 return r.status, b"", f"HTTP {r.status}"
-            body = b""
-            deadline = time.monotonic() + min(spec.total_timeout, 30.0)
-            while len(body) < _ROBOTS_MAX and time.monotonic() < deadline:
-                chunk = r.read1(_CHUNK, decode_content=True)
-                if not chunk:
-                    break
-                body += chunk
-            return 200, body[:_ROBOTS_MAX], ""
+            chunks: list[bytes] = []
+            total = 0
+            try:
+                while total < _ROBOTS_MAX:  # RFC 9309 lets a crawler ignore what follows 500 KiB
+                    chunk = r.read1(_CHUNK, decode_content=True)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if time.monotonic() > deadline:
+                        raise _Fail("too_slow", f"robots.txt not read within {seconds:g}s", transient=True)
+            except _Fail:
+                raise
+            except Exception as e:  # cut off, undecodable: unavailable, never a shorter file
+                raise _read_failure(e, total) from None
+            return 200, b"".join(chunks)[:_ROBOTS_MAX], ""
 
+        seconds = min(spec.total_timeout, _ROBOTS_TIMEOUT)
         try:
-            return self._follow(url, read, read_timeout=min(spec.read_timeout, 10.0), robots=False)
+            return self._follow(url, read, read_timeout=min(spec.read_timeout, 10.0), total_timeout=seconds,
+                                robots=False)
         except _Fail as f:
-            if f.reason.startswith(("ssrf_", "bad_")):
+            if f.reason.startswith("ssrf_") or f.reason in ("bad_url", "bad_scheme", "bad_redirect"):
                 return 404, b"", f.detail  # an off-limits robots.txt redirect: as if absent
             if f.reason in ("too_many_redirects", "redirect_loop"):
-                return 404, b"", "too many redirects"  # redirects that lead nowhere: as if absent
+                return 404, b"", "too many redirects"  # redirects that lead nowhere: as if absent (RFC 9309)
             return None, b"", f"{f.reason}: {f.detail}"
         except Exception as e:  # never let robots.txt crash a fetch
             return None, b"", f"{type(e).__name__}: {str(e)[:200]}"
@@ -457,14 +781,13 @@ class Fetcher:
         spec = self.spec
         t0 = time.monotonic()
 
-        def read(r: BaseHTTPResponse, final: str, _host: str) -> FetchResult:
+        def read(r: BaseHTTPResponse, final: str, _host: str, deadline: float) -> FetchResult:
             ctype = r.headers.get("Content-Type")
             if r.status != 200:
                 return FetchResult(url, False, status=r.status, content_type=ctype, reason=f"http_{r.status}",
-                                   detail=f"HTTP {r.status} {r.reason or ''}".strip(),
+                                   detail=f"HTTP {r.status} {(r.reason or '')[:100]}".strip(),
                                    transient=r.status in TRANSIENT_STATUS, attempts=1, final_url=final,
                                    seconds=time.monotonic() - t0)
-            deadline = time.monotonic() + spec.total_timeout
             chunks: list[bytes] = []
             total = 0
             try:
@@ -487,6 +810,10 @@ class Fetcher:
         try:
             return self._follow(url, read, accept="text/html,*/*;q=0.5")
         except _Fail as f:
+            return FetchResult(url, False, reason=f.reason, detail=f.detail, transient=f.transient, attempts=1,
+                               seconds=time.monotonic() - t0)
+        except Exception as e:  # a hostile page must not end the audit
+            f = _unforeseen(e)
             return FetchResult(url, False, reason=f.reason, detail=f.detail, transient=f.transient, attempts=1,
                                seconds=time.monotonic() - t0)
 
