@@ -57,7 +57,10 @@ class FetchSpec(_Model):
     threads: int = Field(16, ge=1, le=512)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(20.0, gt=0)
-    total_timeout: float = Field(60.0, gt=0, description="wall-clock limit for one download, slow drips included")
+    total_timeout: float = Field(
+        60.0, gt=0,
+        description="wall-clock limit for one request (connect, TLS, headers, body; each redirect hop), slow drips included",
+    )
     max_bytes: int = Field(25_000_000, ge=1024)
     retries: int = Field(2, ge=0, le=10)
     backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each try")
@@ -79,7 +82,7 @@ class FetchSpec(_Model):
         25.0, ge=0, description="requests per second to one host (0: unlimited); Crawl-delay can lower it"
     )
     max_retry_wait: float = Field(
-        30.0, ge=0,
+        30.0, ge=0, le=600,  # 600: passkit.fetch.limiter.MAX_PAUSE, the longest pause a host can get
         description="longest Retry-After honoured in place; a longer one ends the candidate as transient",
     )
     robots: bool = Field(True, description="fetch, cache and honour each host's robots.txt")

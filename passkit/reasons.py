@@ -91,7 +91,10 @@ REASONS: dict[str, Reason] = {
     "too_slow": _r(_F, True, "a request (connect, headers, body) took longer than fetch.total_timeout (slow drip)"),
     "request_error": _r(_F, True, "the request failed in another way"),
     "robots_disallowed": _r(_F, False, "robots.txt disallows the path"),
-    "robots_unavailable": _r(_F, True, "robots.txt could not be read, so the host is assumed disallowed (RFC 9309)"),
+    "robots_unavailable": _r(_F, True, "robots.txt could not be read whole, or asks for a Crawl-delay over 60 s: "
+                             "the host is assumed disallowed for now (RFC 9309)"),
+    "host_unavailable": _r(_F, True, "the host asked (Retry-After) for a longer pause than fetch.max_retry_wait; "
+                           "not tried now"),
     "redirect_loop": _r(_F, False, "a redirect leads back to a URL already visited"),
     "too_many_redirects": _r(_F, False, "more redirects than fetch.max_redirects"),
     "bad_redirect": _r(_F, False, "a redirect's Location does not parse or could not be sent (or several disagree)"),

@@ -53,7 +53,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse
 
 from passkit.config import FetchSpec
-from passkit.fetch.limiter import HostLimiter
+from passkit.fetch.limiter import MAX_PAUSE, HostLimiter
 from passkit.fetch.robots import RobotsCache, product_token
 from passkit.fetch.ssrf import Guard, Refused
 from passkit.reasons import Rejection
@@ -536,7 +536,7 @@ class Fetcher:
             else:
                 # Exponential backoff with jitter, so threads that failed together do not retry together.
                 wait = spec.backoff * (2 ** (attempts - 1)) * (0.5 + random.random())
-            time.sleep(min(wait, spec.max_retry_wait))
+            time.sleep(min(wait, spec.max_retry_wait, MAX_PAUSE))
         return FetchResult(url, False, reason=last.reason, detail=last.detail, transient=last.transient,
                            attempts=attempts, seconds=time.monotonic() - t0)
 
@@ -632,6 +632,10 @@ class Fetcher:
             host = self._host_key(parts)
             if robots:
                 self._robots_check(current, parts, host)
+            left = self.limiter.unavailable(host)
+            if left:  # it asked (Retry-After) for a longer pause than we wait in place: fail fast, retry later
+                raise _Fail("host_unavailable", f"{parts.netloc[:200]} asked for a pause over max_retry_wait; "
+                            f"{left:.0f}s left (for --retry-failed)", transient=True)
             with self.limiter.slot(host):
                 nxt, out = self._exchange(current, timeout, seconds, headers, read, host)
             if nxt is None:
@@ -678,7 +682,7 @@ class Fetcher:
             transient = r.status in TRANSIENT_STATUS
             retry_after = _retry_after(r.headers.get("Retry-After")) if r.status in (429, 503) else None
             if retry_after is not None:
-                self.limiter.pause(host, min(retry_after, spec.max_retry_wait))
+                self.limiter.pause(host, retry_after, longest=spec.max_retry_wait)
             detail = f"HTTP {r.status} {(r.reason or '')[:100]}".strip()
             if retry_after is not None:
                 detail += f", Retry-After {retry_after:g}s"

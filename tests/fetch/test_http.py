@@ -109,6 +109,22 @@ def test_gives_up_after_retries_and_marks_transient(http_server):
     assert (r.ok, r.reason, r.transient, r.attempts) == (False, "http_500", True, 3)
 
 
+def test_a_host_that_asks_for_a_long_pause_fails_fast_until_it_is_over(http_server):
+    """A Retry-After over max_retry_wait is not waited out in place (the candidate is transient), and
+    the host's other candidates end at once as host_unavailable instead of queueing behind it."""
+    spec = SPEC.model_copy(update={"max_retry_wait": 1.0, "robots": False})
+    http_server.serve_bytes("/busy.png", b"", status=429, headers={"Retry-After": "3600"})
+    http_server.serve_bytes("/other.png", _png(), "image/png")
+    f = Fetcher(spec)
+    t0 = time.monotonic()
+    first = f.fetch(http_server.url("/busy.png"))
+    assert (first.ok, first.reason, first.transient, first.attempts) == (False, "http_429", True, 1)
+    assert "over max_retry_wait" in (first.detail or "")
+    second = f.fetch(http_server.url("/other.png"))
+    assert (second.ok, second.reason, second.transient) == (False, "host_unavailable", True)
+    assert time.monotonic() - t0 < 5 and "/other.png" not in http_server.hits
+
+
 def test_byte_cap(http_server):
     spec = FetchSpec(max_bytes=2048, retries=0, allow_private=["127.0.0.1"])
     url = http_server.serve_bytes("/big.png", _png() + b"\x00" * 5000, "image/png")
