@@ -109,6 +109,10 @@ REASONS: dict[str, Reason] = {
     "review": _r(_P, False, "a score in a detector's review band: staged for `passkit review`, not released yet"),
     "human_review": _r(_P, False, "a human reviewer saw a person (review queue or spot check)"),
     "pending_review": _r(_P, False, "in the review band and not decided yet by `passkit review`"),
+    # any unit stage: a bug met while handling one candidate ends that candidate, not its unit
+    "internal_error": _r((_S, _L, _F, _I, _P), True,
+                         "an unexpected exception while handling this candidate (the detail names the step and "
+                         "the exception); transient, so --retry-failed redoes it after an upgrade"),
     # release-wide curation (passkit.release.curate) and takedowns
     "blank": _r(Stage.QUALITY, False, "a blank image: nearly all pixels one white or black"),
     "single_colour": _r(Stage.QUALITY, False, "nearly all pixels one colour"),
