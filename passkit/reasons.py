@@ -104,6 +104,7 @@ REASONS: dict[str, Reason] = {
     "too_many_pixels": _r(_I, False, "more pixels than image.max_pixels (a decompression-bomb guard)"),
     "too_small": _r(_I, False, "the shorter side is under image.min_side"),
     "decode_error": _r(_I, False, "the image does not decode"),
+    "decode_budget": _r(_I, False, "decoding would need more memory than image.decode_budget_mb, even reduced"),
     # people filter
     "people": _r(_P, False, "a detector found a person or face"),
     "review": _r(_P, False, "a score in a detector's review band: staged for `passkit review`, not released yet"),
