@@ -326,7 +326,7 @@ def test_concurrent_big_pngs_stay_within_the_decode_budget(tmp_path) -> None:
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["out"] == ["ok"] * 4
     assert got["peak_mb"] <= 200
-    assert got["growth_mb"] < 200 + 64, got  # thread arenas, decoder line buffers; 4 at once: 860 MB
+    assert got["growth_mb"] < 200 + 20, got  # measured 140 MB; without the budget 860 MB
 
 
 def test_only_the_allowed_formats_parsers_see_the_bytes(monkeypatch) -> None:
