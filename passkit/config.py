@@ -125,14 +125,26 @@ class ImageSpec(_Model):
     )
     max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb limit")
     jpeg_quality: int = Field(90, ge=1, le=100)
+    decode_budget_mb: int = Field(
+        1024, ge=16,
+        description="decode memory one worker process's threads share, in MiB, counted in bytes (mode and "
+        "bit depth included), not pixels: an image's estimated peak is reserved before it decodes and "
+        "others wait while it is held; formats other than JPEG that would not fit at full size are "
+        "reduced right after decoding; an image over the whole budget is rejected (decode_budget). "
+        "The default takes JPEG, PNG, GIF and BMP up to max_pixels (one at a time at worst); WebP "
+        "(whose decoder keeps three full-size copies) up to about 50 megapixels",
+    )
 
     @model_serializer(mode="wrap")
-    def _omit_default_fit(self, handler: Any) -> dict[str, Any]:
-        """`fit` appears in the canonical spec only when it is not the default, so specs (and the
-        unit fingerprints of work folders) from before it existed keep their hashes."""
+    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
+        """`fit` and `decode_budget_mb` appear in the canonical spec only when they are not the
+        default, so specs (and the unit fingerprints of work folders) from before they existed keep
+        their hashes."""
         data = handler(self)
         if data.get("fit") == "longer":
             del data["fit"]
+        if data.get("decode_budget_mb") == 1024:
+            del data["decode_budget_mb"]
         return data
 
 

@@ -1,16 +1,20 @@
 """Image check: decode safely, resize, strip every byte of metadata, re-encode, fingerprint.
 
-Downloaded bytes are hostile until proven otherwise: the decoder gets a pixel budget before it
-allocates anything, and what leaves this module is a fresh JPEG built from pixels alone, so no
-EXIF, GPS, XMP or ICC block can ride along into a release.
+Downloaded bytes are hostile until proven otherwise: only the parsers of the formats the check
+takes ever see them, the decoder gets a pixel budget and a memory budget (in bytes, shared by the
+threads of a process) before it allocates anything, and what leaves this module is a fresh JPEG
+built from pixels alone, so no EXIF, GPS, XMP or ICC block can ride along into a release.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import io
-import warnings
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -26,10 +30,162 @@ from passkit.records import ImageInfo
 
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: camera JPEGs with extra frames; the first is the photo
+# The Pillow plugins that may parse downloaded bytes (MPO comes through the JPEG plugin). Pillow
+# otherwise tries every plugin it has (PSD, ICO, EPS, FITS, ...) on whatever arrives: their header
+# parsers are attack surface the crawler has no use for.
+OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+MB = 1 << 20
+# Decode memory, in bytes a pixel, of what Pillow holds: its storage for the modes decoders produce
+# (RGB, RGBA, LA, CMYK, I, F: 4; 16-bit grey: 2; L, P, 1: 1; a 16-bit RGBA PNG is stored as 8-bit
+# RGBA, its 16-bit rows only pass through a line buffer), plus the decoders that fill full-size
+# buffers of their own first (libwebp's animation decoder keeps two RGBA canvases and hands Pillow
+# a third copy; libtiff's RGBA reader one). Checked against the peak RSS of one check() on
+# 16-megapixel files of each format and mode (the estimates are at or above it).
+_STORAGE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_DECODER_BUFFER = {"WEBP": 12, "TIFF": 4}
+_NUMPY_COPY = 6  # np.asarray(im) goes through Pillow's tobytes, which joins its chunks: 2 x 3 bytes
+# libjpeg's default progressive script writes 10 scans (one per component more for CMYK, a few more
+# in other encoders); 100 leaves room for unusual encoders and stops scan bombs of thousands.
+MAX_JPEG_SCANS = 100
 
 
 class ImageReject(Rejection):
     """The bytes are not a usable image; `reason` is the short code recorded in the ledger."""
+
+
+class DecodeBudget:
+    """Bytes of decode memory the image checks of one process share (image.decode_budget_mb).
+
+    A check reserves its estimated peak before decoding and gives it back when its pixels are
+    resized; while the others hold too much it waits (a queue, not a failure), so a worker's
+    decode memory stays under the budget whatever its threads download at once. An image whose
+    estimate is over the whole budget is rejected (`decode_budget`).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self.peak = 0  # the most ever held at once (tests, diagnostics)
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, n: int) -> Iterator[None]:
+        if n > self.limit:
+            raise ImageReject("decode_budget", f"decoding needs about {-(-n // MB)} MB, over "
+                              f"image.decode_budget_mb ({self.limit // MB} MB)")
+        with self._cond:
+            while self.held + n > self.limit:
+                self._cond.wait()
+            self.held += n
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            if n >= TRIM_AT:
+                _malloc_trim()
+            with self._cond:
+                self.held -= n
+                self._cond.notify_all()
+
+
+# After a decode this large, freed memory goes back to the OS before the next decode may start:
+# glibc keeps what a thread freed in that thread's arena, where the next big decode, on another
+# thread, cannot use it, so a worker's RSS would grow by a budget per thread instead of one budget
+# (four 9400 x 9400 RGBA PNGs in turn: 1160 MB without, against 680 MB reserved at once).
+TRIM_AT = 64 * MB
+
+
+def _malloc_trim() -> None:
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _libc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where malloc is another (musl, macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_budgets: dict[int, DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def decode_budget(spec: ImageSpec) -> DecodeBudget:
+    """This process's shared budget for the spec's limit (one per limit: specs rarely differ)."""
+    limit = spec.decode_budget_mb * MB
+    b = _budgets.get(limit)
+    if b is None:
+        with _budgets_lock:
+            b = _budgets.setdefault(limit, DecodeBudget(limit))
+    return b
+
+
+def _decode_cost(im: Image.Image, fmt: str, w: int, h: int, box: tuple[int, int]) -> tuple[int, int]:
+    """(peak bytes of the usual decode, peak bytes of the reduced one), estimated from the header.
+
+    JPEG: the DCT-scaled decode, Pillow's or libjpeg-turbo's (RGB, converted and copied to numpy),
+    plus the coefficients of a progressive file, which libjpeg keeps for the whole image at full
+    size whatever the DCT scale (2 bytes a sample); the reduced decode is the same, the DCT scale
+    being all there is. Other formats decode at full size: the image as
+    Pillow stores it, an orientation copy, the RGBA conversion and white canvas of an image with
+    alpha or a palette (a plain RGB conversion otherwise), the numpy copy; the reduced decode
+    keeps only the stored image, a converted copy where Image.reduce needs one (and its
+    premultiplied copy for alpha), and the reduced pixels.
+    """
+    px = w * h
+    if fmt in JPEG_FORMATS:
+        s = _dct_scale(w, h, box)
+        cost = -(-w // s) * -(-h // s) * (4 + 4 + _NUMPY_COPY)  # Pillow's fallback: stored, converted, numpy
+        if im.info.get("progressive"):
+            cost += 2 * px * _jpeg_components(im)
+        return cost, cost
+    stored = _STORAGE_BYTES.get(im.mode, 4)
+    alpha = im.mode in ("P", "PA") or "A" in im.getbands() or "transparency" in im.info
+    convert = 0 if im.mode == "RGB" else (8 if alpha else 4)
+    full = px * (stored + _DECODER_BUFFER.get(fmt, 0) + stored + convert + _NUMPY_COPY)
+    k = max(1, min(w // max(1, box[0]), h // max(1, box[1])))
+    small = -(-w // k) * -(-h // k) * (8 + 8 + _NUMPY_COPY)  # the reduced image through the usual conversions
+    convert = 0 if im.mode in ("L", "RGB", "LA", "RGBA") else 4
+    premultiplied = 4 if im.mode in ("LA", "RGBA") or (convert and alpha) else 0
+    lean = px * (stored + _DECODER_BUFFER.get(fmt, 0) + convert + premultiplied) + small
+    return full, lean
+
+
+def _jpeg_components(im: Image.Image) -> float:
+    """Samples a pixel a JPEG stores, from its components' sampling factors (3 for 4:4:4 YCbCr,
+    1.5 for 4:2:0, 4 for CMYK); 4 when the header does not say."""
+    layer = getattr(im, "layer", None)
+    try:
+        hmax = max(c[1] for c in layer)
+        vmax = max(c[2] for c in layer)
+        return sum(c[1] * c[2] for c in layer) / (hmax * vmax)
+    except Exception:
+        return 4.0
+
+
+def _reduced_pixels(im: Image.Image, box: tuple[int, int]) -> np.ndarray:
+    """RGB pixels of an image too big to convert at full size: decoded, then at once reduced by
+    a whole factor that keeps it at least `box` (box averaging, alpha premultiplied), and only
+    then converted. Formats other than JPEG cannot be decoded at reduced size."""
+    w, h = im.size
+    k = max(1, min(w // max(1, box[0]), h // max(1, box[1])))
+    im.load()
+    if k == 1:
+        return _pillow_pixels(im)
+    turn = _ORIENT.get(_orientation(im))  # the reduced copy loses TIFF tags: orientation from here
+    if im.mode not in ("L", "RGB", "LA", "RGBA"):  # Image.reduce takes 8-bit L and RGB(A) only
+        alpha = im.mode in ("P", "PA") or "A" in im.getbands() or "transparency" in im.info
+        im = im.convert("RGBA" if alpha else "RGB")
+    small = im.reduce(k)
+    del im
+    small.info = {}  # no EXIF or XMP left for _pillow_pixels to turn the photo a second time
+    rgb = _pillow_pixels(small)
+    return turn(rgb) if turn is not None else rgb
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +333,12 @@ def _output_size(decoded: tuple[int, int], w: int, h: int, spec: ImageSpec) -> t
 def check(data: bytes, spec: ImageSpec, pixels: bool = True) -> CheckedImage:
     """Decode, validate and normalise one downloaded image, or raise ImageReject.
 
-    Pillow reads the header (format, size, orientation: the pixel budget is enforced before any
-    pixel is allocated); JPEGs then decode at reduced DCT scale with libjpeg-turbo, other formats
-    (and JPEGs libjpeg-turbo refuses) through Pillow. Resize with OpenCV, encode with
-    libjpeg-turbo: no PIL<->numpy copies on the common path.
+    Pillow reads the header (format, size: the pixel budget is enforced, and the decode's memory
+    reserved from the process's budget, before any pixel is allocated); JPEGs then decode at
+    reduced DCT scale with libjpeg-turbo, other formats (and JPEGs libjpeg-turbo refuses) through
+    Pillow, at full size, or reduced right after decoding when the usual conversions would not fit
+    the budget. Resize with OpenCV, encode with libjpeg-turbo: no PIL<->numpy copies on the
+    common path.
 
     `pixels=False`: the caller needs no RGB pixels (the people filter is off), so a YCbCr JPEG
     stays in Y, Cb, Cr planes from decode to encode when libturbojpeg is there (jpeg_planes:
@@ -190,47 +348,107 @@ def check(data: bytes, spec: ImageSpec, pixels: bool = True) -> CheckedImage:
     if not data:
         raise ImageReject("empty", "zero bytes")
     src_sha = hashlib.sha256(data).hexdigest()
+    im, fmt, w, h = _open(data, spec)
+    box = fit_size(w, h, spec.max_side, spec.fit)
+    try:
+        full, lean = _decode_cost(im, fmt, w, h, box)
+    except Exception as e:  # a header Pillow parsed but cannot describe
+        raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
+    if fmt in JPEG_FORMATS and im.info.get("progressive"):
+        # Each scan of a progressive JPEG passes over the whole image: thousands of tiny scans
+        # keep a core busy for minutes. FF DA cannot occur inside entropy-coded data (an FF there
+        # is followed by 00), so the count is exact but for markers hidden in APPn/COM payloads,
+        # which only make it larger.
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise ImageReject("decode_error", f"progressive JPEG with {scans} scans (at most {MAX_JPEG_SCANS})")
+    budget = decode_budget(spec)
+    reduced = full > budget.limit
+    with budget.reserve(lean if reduced else full):
+        out = _decode(data, spec, pixels, im, fmt, w, h, box, reduced, src_sha)
+        del im  # the decoded image goes before its reservation does
+    return out
+
+
+def _other_format(data: bytes) -> str | None:
+    """The format another Pillow plugin claims from the first bytes (its signature test only: no
+    parser runs), to tell an unsupported format from bytes that are no image."""
+    Image.init()
+    prefix = data[:16]
+    for fmt, (_factory, accept) in list(Image.OPEN.items()):
+        if fmt in OPEN_FORMATS or accept is None:
+            continue
+        try:
+            hit = accept(prefix)
+        except Exception:
+            continue
+        if hit and not isinstance(hit, str):
+            return fmt
+    return None
+
+
+def _open(data: bytes, spec: ImageSpec) -> tuple[Image.Image, str, int, int]:
+    """The image's header through the allowed formats' parsers only: (image, format, width, height).
+
+    Pillow's DecompressionBombWarning is not turned into an error here: the spec's max_pixels is
+    checked right after, before any pixel is decoded, and warning filters are process-wide state
+    that `warnings.catch_warnings` swaps without a lock, which the fetch threads would race on."""
+    try:
+        im = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
+    except Image.UnidentifiedImageError as e:
+        other = _other_format(data)
+        if other is not None:
+            raise ImageReject("unsupported_format", f"format {other}") from None
+        raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReject("too_many_pixels", str(e)) from None
+    except Exception as e:  # Pillow plugins raise a zoo of types on hostile input
+        raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
+    fmt = im.format or "unknown"
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageReject("unsupported_format", f"format {fmt}")
+    w, h = im.size
+    if w * h > spec.max_pixels:
+        raise ImageReject("too_many_pixels", f"{w}x{h} exceeds {spec.max_pixels} pixels")
+    if min(w, h) < spec.min_side:
+        raise ImageReject("too_small", f"{w}x{h}, shorter side under {spec.min_side}")
+    return im, fmt, w, h
+
+
+def _decode(data: bytes, spec: ImageSpec, pixels: bool, im: Image.Image, fmt: str, w: int, h: int,
+            box: tuple[int, int], reduced: bool, src_sha: str) -> CheckedImage:
+    """check()'s decode, resize and encode, once the decode's memory is reserved."""
     rgb: np.ndarray | None = None
     planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-            fmt = im.format or "unknown"
-            if fmt not in ALLOWED_FORMATS:
-                raise ImageReject("unsupported_format", f"format {fmt}")
-            w, h = im.size
-            if w * h > spec.max_pixels:
-                raise ImageReject("too_many_pixels", f"{w}x{h} exceeds {spec.max_pixels} pixels")
-            if min(w, h) < spec.min_side:
-                raise ImageReject("too_small", f"{w}x{h}, shorter side under {spec.min_side}")
-            if fmt in JPEG_FORMATS:
-                box = fit_size(w, h, spec.max_side, spec.fit)
-                if not pixels:
-                    planes = jpeg_planes.decode_planes(data, _dct_scale(w, h, box))
-                if planes is None:
-                    rgb = _decode_jpeg(data, w, h, box)
-                if planes is not None or rgb is not None:
-                    turn = _ORIENT.get(_orientation(im))
-                    if turn is not None and planes is not None:
-                        planes = (turn(planes[0]), turn(planes[1]), turn(planes[2]))
-                    elif turn is not None and rgb is not None:
-                        rgb = turn(rgb)
-                else:
-                    # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
-                    # smaller. The box has the image's own aspect: a square box would stop a wide
-                    # photo at the scale where its *shorter* side still covers max_side.
-                    im.draft("RGB", box)
-            if planes is None and rgb is None:
+    try:
+        if fmt in JPEG_FORMATS:
+            if not pixels:
+                planes = jpeg_planes.decode_planes(data, _dct_scale(w, h, box))
+            if planes is None:
+                rgb = _decode_jpeg(data, w, h, box)
+            if planes is not None or rgb is not None:
+                turn = _ORIENT.get(_orientation(im))
+                if turn is not None and planes is not None:
+                    planes = (turn(planes[0]), turn(planes[1]), turn(planes[2]))
+                elif turn is not None and rgb is not None:
+                    rgb = turn(rgb)
+            else:
+                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
+                # smaller. The box has the image's own aspect: a square box would stop a wide
+                # photo at the scale where its *shorter* side still covers max_side.
+                im.draft("RGB", box)
+        if planes is None and rgb is None:
+            if reduced and fmt not in JPEG_FORMATS:
+                rgb = _reduced_pixels(im, box)
+                im.close()  # the full-size decode goes before the resize
+            else:
                 im.load()
-        except ImageReject:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageReject("too_many_pixels", str(e)) from None
-        except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as e:
-            raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
-        except Exception as e:  # Pillow plugins raise a zoo of types on hostile input
-            raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
+    except ImageReject:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReject("too_many_pixels", str(e)) from None
+    except Exception as e:  # Pillow plugins raise a zoo of types on hostile input
+        raise ImageReject("decode_error", f"{type(e).__name__}: {e}") from None
     if planes is not None:
         y, cb, cr = planes
         target = _output_size((y.shape[1], y.shape[0]), w, h, spec)

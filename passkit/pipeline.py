@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,41 @@ from passkit.ledger import SCORE_DIGITS, UnitResult, unit_name
 from passkit.records import Attribution, Candidate, Decision, Sample, Stage, Status
 from passkit.shards import write_tar
 
-__all__ = ["Unit", "UnitResult", "UnitRunner", "runner_for", "stage_settings"]
+__all__ = ["FAULTS", "Unit", "UnitResult", "UnitRunner", "runner_for", "stage_settings"]
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault-injection hook: stands for a bug met while handling one candidate."""
+
+
+def _parse_faults(text: str) -> list[tuple[str, str]]:
+    """`PASSKIT_FAULTS="fetch:img003,people:img007"` -> [(step, key substring), ...]."""
+    out = []
+    for item in text.split(","):
+        step, _, sub = item.strip().partition(":")
+        if step and sub:
+            out.append((step, sub))
+    return out
+
+
+# Fault injection, for tests of the rule that one candidate's exception never ends its unit: a
+# (step, key substring) pair raises InjectedFault inside that step for candidates whose key holds
+# the substring. Steps: gate, reuse, dedup, fetch, image, people, stage, rows. Read once at import
+# from PASSKIT_FAULTS, so executors' worker processes inherit it; tests may also replace the list.
+FAULTS: list[tuple[str, str]] = _parse_faults(os.environ.get("PASSKIT_FAULTS", ""))
+
+
+def _fault(step: str, key: str) -> None:
+    for s, sub in FAULTS:
+        if s == step and sub in key:
+            raise InjectedFault(f"injected fault in {step} for {key}")
+
+
+def _internal(stage: Stage, step: str, e: BaseException) -> Decision:
+    """An unexpected exception while handling one candidate: that candidate's rejection, not the
+    unit's death (the unit's other rows, and every rerun, would die with it). The detail names the
+    step and the exception, for a bug report."""
+    return Decision.reject(stage, "internal_error", f"{step}: {type(e).__name__}: {str(e)[:500]}")
 
 
 @dataclass(slots=True)
@@ -121,24 +156,41 @@ class UnitRunner:
         """Source errors, repeated keys and the licence gate: no download for what could never be released."""
         seen: set[str] = set()
         for i, c in enumerate(state.unit.candidates):
-            if c.error is not None:  # a row the source could not read: rejected with the source's reason
-                state.decisions[i] = Decision.reject(Stage.SOURCE, c.error[0], c.error[1])
-                continue
-            if c.key in seen:
-                state.decisions[i] = Decision.reject(Stage.SOURCE, "duplicate_candidate", f"{c.source_id} listed twice")
-                continue
-            seen.add(c.key)
-            g = licenses.gate(c, self.policy)
-            if isinstance(g, tuple):
-                state.decisions[i] = Decision.reject(Stage.LICENSE, g[0], g[1])
-            else:
-                state.attributions[i] = g
+            try:
+                if FAULTS:
+                    _fault("gate", c.key)
+                if c.error is not None:  # a row the source could not read: rejected with the source's reason
+                    state.decisions[i] = Decision.reject(Stage.SOURCE, c.error[0], c.error[1])
+                    continue
+                if c.key in seen:
+                    state.decisions[i] = Decision.reject(Stage.SOURCE, "duplicate_candidate",
+                                                         f"{c.source_id} listed twice")
+                    continue
+                seen.add(c.key)
+                g = licenses.gate(c, self.policy)
+                if isinstance(g, tuple):
+                    state.decisions[i] = Decision.reject(Stage.LICENSE, g[0], g[1])
+                else:
+                    state.attributions[i] = g
+            except Exception as e:  # one bad row: its own rejection, the unit goes on
+                state.attributions[i] = None
+                self._fail(state, i, Stage.LICENSE, "gate", e)
 
     def _reuse(self, state: _UnitState, units_dir: Path) -> None:
         """Take over the outcomes an earlier run of this unit settled (a grown unit, --retry-failed)."""
         previous = ledger.read_previous(state.unit, units_dir, self.settings_digest)
+        if not previous and not FAULTS:
+            return
         for i, c in enumerate(state.unit.candidates):
-            hit = previous.get(ledger.identity(c.key, c.url, ledger.license_raw(c))) if state.decisions[i] is None else None
+            if state.decisions[i] is not None:
+                continue
+            try:
+                if FAULTS:
+                    _fault("reuse", c.key)
+                hit = previous.get(ledger.identity(c.key, c.url, ledger.license_raw(c)))
+            except Exception as e:
+                self._fail(state, i, Stage.SOURCE, "reuse", e)
+                continue
             if hit is not None:
                 state.reused[i] = hit
 
@@ -148,7 +200,13 @@ class UnitRunner:
         first_url: dict[str, int] = {}
         for i, c in enumerate(cands):
             if state.decisions[i] is None:
-                j = first_url.setdefault(c.url, i)
+                try:
+                    if FAULTS:
+                        _fault("dedup", c.key)
+                    j = first_url.setdefault(c.url, i)
+                except Exception as e:
+                    self._fail(state, i, Stage.SOURCE, "dedup", e)
+                    continue
                 if j != i:
                     state.decisions[i] = Decision.reject(Stage.SOURCE, "duplicate_url", f"same URL as {cands[j].source_id}")
                     state.reused.pop(i, None)
@@ -159,13 +217,23 @@ class UnitRunner:
         state.fetched = len(todo)
 
         def one(i: int) -> tuple[int, Decision | images.CheckedImage, bool]:
-            r = self.fetcher.fetch(state.unit.candidates[i].url)
-            if not r.ok:
-                return i, Decision.reject(Stage.FETCH, r.reason or "fetch_error", r.detail), r.transient
+            # Everything raised here ends as this candidate's row: an exception escaping into
+            # Fetcher.map would end the unit, and every rerun of it.
+            c, stage = state.unit.candidates[i], Stage.FETCH
             try:
+                if FAULTS:
+                    _fault("fetch", c.key)
+                r = self.fetcher.fetch(c.url)
+                if not r.ok:
+                    return i, Decision.reject(Stage.FETCH, r.reason or "fetch_error", r.detail), r.transient
+                stage = Stage.IMAGE
+                if FAULTS:
+                    _fault("image", c.key)
                 return i, images.check(r.data, self.spec.image, pixels=self.spec.people.enabled), False
             except images.ImageReject as e:
                 return i, Decision.reject(Stage.IMAGE, e.reason, e.detail), False
+            except Exception as e:
+                return i, _internal(stage, str(stage), e), INTERNAL_TRANSIENT
 
         for i, out, tr in self.fetcher.map(one, todo):  # type: ignore[misc]
             if isinstance(out, Decision):
@@ -181,8 +249,27 @@ class UnitRunner:
         state.scores = {i: {} for i in ready}
         if not ready or self.people is None:
             return
-        results = self.people.score([state.checked[i].image for i in ready])  # type: ignore[union-attr]
-        for i, res in zip(ready, results, strict=True):
+        keys = [state.unit.candidates[i].key for i in ready]
+        try:
+            if FAULTS:
+                for k in keys:
+                    _fault("people", k)
+            results = self.people.score([state.checked[i].image for i in ready])  # type: ignore[union-attr]
+            pairs = list(zip(ready, results, strict=True))
+        except Exception:
+            # One image that breaks the batch must not reject the others: score them one by one.
+            pairs = []
+            for i, k in zip(ready, keys, strict=True):
+                try:
+                    if FAULTS:
+                        _fault("people", k)
+                    (res,) = self.people.score([state.checked[i].image])  # type: ignore[union-attr]
+                except Exception as e:
+                    state.checked[i] = None  # not staged: a candidate the filter did not clear
+                    self._fail(state, i, Stage.PEOPLE, "people", e)
+                    continue
+                pairs.append((i, res))
+        for i, res in pairs:
             scores = state.scores[i] = {k: round(float(v), SCORE_DIGITS) for k, v in res.scores.items()}
             if res.has_person:
                 fired = ", ".join(f"{d} {scores.get(d, 0):.3f}" for d in res.fired)
@@ -201,13 +288,18 @@ class UnitRunner:
             d = state.decisions[i]
             if ci is None or not (d is None or d.status == Status.REVIEW):  # review rows are staged too
                 continue
-            a = state.attributions[i]
-            assert a is not None
-            s = Sample(cands[i].key, cands[i], a, ci.info, self.modification, state.scores[i])
-            by_key[s.key] = [
-                (f"{s.key}.jpg", s.image.jpeg),
-                (f"{s.key}.json", json.dumps(s.meta(), sort_keys=True, ensure_ascii=False).encode()),
-            ]
+            try:
+                if FAULTS:
+                    _fault("stage", cands[i].key)
+                a = state.attributions[i]
+                assert a is not None
+                s = Sample(cands[i].key, cands[i], a, ci.info, self.modification, state.scores[i])
+                meta = json.dumps(s.meta(), sort_keys=True, ensure_ascii=False).encode()
+            except Exception as e:
+                state.checked[i] = None
+                self._fail(state, i, Stage.IMAGE, "stage", e)
+                continue
+            by_key[s.key] = [(f"{s.key}.jpg", s.image.jpeg), (f"{s.key}.json", meta)]
             if d is None:
                 state.decisions[i] = Decision(Status.KEPT, None, None, None, state.scores[i])
         for i, (_row, mem) in state.reused.items():
@@ -223,10 +315,28 @@ class UnitRunner:
                 rows.append({**state.reused[i][0], "unit": index, "seq": i})
                 continue
             d, ci = state.decisions[i], state.checked[i]
-            assert d is not None
-            rows.append(ledger.ledger_row(index, i, c, d, state.attributions[i], ci.info if ci else None,
-                                          state.transient[i], state.scores.get(i, {})))
+            try:
+                if FAULTS:
+                    _fault("rows", c.key)
+                assert d is not None, "no stage decided this candidate"
+                row = ledger.ledger_row(index, i, c, d, state.attributions[i], ci.info if ci else None,
+                                        state.transient[i], state.scores.get(i, {}))
+                _check_row(row)
+            except Exception as e:
+                # The bare row: the source's fields (text made encodable), no attribution, no image.
+                # A row staged in the tar but rejected here is not released (only kept rows are).
+                row = ledger.ledger_row(index, i, _encodable(c), _internal(Stage.SOURCE, "rows", e), None, None,
+                                        INTERNAL_TRANSIENT, {})
+            rows.append(row)
         return rows
+
+    @staticmethod
+    def _fail(state: _UnitState, i: int, stage: Stage, step: str, e: BaseException) -> None:
+        """End candidate `i` with an internal_error from `step` (worth a --retry-failed: a bug fixed
+        by an upgrade should not leave the row rejected for good)."""
+        state.decisions[i] = _internal(stage, step, e)
+        state.transient[i] = INTERNAL_TRANSIENT
+        state.reused.pop(i, None)
 
     def _write(self, state: _UnitState, rows: list[dict[str, Any]], ledger_path: Path) -> None:
         """The review sidecar, then the ledger with the unit's fingerprint, settings and detectors."""
@@ -241,6 +351,28 @@ class UnitRunner:
         if self.people is None:
             return {"detectors": [], "skipped": []}
         return {"detectors": self.people.describe(), "skipped": [{"name": n, "why": w} for n, w in self.people.skipped]}
+
+
+# internal_error rows are transient: `passkit build --retry-failed` after an upgrade redoes them.
+INTERNAL_TRANSIENT = True
+
+
+def _check_row(row: dict[str, Any]) -> None:
+    """Raise on text Parquet cannot store (a lone surrogate from a JSON escape), so the row, not
+    the unit's ledger write, fails."""
+    for v in row.values():
+        if isinstance(v, str):
+            v.encode("utf-8")
+
+
+def _encodable(c: Candidate) -> Candidate:
+    """A copy of the candidate whose text fields all encode as UTF-8 (unencodable characters as
+    backslash escapes), for its internal_error row."""
+
+    def fix(v: Any) -> Any:
+        return v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+
+    return replace(c, **{f.name: fix(getattr(c, f.name)) for f in fields(c) if f.name not in ("extra", "error")})
 
 
 _RUNNERS: dict[tuple[str, int, str | None], UnitRunner] = {}  # this process's, by spec, workers, device

@@ -113,11 +113,16 @@ REASONS: dict[str, Reason] = {
     "too_many_pixels": _r(_I, False, "more pixels than image.max_pixels (a decompression-bomb guard)"),
     "too_small": _r(_I, False, "the shorter side is under image.min_side"),
     "decode_error": _r(_I, False, "the image does not decode"),
+    "decode_budget": _r(_I, False, "decoding would need more memory than image.decode_budget_mb, even reduced"),
     # people filter
     "people": _r(_P, False, "a detector found a person or face"),
     "review": _r(_P, False, "a score in a detector's review band: staged for `passkit review`, not released yet"),
     "human_review": _r(_P, False, "a human reviewer saw a person (review queue or spot check)"),
     "pending_review": _r(_P, False, "in the review band and not decided yet by `passkit review`"),
+    # any unit stage: a bug met while handling one candidate ends that candidate, not its unit
+    "internal_error": _r((_S, _L, _F, _I, _P), True,
+                         "an unexpected exception while handling this candidate (the detail names the step and "
+                         "the exception); transient, so --retry-failed redoes it after an upgrade"),
     # release-wide curation (passkit.release.curate) and takedowns
     "blank": _r(Stage.QUALITY, False, "a blank image: nearly all pixels one white or black"),
     "single_colour": _r(Stage.QUALITY, False, "nearly all pixels one colour"),
