@@ -33,6 +33,7 @@ from passkit.ledger import (
     unit_paths,
 )
 from passkit.pipeline import Unit, stage_settings
+from passkit.records import scrub_unencodable
 from passkit.release.build import ReleaseSummary, build_release
 from passkit.sources import open_source
 
@@ -98,7 +99,7 @@ class BuildResult:
 
 def _units(candidates: Iterator, size: int) -> Iterator[Unit]:
     for i in itertools.count():
-        chunk = list(itertools.islice(candidates, size))
+        chunk = [scrub_unencodable(c) for c in itertools.islice(candidates, size)]
         if not chunk:
             return
         yield Unit(i, chunk)

@@ -67,6 +67,34 @@ class Candidate:
         return make_key(self.source, self.source_id)
 
 
+_TEXT_FIELDS = ("source", "source_id", "url", "license", "license_version", "license_url", "title", "creator",
+                "creator_url", "landing_url", "provider", "query")
+
+
+def scrub_unencodable(c: Candidate) -> Candidate:
+    """`c` with text that is not valid Unicode (lone surrogates: a JSON escape such as \\ud800) replaced
+    by "?", and rejected as bad_encoding. Such text cannot be encoded as UTF-8, so it would break the
+    candidate's key, its unit's fingerprint and the ledger: the whole unit, on every rerun. One encode
+    of all fields in the common case."""
+    try:
+        "\x00".join(v for f in _TEXT_FIELDS if isinstance(v := getattr(c, f), str)).encode()
+        return c
+    except UnicodeEncodeError:
+        pass
+    bad = []
+    for f in _TEXT_FIELDS:
+        v = getattr(c, f)
+        if isinstance(v, str):
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                setattr(c, f, v.encode("utf-8", "replace").decode())
+                bad.append(f)
+    if c.error is None:
+        c.error = ("bad_encoding", f"{', '.join(bad)}: not valid Unicode (a lone surrogate), replaced by '?'")
+    return c
+
+
 class Status(StrEnum):
     KEPT = "kept"
     REJECTED = "rejected"

@@ -140,3 +140,24 @@ def test_text_parquet_cannot_store_ends_its_row_not_the_unit(http_server, tmp_pa
 def test_faults_parse_from_the_environment_form():
     assert pipeline._parse_faults("fetch:abc, people:k_1,,junk") == [("fetch", "abc"), ("people", "k_1")]
     assert pipeline._parse_faults("") == []
+
+
+def test_text_that_is_not_unicode_is_rejected_where_candidates_enter_a_build(http_server, tmp_path, monkeypatch):
+    """A lone surrogate in a source id or URL breaks the key, the unit's fingerprint and its ledger,
+    which no per-row guard inside the unit can save: the build scrubs it on the way in, rejects that
+    candidate as bad_encoding, and the rest of the unit is released."""
+    import pyarrow.parquet as pq
+
+    import passkit.sources as sources
+    from passkit.build import build
+    from tests.helpers.crawl import list_opener
+
+    cands = _candidates(http_server)
+    cands[BAD].source_id = "broken-\udc80-id"
+    cands[BAD].url += "?\ud800"
+    monkeypatch.setitem(sources._OPENERS, "demo", list_opener(cands))
+    result = build(spec(unit_size=N), base=tmp_path)
+    rows = pq.read_table(result.release.path / "rejected.parquet").to_pylist()
+    assert [(r["stage"], r["reason"]) for r in rows] == [("source", "bad_encoding")]
+    assert "source_id, url" in rows[0]["detail"] and rows[0]["source_id"] == "broken-?-id"
+    assert result.release.kept == N - 1
