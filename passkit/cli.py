@@ -24,9 +24,11 @@ DEFAULT_WORKERS = 2
 MAX_WORKERS = 256
 
 
-def _fail(message: str) -> int:
-    """Print a one-line error, as plain text (it may quote file names and values), and return exit code 2."""
-    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
+def _error(message: object) -> int:
+    """`error: <message>` on stderr, on one line; returns the exit code 2. The message is printed as
+    text, never as rich markup: it may quote a spec, a file name, a release or a source's metadata,
+    where "[/]" would crash the print and "[link=...]" or "[blink]" would act on the terminal."""
+    console.print(Text.assemble(("error:", "red"), " ", str(message)), soft_wrap=True, highlight=False)
     return 2
 
 
@@ -73,7 +75,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         if not _disk_full(e):
             raise
         where = f" writing {e.filename}" if e.filename else ""
-        return _fail(f"the disk is full ({e.strerror or e}{where}); free space on it, or set work.dir and "
+        return _error(f"the disk is full ({e.strerror or e}{where}); free space on it, or set work.dir and "
                      "release.dir in the spec to a disk with room, and rerun the same command: finished work "
                      "units are kept")
     finally:
@@ -88,12 +90,11 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
         try:
             check_field(WorkSpec, "workers", args.workers, "--workers")
         except InputError as e:
-            return _fail(str(e))
+            return _error(str(e))
     try:
         spec = load_spec(args.spec)
     except SpecError as e:
-        _error(e)
-        return 2
+        return _error(e)
     workers = args.workers if args.workers is not None else spec.work.workers
     local = (args.executor or spec.work.executor) == "local"
     if pool is not None and not (local and workers > 1):
@@ -132,10 +133,9 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
                            executor=args.executor, address=args.address, retry_failed=args.retry_failed,
                            pool=pool)
         except (ExecutorError, HashListError) as e:
-            console.print(f"[red]error:[/] {e}", highlight=False)
-            return 2
+            return _error(e)
         except InputError as e:
-            return _fail(str(e))
+            return _error(str(e))
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -180,7 +180,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         try:  # the auditor's own network settings; the release's are never used
             fetch_spec = FetchSpec(allow_private=args.allow_private)
         except ValidationError as e:
-            return _fail(f"--allow-private: {e.errors()[0]['msg']}")
+            return _error(f"--allow-private: {e.errors()[0]['msg']}")
     report = audit(Path(args.release), rescan=args.rescan, check_sources=args.check_sources, seed=args.seed,
                    fetch_spec=fetch_spec)
     if args.html:
@@ -219,8 +219,7 @@ def _cmd_takedown(args: argparse.Namespace) -> int:
         res = takedown(Path(args.release), requests, version=args.version,
                        out_dir=Path(args.out) if args.out else None)
     except (TakedownError, FileNotFoundError) as e:
-        _error(e)
-        return 2
+        return _error(e)
     t = Table(title=Text(f"{res.path.name}: {len(res.removed)} sample(s) removed"), header_style="bold")
     t.add_column("key")
     t.add_column("shard")
@@ -241,8 +240,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     try:
         d = diff(Path(args.a), Path(args.b))
     except FileNotFoundError as e:
-        _error(e)
-        return 2
+        return _error(e)
     if args.json:
         out.print_json(json.dumps(d.to_dict()))
         return 0
@@ -269,8 +267,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     try:
         res = query(Path(args.release), args.sql)
     except (QueryError, FileNotFoundError) as e:
-        _error(e)
-        return 2
+        return _error(e)
     if args.json:
         out.print_json(json.dumps(res.to_dicts(), default=str))
         return 0
@@ -282,13 +279,6 @@ def _cmd_query(args: argparse.Namespace) -> int:
     out.print(t)
     out.print(f"{len(res.rows)} row(s)", highlight=False)
     return 0
-
-
-def _error(message: object) -> None:
-    """`error: <message>` on stderr. The message is printed as text, never as rich markup: it may quote
-    a spec, a release or a source's metadata, where "[/]" would crash the print and "[link=...]" or
-    "[blink]" would act on the terminal."""
-    console.print(Text.assemble(("error:", "red"), " ", str(message)), highlight=False)
 
 
 def _cells(*values: object) -> list[Text]:
@@ -366,8 +356,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     names = args.names or sorted(models.REGISTRY)
     unknown = [n for n in names if n not in models.REGISTRY]
     if unknown:
-        _error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(models.REGISTRY))}")
-        return 2
+        return _error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(models.REGISTRY))}")
     if args.action == "list" and args.json:
         out.print_json(json.dumps([
             {"name": n, "task": models.REGISTRY[n].task, "license": models.REGISTRY[n].license,
@@ -421,8 +410,7 @@ def _cmd_filter_eval(args: argparse.Namespace) -> int:
         try:
             spec = load_spec(args.spec)
         except SpecError as e:
-            _error(e)
-            return 2
+            return _error(e)
         people, image = spec.people, spec.image
     with Progress(TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
@@ -431,8 +419,7 @@ def _cmd_filter_eval(args: argparse.Namespace) -> int:
             rep = evaluate(Path(args.folder), people, image, threads=args.threads,
                            on_progress=lambda d, t: bar.update(task, completed=d, total=t))
         except EvalError as e:
-            _error(e)
-            return 2
+            return _error(e)
     png: Path | None = Path(args.png) if args.png else Path(Path(args.folder).resolve().name + "-people-eval.png")
     try:
         plot(rep, png)  # type: ignore[arg-type]
@@ -477,8 +464,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
         serve(Path(args.workdir), host=args.host, port=args.port, sample=args.sample, seed=args.seed,
               reviewer=args.reviewer, log=lambda m: console.print(m, highlight=False, markup=False))
     except ReviewError as e:
-        _error(e)
-        return 2
+        return _error(e)
     return 0
 
 
@@ -490,8 +476,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
                      steps=args.steps)
     except (FileNotFoundError, ValueError) as e:
-        _error(e)
-        return 2
+        return _error(e)
     t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
     for col in ("check", "value", "rule", "status"):
         t.add_column(col)
