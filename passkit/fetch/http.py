@@ -746,22 +746,8 @@ class Fetcher:
         def read(r: BaseHTTPResponse, _url: str, _host: str, deadline: float) -> tuple[int | None, bytes, str]:
             if r.status != 200:
                 return r.status, b"", f"HTTP {r.status}"
-            chunks: list[bytes] = []
-            total = 0
-            try:
-                while total < _ROBOTS_MAX:  # RFC 9309 lets a crawler ignore what follows 500 KiB
-                    chunk = r.read1(_CHUNK, decode_content=True)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    total += len(chunk)
-                    if time.monotonic() > deadline:
-                        raise _Fail("too_slow", f"robots.txt not read within {seconds:g}s", transient=True)
-            except _Fail:
-                raise
-            except Exception as e:  # cut off, undecodable: unavailable, never a shorter file
-                raise _read_failure(e, total) from None
-            return 200, b"".join(chunks)[:_ROBOTS_MAX], ""
+            # RFC 9309 lets a crawler ignore what follows 500 KiB; cut off or undecodable: unavailable
+            return 200, _read_prefix(r, _ROBOTS_MAX, deadline, f"robots.txt not read within {seconds:g}s"), ""
 
         seconds = min(spec.total_timeout, _ROBOTS_TIMEOUT)
         try:
@@ -792,23 +778,8 @@ class Fetcher:
                                    detail=f"HTTP {r.status} {(r.reason or '')[:100]}".strip(),
                                    transient=r.status in TRANSIENT_STATUS, attempts=1, final_url=final,
                                    seconds=time.monotonic() - t0)
-            chunks: list[bytes] = []
-            total = 0
-            try:
-                while total < max_bytes:
-                    chunk = r.read1(_CHUNK, decode_content=True)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    total += len(chunk)
-                    if time.monotonic() > deadline:
-                        raise _Fail("too_slow", f"{total} bytes after total_timeout {spec.total_timeout}s "
-                                    "(slow drip)", transient=True)
-            except _Fail:
-                raise
-            except Exception as e:  # urllib3/http.client/zlib raise many types on hostile bodies
-                raise _read_failure(e, total) from None
-            return FetchResult(url, True, b"".join(chunks)[:max_bytes], r.status, ctype, attempts=1, final_url=final,
+            data = _read_prefix(r, max_bytes, deadline, f"page not read within total_timeout {spec.total_timeout}s")
+            return FetchResult(url, True, data, r.status, ctype, attempts=1, final_url=final,
                                seconds=time.monotonic() - t0)
 
         try:
@@ -820,6 +791,28 @@ class Fetcher:
             f = _unforeseen(e)
             return FetchResult(url, False, reason=f.reason, detail=f.detail, transient=f.transient, attempts=1,
                                seconds=time.monotonic() - t0)
+
+
+def _read_prefix(r: BaseHTTPResponse, limit: int, deadline: float, slow: str) -> bytes:
+    """The first `limit` bytes of a body (the rest is left unread), read by `deadline`. A body that
+    drips past the deadline (`slow` says what), is cut off or does not decode is a failure, never a
+    shorter text: robots.txt and landing pages are read for what they forbid or state."""
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while total < limit:
+            chunk = r.read1(_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if time.monotonic() > deadline:
+                raise _Fail("too_slow", f"{slow} ({total} bytes; slow drip)", transient=True)
+    except _Fail:
+        raise
+    except Exception as e:  # urllib3/http.client/zlib raise many types on hostile bodies
+        raise _read_failure(e, total) from None
+    return b"".join(chunks)[:limit]
 
 
 def page_text(data: bytes, content_type: str | None) -> str:
