@@ -9,12 +9,10 @@ built from pixels alone, so no EXIF, GPS, XMP or ICC block can ride along into a
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import hashlib
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -22,7 +20,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from passkit import jpeg_planes
+from passkit import jpeg_planes, process
 from passkit.config import ImageSpec
 from passkit.filters.quality import flat_fraction
 from passkit.reasons import Rejection
@@ -83,7 +81,7 @@ class DecodeBudget:
             yield
         finally:
             if n >= TRIM_AT:
-                _malloc_trim()
+                process.hand_back_freed_memory()
             with self._cond:
                 self.held -= n
                 self._cond.notify_all()
@@ -94,21 +92,6 @@ class DecodeBudget:
 # thread, cannot use it, so a worker's RSS would grow by a budget per thread instead of one budget
 # (four 9400 x 9400 RGBA PNGs in turn: 1160 MB without, against 680 MB reserved at once).
 TRIM_AT = 64 * MB
-
-
-def _malloc_trim() -> None:
-    trim = _libc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _libc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where malloc is another (musl, macOS)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
 
 
 _budgets: dict[int, DecodeBudget] = {}

@@ -10,10 +10,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import importlib.abc
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -43,6 +45,15 @@ def skip_pandas_probe() -> None:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
+@functools.cache
+def _glibc(name: str) -> Callable[..., int] | None:
+    """A function of glibc's malloc, or None where malloc is another (musl, macOS) or lacks it."""
+    try:
+        return getattr(ctypes.CDLL(None), name)  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
 def reuse_freed_memory() -> None:
     """Let glibc keep freed image buffers for the next image instead of handing them back to the OS.
 
@@ -52,9 +63,8 @@ def reuse_freed_memory() -> None:
     half the page faults and 0.5 s less system time per 3000 images (about 5 % of the wall time),
     for 20 MB more peak memory per worker (171 -> 190 MB). A no-op where malloc is not glibc's
     (mallopt missing, or a stub as in musl)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # blocks up to 32 MB come from the heap, not mmap
     mallopt(_M_TRIM_THRESHOLD, 64 << 20)  # keep up to 64 MB free at the heap's top for reuse
@@ -90,3 +100,14 @@ def exit_without_teardown(code: int) -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def hand_back_freed_memory() -> None:
+    """Return the memory freed so far to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    glibc keeps what a thread freed in that thread's arena, where a big allocation on another
+    thread cannot use it; the image check calls this after its largest decodes (see
+    images.TRIM_AT), so a worker's RSS holds one decode budget, not one per thread."""
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
