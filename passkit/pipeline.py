@@ -157,8 +157,7 @@ class UnitRunner:
         seen: set[str] = set()
         for i, c in enumerate(state.unit.candidates):
             try:
-                if FAULTS:
-                    _fault("gate", c.key)
+                _fault("gate", c.key)
                 if c.error is not None:  # a row the source could not read: rejected with the source's reason
                     state.decisions[i] = Decision.reject(Stage.SOURCE, c.error[0], c.error[1])
                     continue
@@ -185,8 +184,7 @@ class UnitRunner:
             if state.decisions[i] is not None:
                 continue
             try:
-                if FAULTS:
-                    _fault("reuse", c.key)
+                _fault("reuse", c.key)
                 hit = previous.get(ledger.identity(c.key, c.url, ledger.license_raw(c)))
             except Exception as e:
                 self._fail(state, i, Stage.SOURCE, "reuse", e)
@@ -201,8 +199,7 @@ class UnitRunner:
         for i, c in enumerate(cands):
             if state.decisions[i] is None:
                 try:
-                    if FAULTS:
-                        _fault("dedup", c.key)
+                    _fault("dedup", c.key)
                     j = first_url.setdefault(c.url, i)
                 except Exception as e:
                     self._fail(state, i, Stage.SOURCE, "dedup", e)
@@ -221,14 +218,12 @@ class UnitRunner:
             # Fetcher.map would end the unit, and every rerun of it.
             c, stage = state.unit.candidates[i], Stage.FETCH
             try:
-                if FAULTS:
-                    _fault("fetch", c.key)
+                _fault("fetch", c.key)
                 r = self.fetcher.fetch(c.url)
                 if not r.ok:
                     return i, Decision.reject(Stage.FETCH, r.reason or "fetch_error", r.detail), r.transient
                 stage = Stage.IMAGE
-                if FAULTS:
-                    _fault("image", c.key)
+                _fault("image", c.key)
                 return i, images.check(r.data, self.spec.image, pixels=self.spec.people.enabled), False
             except images.ImageReject as e:
                 return i, Decision.reject(Stage.IMAGE, e.reason, e.detail), False
@@ -261,8 +256,7 @@ class UnitRunner:
             pairs = []
             for i, k in zip(ready, keys, strict=True):
                 try:
-                    if FAULTS:
-                        _fault("people", k)
+                    _fault("people", k)
                     (res,) = self.people.score([state.checked[i].image])  # type: ignore[union-attr]
                 except Exception as e:
                     state.checked[i] = None  # not staged: a candidate the filter did not clear
@@ -289,8 +283,7 @@ class UnitRunner:
             if ci is None or not (d is None or d.status == Status.REVIEW):  # review rows are staged too
                 continue
             try:
-                if FAULTS:
-                    _fault("stage", cands[i].key)
+                _fault("stage", cands[i].key)
                 a = state.attributions[i]
                 assert a is not None
                 s = Sample(cands[i].key, cands[i], a, ci.info, self.modification, state.scores[i])
@@ -316,8 +309,7 @@ class UnitRunner:
                 continue
             d, ci = state.decisions[i], state.checked[i]
             try:
-                if FAULTS:
-                    _fault("rows", c.key)
+                _fault("rows", c.key)
                 assert d is not None, "no stage decided this candidate"
                 row = ledger.ledger_row(index, i, c, d, state.attributions[i], ci.info if ci else None,
                                         state.transient[i], state.scores.get(i, {}))
