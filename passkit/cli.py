@@ -292,9 +292,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     try:
         info = summarize(Path(args.release))
     except (FileNotFoundError, KeyError, ValueError) as e:
-        _error(f"{args.release} is not a readable release ({type(e).__name__}: {e}); "
-               "run `passkit audit` on it for details")
-        return 2
+        return _error(f"{args.release} is not a readable release ({type(e).__name__}: {e}); "
+                      "run `passkit audit` on it for details")
     if args.json:
         out.print_json(json.dumps(info))
         return 0

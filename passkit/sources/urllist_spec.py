@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from passkit.specbase import SpecModel
+from passkit.specbase import PathList, SpecModel
 
 URLLIST_FIELDS = (
     "id", "url", "license", "license_version", "license_url", "title", "creator", "creator_url",
@@ -35,7 +35,7 @@ class UrlListSourceSpec(SpecModel):
     """A table of image URLs with licence and attribution columns: csv, tsv, jsonl or parquet."""
 
     kind: Literal["urllist"] = "urllist"
-    paths: list[str] = Field(
+    paths: PathList = Field(
         ..., min_length=1,
         description="local paths or fsspec URLs (s3://, gs://, https://); .gz/.bz2/.xz/.zst read transparently",
     )
@@ -48,11 +48,6 @@ class UrlListSourceSpec(SpecModel):
         f"fields: {', '.join(URLLIST_FIELDS)}",
     )
     provider: str | None = Field(None, description="provider written on rows without a provider column")
-
-    @field_validator("paths", mode="before")
-    @classmethod
-    def _one_path(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     @field_validator("columns")
     @classmethod

@@ -3,19 +3,19 @@ imports every spec."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from passkit import licenses
-from passkit.specbase import SpecModel
+from passkit.specbase import PathList, SpecModel
 
 
 class Yfcc100mSourceSpec(SpecModel):
     """The YFCC100M `yfcc100m_dataset` file(s): 23 columns (2014 Webscope) or 25 (2016 AWS release)."""
 
     kind: Literal["yfcc100m"] = "yfcc100m"
-    paths: list[str] = Field(..., min_length=1, description="dataset files, plain or compressed; local or fsspec")
+    paths: PathList = Field(..., min_length=1, description="dataset files, plain or compressed; local or fsspec")
     layout: Literal["auto", "23", "25"] = Field(
         "auto", description="columns per line; auto: read from each file's first line"
     )
@@ -28,11 +28,6 @@ class Yfcc100mSourceSpec(SpecModel):
         "or ids (cc-by-2.0) become candidates; the others are counted, not listed. Empty: every row",
     )
     limit: int | None = Field(None, ge=1, description="stop after this many lines (sampling, tests)")
-
-    @field_validator("paths", mode="before")
-    @classmethod
-    def _one_path(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     @field_validator("licenses")
     @classmethod
