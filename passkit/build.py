@@ -18,12 +18,14 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from passkit import jpeg_planes, process
 from passkit.config import InputError, PipelineSpec, WorkSpec, check_field
 from passkit.executors import WorkerPool, run_local, run_ray
+from passkit.executors.ray import ray_session
 from passkit.ledger import (
     LEFTOVER_GLOB,
     UnitResult,
@@ -184,35 +186,39 @@ def build(
             on_unit(progress, r)
 
     process.warm_release_imports(spec.people.enabled)
-    with open_source(spec.source) as src:
-        source_description = src.describe()
+    address = address or spec.work.ray_address
+    # One Ray session for the crawl and the release's shards (starting Ray takes seconds).
+    with ray_session(n_workers, address) if executor == "ray" else nullcontext():
+        with open_source(spec.source) as src:
+            source_description = src.describe()
 
-        def todo() -> Iterator[Unit]:
-            for unit in _units(iter(src.candidates()), spec.work.unit_size):
-                indices.append(unit.index)
-                if unit_done(units_dir, unit, settings):
-                    ledger = unit_paths(units_dir, unit.index)[1]
-                    if retry_failed and ledger_transient(ledger):
-                        unit.retry = True
-                        retrying.add(unit.index)
-                        yield unit
+            def todo() -> Iterator[Unit]:
+                for unit in _units(iter(src.candidates()), spec.work.unit_size):
+                    indices.append(unit.index)
+                    if unit_done(units_dir, unit, settings):
+                        ledger = unit_paths(units_dir, unit.index)[1]
+                        if retry_failed and ledger_transient(ledger):
+                            unit.retry = True
+                            retrying.add(unit.index)
+                            yield unit
+                            continue
+                        done(summarize_ledger(ledger))
                         continue
-                    done(summarize_ledger(ledger))
-                    continue
-                yield unit
+                    yield unit
 
-        try:
-            if executor == "ray":
-                run_ray(todo(), spec, units_dir, n_workers, done, address=address or spec.work.ray_address)
-            else:
-                run_local(todo(), spec, units_dir, n_workers, done, pool=pool)
-        finally:
-            if pool is not None:
-                pool.close()
+            try:
+                if executor == "ray":
+                    run_ray(todo(), spec, units_dir, n_workers, done, address=address)
+                else:
+                    run_local(todo(), spec, units_dir, n_workers, done, pool=pool)
+            finally:
+                if pool is not None:
+                    pool.close()
 
-    release = build_release(
-        spec, units_dir, sorted(indices), spec.release_dir(base), source_description, on_shard=on_shard
-    )
+        release = build_release(
+            spec, units_dir, sorted(indices), spec.release_dir(base), source_description, on_shard=on_shard,
+            workers=n_workers, executor=executor, address=address,
+        )
     seconds = time.monotonic() - t0
     stats = {**progress.to_dict(), "executor": executor, "workers": n_workers, "retry_failed": retry_failed,
              "total_seconds": round(seconds, 3), "release_seconds": round(release.seconds, 3),

@@ -13,13 +13,15 @@ tasks write their staging tar and ledger straight into it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from passkit.config import PipelineSpec
-from passkit.ledger import UnitResult
-from passkit.pipeline import Unit, runner_for
+if TYPE_CHECKING:
+    from passkit.config import PipelineSpec
+    from passkit.ledger import UnitResult
+    from passkit.pipeline import Unit
 
 
 class ExecutorError(RuntimeError):
@@ -30,10 +32,42 @@ def _run_unit(spec_data: dict[str, Any], workers: int, unit: Unit, units_dir: st
     """The body of one Ray task (runs in a Ray worker process)."""
     import ray
 
+    from passkit.pipeline import runner_for
+
     # "auto", not "cuda": a GPU worker whose onnxruntime or OpenCV has no CUDA still runs those
     # detectors, on its CPUs, instead of failing the unit.
     device = "auto" if ray.get_gpu_ids() else None
     return runner_for(spec_data, workers, device).run(unit, Path(units_dir))
+
+
+@contextmanager
+def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
+    """Ray, initialised for the block: an already initialised Ray (a test, a notebook, an outer
+    block) is used as it is; else `address` (a cluster) is joined, or a local instance with
+    `workers` CPUs is started, and shut down again at the end of the block."""
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError(
+            "the ray executor needs Ray: pip install 'passkit[ray]' (or use --executor local)"
+        ) from None
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = address or "a local instance"
+        raise ExecutorError(f"could not start Ray on {where}: {e}; check --address "
+                            "(e.g. ray://head:10001, or auto on a cluster node)") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
 
 
 def run_ray(
@@ -49,26 +83,7 @@ def run_ray(
     With no Ray running and no `address`, a local Ray instance with `workers` CPUs is started and
     stopped again at the end; an already initialised Ray (a test, a notebook) is used as it is.
     """
-    try:
-        import ray
-    except ImportError:
-        raise ExecutorError(
-            "the ray executor needs Ray: pip install 'passkit[ray]' (or use --executor local)"
-        ) from None
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = address or "a local instance"
-            raise ExecutorError(f"could not start Ray on {where}: {e}; check --address "
-                                "(e.g. ray://head:10001, or auto on a cluster node)") from None
-        started = True
-    try:
+    with ray_session(workers, address) as ray:
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 3}
         if spec.people.enabled and ray.cluster_resources().get("GPU", 0) > 0:
             options["num_gpus"] = spec.work.gpu_per_unit
@@ -85,6 +100,3 @@ def run_ray(
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 on_result(ray.get(ref))
-    finally:
-        if started:
-            ray.shutdown()

@@ -9,38 +9,45 @@ SOURCE_DATE_EPOCH for the manifest's date) the release is byte-identical.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from passkit.config import PipelineSpec
-from passkit.ledger import DETECTORS_META, LEDGER_SCHEMA, read_ledger, unit_paths
+from passkit.executors.ray import ray_session
+from passkit.records import Status
 from passkit.release import documents, manifest
-from passkit.release.curate import curate
-from passkit.shards import index_tar, write_tar
+from passkit.release.curate import SOURCE_RULE, Curated, curate, scan
+from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
+from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
+from passkit.release.tables import (
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    INDEX_SCHEMA,
+    REJECTED_COLUMNS,
+    REJECTED_FILE,
+    REJECTED_SCHEMA,
+    RowGroupWriter,
+)
 
-INDEX_FILE = "index.parquet"  # the kept samples, one row each
-REJECTED_FILE = "rejected.parquet"  # every candidate that did not make it, with stage and reason
+# Names other modules import from here (the release's files and tables, the review rule).
+__all__ = [
+    "INDEX_COLUMNS", "INDEX_FILE", "MANIFEST_FILE", "REJECTED_COLUMNS", "REJECTED_FILE", "ReleaseSummary",
+    "apply_reviews", "balanced_sizes", "build_release",
+]
+
 MANIFEST_FILE = "manifest.json"
-INDEX_COLUMNS = [
-    "key", "shard", "sha256", "phash", "width", "height", "bytes", "title", "creator", "creator_url",
-    "landing_url", "source_url", "provider", "license", "license_name", "license_url", "attribution",
-    "modification", "source", "source_id", "query", "scores",
-]
-REJECTED_COLUMNS = [
-    "key", "source", "source_id", "query", "url", "stage", "reason", "detail", "transient", "scores",
-    "title", "creator", "landing_url", "license_raw", "license", "sha256",
-]
 
 
 @dataclass(slots=True)
@@ -56,67 +63,11 @@ class ReleaseSummary:
     seconds: float
 
 
-def read_ledgers(units_dir: Path, indices: list[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All ledger rows in source order, and the detector description the units agree on."""
-    rows: list[dict[str, Any]] = []
-    detectors: dict[str, Any] | None = None
-    for idx in indices:
-        _, ledger = unit_paths(units_dir, idx)
-        table = read_ledger(ledger)
-        meta = table.schema.metadata or {}
-        d = json.loads(meta.get(DETECTORS_META, b'{"detectors": [], "skipped": []}'))
-        if detectors is None:
-            detectors = d
-        elif d != detectors:
-            raise RuntimeError(
-                f"{ledger}: this unit was filtered with other detectors than the others "
-                f"({d} vs {detectors}); remove the work folder's units/ or rerun with the same models"
-            )
-        rows.extend(table.to_pylist())
-    return rows, detectors or {"detectors": [], "skipped": []}
-
-
-class _StagingIndex:
-    """Where each kept sample's members sit inside the staging tars, read by offset."""
-
-    def __init__(self) -> None:
-        self._where: dict[str, tuple[Path, int, int]] = {}
-        self._files: dict[Path, Any] = {}
-
-    def add(self, tar_path: Path) -> None:
-        for m in index_tar(tar_path):
-            self._where[m.name] = (tar_path, m.offset_data, m.size)
-
-    def read(self, name: str) -> bytes:
-        path, offset, size = self._where[name]
-        f = self._files.get(path)
-        if f is None:
-            if len(self._files) > 64:
-                for old in self._files.values():
-                    old.close()
-                self._files.clear()
-            f = self._files[path] = open(path, "rb")  # noqa: SIM115 - cached handle, closed in close()
-        f.seek(offset)
-        return f.read(size)
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
-
-
-def balanced_sizes(n: int, shard_max: int) -> list[int]:
-    """Shard sizes differing by at most one, none over shard_max."""
-    if n == 0:
-        return []
-    k = math.ceil(n / shard_max)
-    return [n // k + (1 if i < n % k else 0) for i in range(k)]
-
-
 def _created() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     ts = int(epoch) if epoch and epoch.isdigit() else int(time.time())
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
 
 
 def build_release(
@@ -127,21 +78,25 @@ def build_release(
     source_description: dict[str, Any],
     on_shard: Callable[[int, int], None] | None = None,
     base: Path | None = None,
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    parallel_from: int = PARALLEL_MIN_SAMPLES,
 ) -> ReleaseSummary:
-    """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths."""
+    """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths.
+
+    Shards are written by `workers` local processes once the release has `parallel_from` samples,
+    or as Ray tasks with `executor="ray"` (on the Ray already initialised, else on `address`, else
+    on a local instance).
+    """
     t0 = time.monotonic()
-    rows, det = read_ledgers(units_dir, unit_indices)
-    rows, review = apply_reviews(rows, units_dir.parent)  # decisions humans made in `passkit review`
-    staging = _StagingIndex()
-    for idx in unit_indices:
-        staging.add(unit_paths(units_dir, idx)[0])
-    try:
-        cur = curate(rows, spec, lambda key: staging.read(f"{key}.jpg"), base=base)
-    except BaseException:
-        staging.close()
-        raise
-    kept, rejected = cur.kept, cur.rejected
-    kept.sort(key=lambda r: r["key"])
+    ledgers = Ledgers(units_dir, unit_indices, Reviews.of(Path(units_dir).parent))
+    det = ledgers.detectors()
+    cur = curate(scan(ledgers, spec), spec, base=base)
+    review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)
+    kept = cur.kept.select(LOCATION_COLUMNS)
+    kept = kept.take(pc.sort_indices(kept.column("key"))).combine_chunks()
 
     release_dir = Path(release_dir)
     tmp = release_dir.with_name(f".{release_dir.name}.partial-{os.getpid()}")
@@ -149,41 +104,18 @@ def build_release(
         shutil.rmtree(tmp)
     (tmp / "shards").mkdir(parents=True)
 
+    by_stage, by_reason = write_rejected(ledgers, cur, tmp / REJECTED_FILE)
     shards: list[dict[str, Any]] = []
-    index_rows: list[dict[str, Any]] = []
-    sizes = balanced_sizes(len(kept), spec.release.shard_max_samples)
-
-    def members(batch: list[dict[str, Any]], rel: str) -> Iterator[tuple[str, bytes]]:
-        """The batch's shard members; each sample's index row from the same JSON bytes."""
-        for r in batch:
-            meta_bytes = staging.read(f"{r['key']}.json")
-            meta = json.loads(meta_bytes)
-            index_rows.append({**{c: meta.get(c) for c in INDEX_COLUMNS}, "shard": rel,
-                               "scores": sorted((meta.get("scores") or {}).items())})
-            yield f"{r['key']}.jpg", staging.read(f"{r['key']}.jpg")
-            yield f"{r['key']}.json", meta_bytes
-
-    try:
-        start = 0
-        for s, size in enumerate(sizes):
-            batch = kept[start : start + size]
-            start += size
-            rel = f"shards/{spec.name}-{s:06d}.tar"
-            info = write_tar(tmp / rel, members(batch, rel))
-            shards.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": len(batch)})
+    total = len(balanced_sizes(kept.num_rows, spec.release.shard_max_samples))
+    with ray_session(workers, address) if executor == "ray" else nullcontext(), \
+            RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index:
+        for done in write_shards(kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
+                                 workers=workers, executor=executor, parallel_from=parallel_from):
+            index.write(done.index)
+            shards.extend(done.shards)
             if on_shard:
-                on_shard(s + 1, len(sizes))
-    finally:
-        staging.close()
-
-    _write_parquet(tmp / INDEX_FILE, index_rows, _index_schema())
-    _write_parquet(
-        tmp / REJECTED_FILE,
-        [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected],
-        LEDGER_SCHEMA_REJECTED,
-    )
-    by_stage = Counter(str(r["stage"]) for r in rejected)
-    by_reason = Counter(str(r["reason"]) for r in rejected)
+                on_shard(len(shards), total)
+    rejected = ledgers.candidates - kept.num_rows
     m = manifest.make(
         spec=spec,
         created=_created(),
@@ -191,9 +123,9 @@ def build_release(
         detectors=det["detectors"],
         detectors_skipped=det["skipped"],
         counts={
-            "candidates": len(rows),
-            "kept": len(kept),
-            "rejected": len(rejected),
+            "candidates": ledgers.candidates,
+            "kept": kept.num_rows,
+            "rejected": rejected,
             "by_stage": dict(sorted(by_stage.items())),
             "by_reason": dict(sorted(by_reason.items())),
         },
@@ -202,9 +134,8 @@ def build_release(
         removals=cur.removals,
     )
     m["curation"] = cur.curation
-    m["review"] = review  # what humans verified (review queue and spot checks)
-    rejected_rows = [{c: r.get(c) for c in REJECTED_COLUMNS} for r in rejected]
-    written = documents.write_all(tmp, m, index_rows, rejected_rows)
+    m["review"] = review
+    written = _documents(tmp, m)
     m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
     manifest.write(tmp / MANIFEST_FILE, m)
 
@@ -218,60 +149,69 @@ def build_release(
         release_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, release_dir)
     return ReleaseSummary(
-        release_dir, len(rows), len(kept), len(rejected), len(shards), dict(by_reason),
+        release_dir, ledgers.candidates, kept.num_rows, rejected, len(shards), dict(by_reason),
         det["detectors"], det["skipped"], time.monotonic() - t0,
     )
 
 
-def apply_reviews(rows: list[dict[str, Any]], work_dir: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Apply the human decisions of `work_dir/review.sqlite` (passkit.review) to the ledger rows.
-
-    A row in the people filter's review band ("review" status) is kept after a human "no person",
-    rejected as people/human_review after "person", and rejected as people/pending_review while
-    undecided. A kept row drawn for a spot check and marked "person" is rejected as
-    people/human_review. Returns the rows and the counts the manifest records under "review".
-    """
-    from passkit.records import Status
-    from passkit.review.store import decisions_for_release
-
-    items, decided = decisions_for_release(work_dir)
-    stats = Counter({k: 0 for k in ("queued", "verified_no_person", "confirmed_person", "pending",
-                                    "spot_sampled", "spot_checked", "spot_found_person")})
-    stats["spot_sampled"] = sum(1 for k in items.values() if k == "spot")
-    out: list[dict[str, Any]] = []
-    for r in rows:
-        d = decided.get(r["key"])
-        if r["status"] == Status.REVIEW:
-            stats["queued"] += 1
-            if d is not None and d.label == "no_person":
-                stats["verified_no_person"] += 1
-                r = {**r, "status": str(Status.KEPT), "stage": None, "reason": None, "detail": None}
-            elif d is not None:
-                stats["confirmed_person"] += 1
-                r = {**r, "status": str(Status.REJECTED), "reason": "human_review",
-                     "detail": f"human review: person ({r.get('detail') or ''})"}
-            else:
-                stats["pending"] += 1
-                r = {**r, "status": str(Status.REJECTED), "reason": "pending_review",
-                     "detail": f"awaiting human review (passkit review WORKDIR): {r.get('detail') or ''}"}
-        elif r["status"] == Status.KEPT and d is not None and items.get(r["key"]) == "spot":
-            stats["spot_checked"] += 1
-            if d.label == "person":
-                stats["spot_found_person"] += 1
-                r = {**r, "status": str(Status.REJECTED), "stage": "people", "reason": "human_review",
-                     "detail": "spot check: a human found a person"}
-        out.append(r)
-    return out, dict(stats)
+def _documents(release_dir: Path, m: dict[str, Any]) -> list[str]:
+    index_rows = pq.read_table(release_dir / INDEX_FILE).to_pylist()
+    rejected_rows = pq.read_table(release_dir / REJECTED_FILE).to_pylist()
+    return documents.write_all(release_dir, m, index_rows, rejected_rows)
 
 
-def _index_schema() -> pa.Schema:
-    ledger = {f.name: f.type for f in LEDGER_SCHEMA}
-    types = {**ledger, "shard": pa.string(), "source_url": pa.string(), "modification": pa.string()}
-    return pa.schema([(c, types[c]) for c in INDEX_COLUMNS])
+def write_rejected(ledgers: Ledgers, cur: Curated, path: Path) -> tuple[Counter[str], Counter[str]]:
+    """rejected.parquet: the units' rejections and the repeated source ids, in source order, then
+    each release rule's rejections in RULES order (source order within a rule); returns the counts
+    by stage and by reason. The ledgers are read a second time, a unit at a time, so no more than
+    one unit's rows and one row group are in memory."""
+    rej = cur.rejected
+    pos = rej.column("pos").to_numpy()
+    rules = rej.column("rule").to_numpy()
+    by_stage: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    later: dict[int, RowGroupWriter] = {}
+
+    def count(t: pa.Table) -> pa.Table:
+        for counter, col in ((by_stage, "stage"), (by_reason, "reason")):
+            for v in pc.value_counts(t.column(col)).to_pylist():
+                counter[str(v["values"])] += v["counts"]
+        return t
+
+    with RowGroupWriter(path, REJECTED_SCHEMA) as out:
+        for u in ledgers.units([*REJECTED_COLUMNS, "status"]):
+            t = u.table
+            lo, hi = (int(x) for x in np.searchsorted(pos, [u.start, u.start + t.num_rows]))
+            here, local, rule = rej.slice(lo, hi - lo), pos[lo:hi] - u.start, rules[lo:hi]
+            take = ~pc.equal(t.column("status"), str(Status.KEPT)).to_numpy(zero_copy_only=False)
+            first = rule == SOURCE_RULE
+            take[local[first]] = True
+            rows = np.flatnonzero(take)
+            own = t.take(pa.array(rows))
+            if first.any():
+                own = _decided(own, np.searchsorted(rows, local[first]), here.filter(pa.array(first)))
+            out.write(count(own.select(REJECTED_COLUMNS)))
+            for r in (int(x) for x in np.unique(rule[~first])):
+                sel = rule == r
+                if r not in later:
+                    later[r] = RowGroupWriter(path.with_name(f".{path.stem}-rule{r}.parquet"), REJECTED_SCHEMA)
+                got = t.take(pa.array(local[sel]))
+                later[r].write(_decided(got, np.arange(got.num_rows), here.filter(pa.array(sel))))
+        for r in sorted(later):
+            later[r].close()
+            part = pq.ParquetFile(later[r].path)
+            for batch in part.iter_batches():
+                out.write(count(pa.Table.from_batches([batch])))
+            part.close()
+            later[r].path.unlink()
+    return by_stage, by_reason
 
 
-LEDGER_SCHEMA_REJECTED = pa.schema([(c, LEDGER_SCHEMA.field(c).type) for c in REJECTED_COLUMNS])
-
-
-def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+def _decided(t: pa.Table, at: np.ndarray, decisions: pa.Table) -> pa.Table:
+    """`t` with stage, reason and detail of rows `at` replaced by the release's decisions."""
+    for col in ("stage", "reason", "detail"):
+        values = t.column(col).to_pylist()
+        for i, v in zip(at.tolist(), decisions.column(col).to_pylist(), strict=True):
+            values[i] = v
+        t = t.set_column(t.schema.get_field_index(col), col, pa.array(values, pa.string()))
+    return t.select(REJECTED_COLUMNS) if "status" in t.column_names else t

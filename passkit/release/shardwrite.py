@@ -1,0 +1,168 @@
+"""Writing the release's shards: in this process, on local worker processes, or as Ray tasks.
+
+The kept samples, sorted by key, are cut into balanced shards; consecutive shards are grouped into
+jobs of a few thousand samples. A job copies each sample's `.jpg` and `.json` from the staging tars
+(read by offset) into its shard tars and returns the shards' checksums and the samples' index rows.
+Jobs run anywhere the units folder and the release folder are reachable at the same paths (a Ray
+cluster needs a shared filesystem, as the crawl does); results come back in job order, so the
+shards, index.parquet and manifest are the same bytes whatever ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from passkit.ledger import unit_paths
+from passkit.release.tables import INDEX_COLUMNS, INDEX_SCHEMA
+from passkit.shards import write_tar
+
+JOB_SAMPLES = 8192  # samples per job: enough work to hide a task's overhead, little memory
+PARALLEL_MIN_SAMPLES = 16_384  # below this a release is written in this process (a pool costs more)
+OPEN_TARS = 64  # staging tars a job keeps open at once
+LOCATION_COLUMNS = ["key", "unit", "jpg_offset", "jpg_size", "json_offset", "json_size"]
+
+
+def balanced_sizes(n: int, shard_max: int) -> list[int]:
+    """Shard sizes differing by at most one, none over shard_max."""
+    if n == 0:
+        return []
+    k = math.ceil(n / shard_max)
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+@dataclass(slots=True)
+class Job:
+    first: int  # number of its first shard
+    sizes: list[int]  # samples in each of its shards
+    samples: pa.Table  # LOCATION_COLUMNS of its samples, in key order
+
+
+@dataclass(slots=True)
+class JobResult:
+    shards: list[dict[str, Any]]  # manifest entries: path, sha256, bytes, samples
+    index: pa.Table  # INDEX_SCHEMA rows of its samples, in key order
+
+
+def jobs(kept: pa.Table, shard_max: int, job_samples: int = JOB_SAMPLES) -> Iterator[Job]:
+    """`kept` (sorted by key) cut into balanced shards, grouped into jobs of about `job_samples`."""
+    sizes = balanced_sizes(kept.num_rows, shard_max)
+    start = shard = 0
+    while shard < len(sizes):
+        group = [sizes[shard]]
+        while shard + len(group) < len(sizes) and sum(group) + sizes[shard + len(group)] <= job_samples:
+            group.append(sizes[shard + len(group)])
+        n = sum(group)
+        yield Job(shard, group, kept.slice(start, n).select(LOCATION_COLUMNS).combine_chunks())
+        start += n
+        shard += len(group)
+
+
+def shard_path(name: str, number: int) -> str:
+    return f"shards/{name}-{number:06d}.tar"
+
+
+def write_job(job: Job, units_dir: str, out_dir: str, name: str) -> JobResult:
+    """Write one job's shards into `out_dir` (runs in a worker process or a Ray task)."""
+    files: dict[int, Any] = {}
+    index: dict[str, list[Any]] = {c: [] for c in INDEX_COLUMNS}
+
+    def read(unit: int, offset: int, size: int) -> bytes:
+        f = files.get(unit)
+        if f is None:
+            if len(files) >= OPEN_TARS:
+                for old in files.values():
+                    old.close()
+                files.clear()
+            f = files[unit] = open(unit_paths(Path(units_dir), unit)[0], "rb")  # noqa: SIM115 - closed below
+        f.seek(offset)
+        return f.read(size)
+
+    rows = job.samples.to_pylist()
+    shards: list[dict[str, Any]] = []
+    start = 0
+    try:
+        for i, size in enumerate(job.sizes):
+            rel = shard_path(name, job.first + i)
+
+            def members(batch: list[dict[str, Any]], rel: str = rel) -> Iterator[tuple[str, bytes]]:
+                for r in batch:
+                    meta_bytes = read(r["unit"], r["json_offset"], r["json_size"])
+                    meta = json.loads(meta_bytes)
+                    for c in INDEX_COLUMNS:
+                        index[c].append(meta.get(c))
+                    index["shard"][-1] = rel
+                    index["scores"][-1] = sorted((meta.get("scores") or {}).items())
+                    yield f"{r['key']}.jpg", read(r["unit"], r["jpg_offset"], r["jpg_size"])
+                    yield f"{r['key']}.json", meta_bytes
+
+            info = write_tar(Path(out_dir) / rel, members(rows[start : start + size]))
+            start += size
+            shards.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": size})
+    finally:
+        for f in files.values():
+            f.close()
+    return JobResult(shards, pa.Table.from_pydict(index, schema=INDEX_SCHEMA))
+
+
+def run_jobs(
+    todo: Iterator[Job],
+    run: Callable[[Job], Any],
+    collect: Callable[[Any], JobResult],
+    window: int,
+) -> Iterator[JobResult]:
+    """Results of `run` (which starts a job somewhere and returns a handle) in job order, at most
+    `window` jobs started and not yet collected: the memory of results waiting on a slow job is
+    bounded too."""
+    pending: deque[Any] = deque()
+    for job in todo:
+        pending.append(run(job))
+        if len(pending) >= window:
+            yield collect(pending.popleft())
+    while pending:
+        yield collect(pending.popleft())
+
+
+def write_shards(
+    kept: pa.Table,
+    shard_max: int,
+    units_dir: Path,
+    out_dir: Path,
+    name: str,
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    parallel_from: int = PARALLEL_MIN_SAMPLES,
+) -> Iterator[JobResult]:
+    """Write every shard of `kept` (LOCATION_COLUMNS, sorted by key); job results in order.
+
+    `executor` "ray" runs each job as a Ray task (Ray must be initialised: passkit.executors.ray.
+    ray_session); "local" starts `workers` processes when the release has at least `parallel_from`
+    samples, and writes here otherwise.
+    """
+    args = (str(units_dir), str(out_dir), name)
+    todo = jobs(kept, shard_max)
+    if executor == "ray":
+        import ray
+
+        task = ray.remote(write_job).options(num_cpus=1, max_retries=3)
+        yield from run_jobs(todo, lambda j: task.remote(j, *args), ray.get, 2 * max(workers, 1))
+        return
+    if workers <= 1 or kept.num_rows < max(parallel_from, 1):
+        yield from (write_job(j, *args) for j in todo)
+        return
+    from passkit.executors import WorkerPool
+
+    pool = WorkerPool(workers)
+    try:
+        yield from run_jobs(todo, lambda j: pool.executor.submit(write_job, j, *args),
+                            lambda f: f.result(), 2 * workers)
+    finally:
+        pool.shutdown()
