@@ -312,7 +312,7 @@ def takedowns(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
     reasons = [ts[r["takedown"]].reason for r in taken]
     ctx.removals.extend({"key": r["key"], "reason": why, "sha256": r["sha256"]}
                         for r, why in zip(taken, reasons, strict=True))
-    return _split(kept, 6, Stage.TAKEDOWN, drop, reasons, reasons)
+    return _split(kept, 6, Stage.TAKEDOWN, drop, "takedown", reasons)
 
 
 # In the order they run; a rule's place here is its `rule` number in REJECTION_SCHEMA, and the

@@ -51,8 +51,9 @@ class JobResult:
     index: pa.Table  # INDEX_SCHEMA rows of its samples, in key order
 
 
-def jobs(kept: pa.Table, shard_max: int, job_samples: int = JOB_SAMPLES) -> Iterator[Job]:
+def jobs(kept: pa.Table, shard_max: int, job_samples: int | None = None) -> Iterator[Job]:
     """`kept` (sorted by key) cut into balanced shards, grouped into jobs of about `job_samples`."""
+    job_samples = job_samples or JOB_SAMPLES
     sizes = balanced_sizes(kept.num_rows, shard_max)
     start = shard = 0
     while shard < len(sizes):

@@ -47,10 +47,10 @@ class RowGroupWriter:
     The file is opened on the first write or at close, so an unused writer costs nothing and a
     table with no rows is still written (with its schema)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = ROW_GROUP):
+    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int | None = None):
         self.path = Path(path)
         self.schema = schema
-        self.rows_per_group = rows_per_group
+        self.rows_per_group = rows_per_group or ROW_GROUP
         self.rows = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0

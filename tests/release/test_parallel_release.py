@@ -1,0 +1,65 @@
+"""The release step's scale-out: shards written by jobs on worker processes (and in fixed Parquet
+row groups) give the same release as one process, byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from passkit.release import shardwrite, tables
+from passkit.release.build import build_release
+from tests.helpers.staging import Item, basic_items, flat, make_spec, near_copy, texture, write_units
+
+pytestmark = pytest.mark.usefixtures("fixed_date")
+
+
+@pytest.fixture
+def fixed_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+
+
+def _items() -> list[Item]:
+    # Every release rule fires at least once: repeated source id, blank, exact and near copies, cap.
+    return basic_items(14) + [
+        Item("dup", near_copy(texture(2))), Item("blank", flat((250, 250, 250))), Item("exact", texture(4)),
+        Item("s03", texture(3)), Item("nc", texture(60), license="cc-by-nc-2.0"),
+    ] + [Item(f"p{i}", texture(300 + i), "Prolific Person") for i in range(4)]
+
+
+def _build(tmp: Path, name: str, **kw: object) -> Path:
+    spec = make_spec(max_per_creator=2, shard_max_samples=2)
+    units = tmp / "units"
+    if not units.exists():
+        write_units(units, _items(), spec, unit_size=5)
+    idx = sorted(int(p.stem.split("-")[1]) for p in units.glob("unit-*.parquet"))
+    out = tmp / name
+    build_release(spec, units, idx, out, {"kind": "test"}, base=tmp, **kw)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_worker_processes_write_the_same_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = _build(tmp_path, "one")
+    monkeypatch.setattr(shardwrite, "JOB_SAMPLES", 4)  # several jobs of two shards, racing each other
+    two = _build(tmp_path, "two", workers=2, parallel_from=0)
+    a, b = _files(one), _files(two)
+    assert len([f for f in a if f.startswith("shards/")]) >= 4
+    assert a.keys() == b.keys()
+    assert [f for f in a if a[f] != b[f]] == []
+
+
+def test_row_groups_hold_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = _build(tmp_path, "one")
+    monkeypatch.setattr(tables, "ROW_GROUP", 4)
+    small = _build(tmp_path, "small")
+    for name in (tables.INDEX_FILE, tables.REJECTED_FILE):
+        big, parts = pq.ParquetFile(one / name), pq.ParquetFile(small / name)
+        assert big.metadata.num_row_groups == 1
+        assert parts.metadata.num_row_groups == -(-big.metadata.num_rows // 4)
+        assert all(parts.metadata.row_group(i).num_rows == 4 for i in range(parts.metadata.num_row_groups - 1))
+        assert parts.read().to_pylist() == big.read().to_pylist()
