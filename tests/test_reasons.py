@@ -29,7 +29,7 @@ PACKAGE = ROOT / "passkit"
 CARRIERS = {
     "reject": 1,  # records.Decision.reject(stage, reason, detail)
     "Decision": 2,  # records.Decision(status, stage, reason, detail, scores)
-    "_split": 4,  # release.curate._split(kept, rule, stage, drop, reason(s), details)
+    "Outcome": 1,  # release.curate.Outcome(stage, reason)
     "bad": 2, "_bad": 2,  # sources.yfcc100m: a malformed line (n, query, reason, detail)
     "QualityVerdict": 0,  # filters.quality
     "Rejection": 0,

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from passkit.config import PipelineSpec
 from passkit.executors.ray import ray_session
 from passkit.records import Status
 from passkit.release import documents, manifest
-from passkit.release.curate import SOURCE_RULE, Curated, curate, scan
+from passkit.release.curate import NAMES_EARLIER, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
 from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
 from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
 from passkit.release.tables import (
@@ -48,6 +48,9 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
+STAGED_FILE = ".staged.parquet"  # the first pass's keys and staging offsets, while the release is built
+SORT_MEMORY = "128MB"  # DuckDB's limit for sorting the kept samples by key; beyond it, it spills
+SORT_BATCH = 4096  # rows per batch out of the sort
 
 
 @dataclass(slots=True)
@@ -93,29 +96,30 @@ def build_release(
     t0 = time.monotonic()
     ledgers = Ledgers(units_dir, unit_indices, Reviews.of(Path(units_dir).parent))
     det = ledgers.detectors()
-    cur = curate(scan(ledgers, spec), spec, base=base)
-    review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)
-    kept = cur.kept.select(LOCATION_COLUMNS)
-    kept = kept.take(pc.sort_indices(kept.column("key"))).combine_chunks()
-
     release_dir = Path(release_dir)
     tmp = release_dir.with_name(f".{release_dir.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "shards").mkdir(parents=True)
+    spill = tmp / STAGED_FILE  # removed before the release is moved into place
 
-    by_stage, by_reason = write_rejected(ledgers, cur, tmp / REJECTED_FILE)
+    cur = curate(scan(ledgers, spec, spill), spec, base=base)
+    review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)
+    by_stage, by_reason, removals = write_rejected(ledgers, cur, tmp / REJECTED_FILE)
+    n_kept = len(cur.kept)
     shards: list[dict[str, Any]] = []
-    total = len(balanced_sizes(kept.num_rows, spec.release.shard_max_samples))
+    total = len(balanced_sizes(n_kept, spec.release.shard_max_samples))
     with ray_session(workers, address) if executor == "ray" else nullcontext(), \
             RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index:
-        for done in write_shards(kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
+        ordered = sorted_by_key(spill, cur.kept, tmp)
+        for done in write_shards(ordered, n_kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
                                  workers=workers, executor=executor, parallel_from=parallel_from):
             index.write(done.index)
             shards.extend(done.shards)
             if on_shard:
                 on_shard(len(shards), total)
-    rejected = ledgers.candidates - kept.num_rows
+    spill.unlink()
+    rejected = ledgers.candidates - n_kept
     m = manifest.make(
         spec=spec,
         created=_created(),
@@ -124,14 +128,14 @@ def build_release(
         detectors_skipped=det["skipped"],
         counts={
             "candidates": ledgers.candidates,
-            "kept": kept.num_rows,
+            "kept": n_kept,
             "rejected": rejected,
             "by_stage": dict(sorted(by_stage.items())),
             "by_reason": dict(sorted(by_reason.items())),
         },
         shards=shards,
         files={},
-        removals=cur.removals,
+        removals=removals,
     )
     m["curation"] = cur.curation
     m["review"] = review
@@ -149,7 +153,7 @@ def build_release(
         release_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, release_dir)
     return ReleaseSummary(
-        release_dir, ledgers.candidates, kept.num_rows, rejected, len(shards), dict(by_reason),
+        release_dir, ledgers.candidates, n_kept, rejected, len(shards), dict(by_reason),
         det["detectors"], det["skipped"], time.monotonic() - t0,
     )
 
@@ -160,14 +164,38 @@ def _documents(release_dir: Path, m: dict[str, Any]) -> list[str]:
     return documents.write_all(release_dir, m, index_rows, rejected_rows)
 
 
-def write_rejected(ledgers: Ledgers, cur: Curated, path: Path) -> tuple[Counter[str], Counter[str]]:
+def sorted_by_key(staged: Path, kept: np.ndarray, tmp: Path) -> Iterator[pa.RecordBatch]:
+    """LOCATION_COLUMNS of the candidates at positions `kept`, sorted by key, in batches: an
+    external sort (DuckDB, within SORT_MEMORY, spilling to `tmp`), so a release of any size is
+    ordered without holding its keys in memory. Keys compare as bytes, which for UTF-8 is the
+    order of their code points, as Python sorts strings."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit='{SORT_MEMORY}'")
+        con.execute("SET threads=1")  # one sort thread: its memory stays within the limit
+        con.execute("SET temp_directory=?", [str(tmp / ".sort")])
+        con.register("keep", pa.table({"pos": pa.array(kept, pa.int64())}))
+        cols = ", ".join(LOCATION_COLUMNS)
+        reader = con.sql(f"SELECT {cols} FROM read_parquet(?) SEMI JOIN keep USING (pos) ORDER BY key",
+                         params=[str(staged)]).to_arrow_reader(SORT_BATCH)
+        yield from reader
+    finally:
+        con.close()
+        shutil.rmtree(tmp / ".sort", ignore_errors=True)
+
+
+def write_rejected(ledgers: Ledgers, cur: Curated, path: Path
+                   ) -> tuple[Counter[str], Counter[str], list[dict[str, Any]]]:
     """rejected.parquet: the units' rejections and the repeated source ids, in source order, then
     each release rule's rejections in RULES order (source order within a rule); returns the counts
-    by stage and by reason. The ledgers are read a second time, a unit at a time, so no more than
-    one unit's rows and one row group are in memory."""
+    by stage and by reason, and the takedown removals for the manifest. The ledgers are read a
+    second time, a unit at a time, so no more than one unit's rows and one row group are in memory."""
     rej = cur.rejected
-    pos = rej.column("pos").to_numpy()
-    rules = rej.column("rule").to_numpy()
+    refs = np.unique(rej.ref[np.isin(rej.rule, list(NAMES_EARLIER))])  # positions details name
+    earlier: dict[int, str] = {}
+    removals: list[dict[str, Any]] = []
     by_stage: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
     later: dict[int, RowGroupWriter] = {}
@@ -178,25 +206,42 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path) -> tuple[Counter[
                 counter[str(v["values"])] += v["counts"]
         return t
 
+    def decided(t: pa.Table, at: np.ndarray, which: np.ndarray) -> pa.Table:
+        """`t` with stage, reason and detail of rows `at` set to the outcomes of rejections `which`."""
+        rows = t.select(["key", "creator", "sha256"]).to_pylist()
+        values = {c: t.column(c).to_pylist() for c in ("stage", "reason", "detail")}
+        for i, j in zip(at.tolist(), which.tolist(), strict=True):
+            values["stage"][i], values["reason"][i], values["detail"][i] = cur.outcome(j, rows[i], earlier)
+            if rej.rule[j] == TAKEDOWN_RULE:
+                removals.append({"key": rows[i]["key"], "reason": values["detail"][i], "sha256": rows[i]["sha256"]})
+        for c, v in values.items():
+            t = t.set_column(t.schema.get_field_index(c), c, pa.array(v, pa.string()))
+        return t.select(REJECTED_COLUMNS)
+
     with RowGroupWriter(path, REJECTED_SCHEMA) as out:
         for u in ledgers.units([*REJECTED_COLUMNS, "status"]):
-            t = u.table
-            lo, hi = (int(x) for x in np.searchsorted(pos, [u.start, u.start + t.num_rows]))
-            here, local, rule = rej.slice(lo, hi - lo), pos[lo:hi] - u.start, rules[lo:hi]
+            t, start, n = u.table, u.start, u.table.num_rows
+            a, b = np.searchsorted(refs, [start, start + n])
+            if b > a:
+                named = refs[a:b]
+                earlier.update(zip(named.tolist(), t.column("key").take(pa.array(named - start)).to_pylist(),
+                                   strict=True))
+            lo, hi = (int(x) for x in np.searchsorted(rej.pos, [start, start + n]))
+            local, rule, which = rej.pos[lo:hi] - start, rej.rule[lo:hi], np.arange(lo, hi)
             take = ~pc.equal(t.column("status"), str(Status.KEPT)).to_numpy(zero_copy_only=False)
             first = rule == SOURCE_RULE
             take[local[first]] = True
             rows = np.flatnonzero(take)
             own = t.take(pa.array(rows))
             if first.any():
-                own = _decided(own, np.searchsorted(rows, local[first]), here.filter(pa.array(first)))
+                own = decided(own, np.searchsorted(rows, local[first]), which[first])
             out.write(count(own.select(REJECTED_COLUMNS)))
             for r in (int(x) for x in np.unique(rule[~first])):
                 sel = rule == r
                 if r not in later:
                     later[r] = RowGroupWriter(path.with_name(f".{path.stem}-rule{r}.parquet"), REJECTED_SCHEMA)
                 got = t.take(pa.array(local[sel]))
-                later[r].write(_decided(got, np.arange(got.num_rows), here.filter(pa.array(sel))))
+                later[r].write(decided(got, np.arange(got.num_rows), which[sel]))
         for r in sorted(later):
             later[r].close()
             part = pq.ParquetFile(later[r].path)
@@ -204,14 +249,4 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path) -> tuple[Counter[
                 out.write(count(pa.Table.from_batches([batch])))
             part.close()
             later[r].path.unlink()
-    return by_stage, by_reason
-
-
-def _decided(t: pa.Table, at: np.ndarray, decisions: pa.Table) -> pa.Table:
-    """`t` with stage, reason and detail of rows `at` replaced by the release's decisions."""
-    for col in ("stage", "reason", "detail"):
-        values = t.column(col).to_pylist()
-        for i, v in zip(at.tolist(), decisions.column(col).to_pylist(), strict=True):
-            values[i] = v
-        t = t.set_column(t.schema.get_field_index(col), col, pa.array(values, pa.string()))
-    return t.select(REJECTED_COLUMNS) if "status" in t.column_names else t
+    return by_stage, by_reason, removals

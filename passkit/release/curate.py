@@ -21,12 +21,13 @@ Pure: the result depends only on the ledger rows (in source order), the staged b
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -35,34 +36,25 @@ import pyarrow.compute as pc
 from passkit.config import PipelineSpec, TakedownSpec
 from passkit.records import Stage, Status
 from passkit.release.ledgers import Ledgers
+from passkit.release.tables import RowGroupWriter
 from passkit.shards import index_tar
 
 # Stage names in funnel order (the unit stages first, then the release stages above).
 STAGE_ORDER = tuple(str(s) for s in Stage)
 QUALITY_CHUNK = 512  # staged images decoded at once by the quality check of older ledgers
 
-# What the first pass reads from each ledger, and what it keeps of each staged candidate.
+# What the first pass reads from each ledger.
 SCAN_COLUMNS = ["key", "status", "sha256", "phash", "creator", "creator_url", "url", "landing_url",
                 "flat_fraction", "flat_colour"]
-KEPT_SCHEMA = pa.schema([
-    ("pos", pa.int64()),  # place in source order
-    ("key", pa.string()),
-    ("sha256", pa.string()),
-    ("phash", pa.uint64()),
-    ("identity", pa.string()),  # creator_identity()
-    ("creator", pa.string()),
-    ("blank_reason", pa.string()),  # the quality verdict, when the image is blank or one colour
-    ("blank_detail", pa.string()),
-    ("takedown", pa.int16()),  # the first spec takedown that matches, or -1
-    ("unit", pa.int32()),  # where its staged bytes are: unit, and offsets in the unit's tar
-    ("jpg_offset", pa.int64()),
-    ("jpg_size", pa.int64()),
-    ("json_offset", pa.int64()),
-    ("json_size", pa.int64()),
+# What it keeps in memory of each staged candidate: 8-byte numbers, about 40 bytes a candidate
+# (80 MB for PASS's 2 million). Strings are compared through 64-bit hashes (a false match,
+# which would drop a sample as a duplicate, is a 1 in 10^7 event at 2 million samples).
+KEPT_COLUMNS = ("pos", "key", "sha", "phash", "creator", "takedown")
+# What it writes to disk of each staged candidate, for the shards and the rejection details.
+STAGED_SCHEMA = pa.schema([
+    ("pos", pa.int64()), ("key", pa.string()), ("unit", pa.int32()),
+    ("jpg_offset", pa.int64()), ("jpg_size", pa.int64()), ("json_offset", pa.int64()), ("json_size", pa.int64()),
 ])
-# One release rejection: which candidate, by which rule (its place in RULES), and why.
-REJECTION_SCHEMA = pa.schema([("pos", pa.int64()), ("rule", pa.int8()), ("stage", pa.string()),
-                              ("reason", pa.string()), ("detail", pa.string())])
 SOURCE_RULE = 0  # its rejections stay in source order among the units' own (see build.py)
 
 
@@ -92,20 +84,56 @@ class StagingError(RuntimeError):
     """A unit's staging tar lacks a sample its ledger says was kept."""
 
 
+def hash64(text: str | None) -> int:
+    """A string's 64-bit fingerprint; 0 only for the empty string (and None)."""
+    if not text:
+        return 0
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "little") or 1
+
+
+class Kept:
+    """Columns of numbers, one row per staged candidate still in the release, in source order."""
+
+    def __init__(self, cols: dict[str, np.ndarray]):
+        self.cols = cols
+
+    def __len__(self) -> int:
+        return len(self.cols["pos"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def without(self, rows: np.ndarray) -> Kept:
+        mask = np.ones(len(self), dtype=bool)
+        mask[rows] = False
+        return Kept({k: v[mask] for k, v in self.cols.items()})
+
+
+@dataclass(slots=True)
+class Scan:
+    kept: Kept
+    staged: Path  # STAGED_SCHEMA rows of every staged candidate, in source order
+    blank: dict[int, tuple[str, str]]  # position -> (reason, detail) of blank and one-colour images
+
+
 # ----------------------------------------------------------------------------- the first pass
 
 
-def scan(ledgers: Ledgers, spec: PipelineSpec) -> pa.Table:
-    """KEPT_SCHEMA rows of every candidate a unit kept (after human review), in source order.
+def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path) -> Scan:
+    """Every candidate a unit kept (after human review), in source order: its numbers in memory,
+    its key and staging offsets written to `staged`.
 
     Reads only SCAN_COLUMNS of each ledger and the headers of the staging tars; the quality verdict
     comes from the flat fraction the image check measured, or, for ledgers older than that column,
     from decoding the image at 1/8 scale on a thread pool (Pillow releases the GIL while decoding).
     """
     rs = spec.release
-    parts: list[pa.Table] = []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in KEPT_COLUMNS}
+    blank: dict[int, tuple[str, str]] = {}
     candidates = 0
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
+            RowGroupWriter(staged, STAGED_SCHEMA) as out:
         for u in ledgers.units(SCAN_COLUMNS):
             candidates += u.table.num_rows
             kept_mask = pc.equal(u.table.column("status"), str(Status.KEPT))
@@ -113,29 +141,30 @@ def scan(ledgers: Ledgers, spec: PipelineSpec) -> pa.Table:
             if len(where) == 0:
                 continue
             rows = u.table.take(pa.array(where)).to_pylist()
+            pos = where + u.start
             entries = {e.name: e for e in index_tar(u.tar)}
             located = [_locate(entries, r["key"], u.tar) for r in rows]
-            blank = _blank_verdicts(rows, located, u.tar, rs.drop_blank, rs.blank_fraction, pool)
+            verdicts = _blank_verdicts(rows, located, u.tar, rs.drop_blank, rs.blank_fraction, pool)
+            blank.update((int(p), (v.reason, v.detail)) for p, v in zip(pos, verdicts, strict=True) if v)
             takedowns = rs.takedowns
-            parts.append(pa.table({
-                "pos": pa.array(where + u.start, pa.int64()),
-                "key": [r["key"] for r in rows],
-                "sha256": [r["sha256"] for r in rows],
-                "phash": pa.array(_phashes(rows), pa.uint64()),
-                "identity": [creator_identity(r) for r in rows],
-                "creator": [r["creator"] for r in rows],
-                "blank_reason": [v.reason if v else None for v in blank],
-                "blank_detail": [v.detail if v else None for v in blank],
-                "takedown": pa.array([next((i for i, t in enumerate(takedowns) if takedown_matches(r, t)), -1)
-                                      for r in rows], pa.int16()),
-                "unit": pa.array([u.index] * len(rows), pa.int32()),
-                "jpg_offset": [j[0] for j, _ in located],
-                "jpg_size": [j[1] for j, _ in located],
-                "json_offset": [m[0] for _, m in located],
-                "json_size": [m[1] for _, m in located],
-            }, schema=KEPT_SCHEMA))
+            parts["pos"].append(pos.astype(np.int64))
+            parts["key"].append(np.array([hash64(r["key"]) for r in rows], dtype=np.uint64))
+            parts["sha"].append(np.array([hash64(r["sha256"]) for r in rows], dtype=np.uint64))
+            parts["phash"].append(np.array([int(r["phash"], 16) if r["phash"] else 0 for r in rows], dtype=np.uint64))
+            parts["creator"].append(np.array([hash64(creator_identity(r)) for r in rows], dtype=np.uint64))
+            parts["takedown"].append(np.array(
+                [next((i for i, t in enumerate(takedowns) if takedown_matches(r, t)), -1) for r in rows],
+                dtype=np.int16))
+            out.write(pa.table({
+                "pos": pos, "key": [r["key"] for r in rows], "unit": np.full(len(rows), u.index, np.int32),
+                "jpg_offset": [j[0] for j, _ in located], "jpg_size": [j[1] for j, _ in located],
+                "json_offset": [m[0] for _, m in located], "json_size": [m[1] for _, m in located],
+            }, schema=STAGED_SCHEMA))
     ledgers.candidates = candidates
-    return pa.concat_tables(parts).combine_chunks() if parts else KEPT_SCHEMA.empty_table()
+    empty = {"pos": np.int64, "key": np.uint64, "sha": np.uint64, "phash": np.uint64, "creator": np.uint64,
+             "takedown": np.int16}
+    cols = {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in parts.items()}
+    return Scan(Kept(cols), staged, blank)
 
 
 def _locate(entries: dict[str, Any], key: str, tar: Path) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -147,10 +176,6 @@ def _locate(entries: dict[str, Any], key: str, tar: Path) -> tuple[tuple[int, in
                                ".tar and .parquet from the work folder and build again to refetch it")
         out.append((e.offset_data, e.size))
     return out[0], out[1]
-
-
-def _phashes(rows: list[dict[str, Any]]) -> list[int]:
-    return [int(r["phash"], 16) if r["phash"] else 0 for r in rows]
 
 
 def _blank_verdicts(rows: list[dict[str, Any]], located: list[Any], tar: Path, drop_blank: bool,
@@ -185,162 +210,200 @@ def _blank_verdicts(rows: list[dict[str, Any]], located: list[Any], tar: Path, d
 class Context:
     spec: PipelineSpec
     base: Path | None
+    blank: dict[int, tuple[str, str]]
     curation: dict[str, Any] = field(default_factory=dict)  # settings and numbers for the manifest
-    removals: list[dict[str, Any]] = field(default_factory=list)  # {key, reason, sha256}
+    eval_names: list[str] = field(default_factory=list)  # the evaluation images near_eval_set names
 
 
-Rule = Callable[[pa.Table, Context], tuple[pa.Table, pa.Table]]
+@dataclass(slots=True)
+class Rejections:
+    """Release rejections: which candidate (position), by which rule (its place in RULES), and
+    what its detail refers to (`ref`: the earlier position it duplicates, the evaluation image or
+    the takedown request; `distance`: Hamming bits). The detail text is made when the rejection is
+    written (build.write_rejected), from the row and, for duplicates, the key at `ref`."""
+
+    pos: np.ndarray
+    rule: np.ndarray
+    ref: np.ndarray
+    distance: np.ndarray
+
+    @classmethod
+    def of(cls, pos: np.ndarray, rule: int, ref: np.ndarray | None = None,
+           distance: np.ndarray | None = None) -> Rejections:
+        n = len(pos)
+        return cls(np.asarray(pos, np.int64), np.full(n, rule, np.int8),
+                   np.full(n, -1, np.int64) if ref is None else np.asarray(ref, np.int64),
+                   np.zeros(n, np.int16) if distance is None else np.asarray(distance, np.int16))
+
+    @classmethod
+    def join(cls, parts: list[Rejections]) -> Rejections:
+        """All parts, sorted by position."""
+        if not parts:
+            return cls.of(np.zeros(0, np.int64), 0)
+        pos = np.concatenate([p.pos for p in parts])
+        order = np.argsort(pos, kind="stable")
+        return cls(pos[order], *(np.concatenate([getattr(p, f) for p in parts])[order]
+                                 for f in ("rule", "ref", "distance")))
+
+    def __len__(self) -> int:
+        return len(self.pos)
 
 
-def _split(kept: pa.Table, rule: int, stage: Stage, drop: np.ndarray, reasons: list[str] | str,
-           details: list[str]) -> tuple[pa.Table, pa.Table]:
-    """Kept rows at positions not in `drop` (sorted), and the rejections of those in it."""
-    drop = np.asarray(drop, dtype=np.int64)
-    if len(drop) == 0:
-        return kept, REJECTION_SCHEMA.empty_table()
-    mask = np.ones(kept.num_rows, dtype=bool)
-    mask[drop] = False
-    n = len(drop)
-    rejected = pa.table({
-        "pos": kept.column("pos").take(pa.array(drop)),
-        "rule": pa.array(np.full(n, rule, dtype=np.int8)),
-        "stage": pa.array([str(stage)] * n, pa.string()),
-        "reason": pa.array([reasons] * n if isinstance(reasons, str) else reasons, pa.string()),
-        "detail": pa.array(details, pa.string()),
-    }, schema=REJECTION_SCHEMA)
-    return kept.filter(pa.array(mask)), rejected
+NONE = Rejections.of(np.zeros(0, np.int64), 0)
+Rule = Callable[[Kept, Context], tuple[Kept, Rejections]]
 
 
-def later_in_group(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rows in order, grouped by equal `values`: each row's rank in its group (1 = first), the
-    row of its group's first, and the rows sorted by (value, order). Nulls form no group (rank 1)."""
+def later_in_group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in order, grouped by equal `values`: each row's rank in its group (1 = first) and
+    the row of its group's first."""
     n = len(values)
-    order = np.arange(n, dtype=np.int64)
-    idx = pc.sort_indices(pa.table({"v": values, "i": order}),
-                          sort_keys=[("v", "ascending"), ("i", "ascending")]).to_numpy()
-    sorted_values = pc.take(values, pa.array(idx))
+    idx = np.argsort(values, kind="stable")  # stable: within a group, rows stay in order
     same = np.zeros(n, dtype=bool)
     if n > 1:
-        eq = pc.equal(sorted_values.slice(1), sorted_values.slice(0, n - 1))
-        same[1:] = pc.fill_null(eq, False).to_numpy(zero_copy_only=False)
+        sv = values[idx]
+        same[1:] = sv[1:] == sv[:-1]
     run_start = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
     rank = np.empty(n, dtype=np.int64)
     rank[idx] = np.arange(n) - run_start + 1
     first = np.empty(n, dtype=np.int64)
     first[idx] = idx[run_start]
-    return rank, first, idx
+    return rank, first
 
 
-def source_duplicates(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
-    rank, _, _ = later_in_group(kept.column("key"))
-    drop = np.flatnonzero(rank > 1)
-    return _split(kept, SOURCE_RULE, Stage.SOURCE, drop, "duplicate_candidate",
-                  ["the same source id appeared in two work units"] * len(drop))
+def source_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+    drop = np.flatnonzero(later_in_group(kept["key"])[0] > 1)
+    return kept.without(drop), Rejections.of(kept["pos"][drop], SOURCE_RULE)
 
 
-def blank_images(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
+def blank_images(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     rs = ctx.spec.release
-    if not (rs.drop_blank and kept.num_rows):
-        return kept, REJECTION_SCHEMA.empty_table()
+    if not (rs.drop_blank and len(kept)):
+        return kept, NONE
     ctx.curation["blank_fraction"] = rs.blank_fraction
-    drop = np.flatnonzero(pc.is_valid(kept.column("blank_reason")).to_numpy(zero_copy_only=False))
-    taken = kept.take(pa.array(drop))
-    return _split(kept, 1, Stage.QUALITY, drop, taken.column("blank_reason").to_pylist(),
-                  taken.column("blank_detail").to_pylist())
+    marked = np.array(sorted(ctx.blank), dtype=np.int64)
+    drop = np.flatnonzero(np.isin(kept["pos"], marked))
+    return kept.without(drop), Rejections.of(kept["pos"][drop], 1)
 
 
-def evaluation_sets(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
+def evaluation_sets(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     from passkit.filters import dedup
 
     rs = ctx.spec.release
-    if not (rs.exclude_near and kept.num_rows):
-        return kept, REJECTION_SCHEMA.empty_table()
+    if not (rs.exclude_near and len(kept)):
+        return kept, NONE
     paths = [Path(p) if Path(p).is_absolute() else (ctx.base or Path.cwd()) / p for p in rs.exclude_near]
     ref = dedup.load_reference(paths, ctx.spec.image)
-    hits = dedup.nearest_matches(kept.column("phash").to_numpy(), ref.hashes, rs.exclude_near_hamming)
-    drop = sorted(hits)
+    hits = dedup.nearest_matches(kept["phash"], ref.hashes, rs.exclude_near_hamming)
+    ctx.eval_names = ref.names
     ctx.curation["exclude_near"] = {
         "sets": [str(p) for p in rs.exclude_near], "hashes": len(ref.names),
         "unreadable": len(ref.skipped), "hamming": rs.exclude_near_hamming,
     }
-    details = [f"pHash within {hits[i][1]} bits of evaluation image {ref.names[hits[i][0]]}" for i in drop]
-    return _split(kept, 2, Stage.DECONTAMINATION, np.array(drop, dtype=np.int64), "near_eval_set", details)
+    drop = np.array(sorted(hits), dtype=np.int64)
+    return kept.without(drop), Rejections.of(kept["pos"][drop], 2, [hits[i][0] for i in drop.tolist()],
+                                             [hits[i][1] for i in drop.tolist()])
 
 
-def exact_duplicates(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
-    rank, first, _ = later_in_group(kept.column("sha256"))
+def exact_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+    rank, first = later_in_group(kept["sha"])
     drop = np.flatnonzero(rank > 1)
-    firsts = kept.column("key").take(pa.array(first[drop])).to_pylist()
-    return _split(kept, 3, Stage.DEDUP, drop, "duplicate", [f"same image bytes as {k}" for k in firsts])
+    return kept.without(drop), Rejections.of(kept["pos"][drop], 3, kept["pos"][first[drop]])
 
 
-def near_duplicates(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
+def near_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     from passkit.filters import dedup
 
     rs = ctx.spec.release
     ctx.curation["near_dup_hamming"] = rs.near_dup_hamming
-    if rs.near_dup_hamming is None or not kept.num_rows:
-        return kept, REJECTION_SCHEMA.empty_table()
-    near = sorted(dedup.near_duplicates(kept.column("phash").to_numpy(), rs.near_dup_hamming),
-                  key=lambda n: n.index)
+    if rs.near_dup_hamming is None or not len(kept):
+        return kept, NONE
+    near = sorted(dedup.near_duplicates(kept["phash"], rs.near_dup_hamming), key=lambda n: n.index)
     drop = np.array([n.index for n in near], dtype=np.int64)
-    keys = kept.column("key").take(pa.array(np.array([n.kept for n in near], dtype=np.int64))).to_pylist()
-    details = [f"near-duplicate of {k} (Hamming distance {n.distance})" for n, k in zip(near, keys, strict=True)]
-    return _split(kept, 4, Stage.DEDUP, drop, "near_duplicate", details)
+    keeper = np.array([n.kept for n in near], dtype=np.int64)
+    return kept.without(drop), Rejections.of(kept["pos"][drop], 4, kept["pos"][keeper],
+                                             [n.distance for n in near])
 
 
-def creator_cap(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
+def creator_cap(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     cap = ctx.spec.release.max_per_creator
     if cap is None:
-        return kept, REJECTION_SCHEMA.empty_table()
+        return kept, NONE
     ctx.curation["max_per_creator"] = cap
-    identity = kept.column("identity")
-    rank, _, _ = later_in_group(identity)
-    named = pc.not_equal(identity, "").to_numpy(zero_copy_only=False)
-    drop = np.flatnonzero((rank > cap) & named)
-    creators = kept.column("creator").take(pa.array(drop)).to_pylist()
-    return _split(kept, 5, Stage.CREATOR_CAP, drop, "creator_cap",
-                  [f"creator {c!r} already has {cap} samples" for c in creators])
+    rank, _ = later_in_group(kept["creator"])
+    drop = np.flatnonzero((rank > cap) & (kept["creator"] != 0))  # 0: no creator known
+    return kept.without(drop), Rejections.of(kept["pos"][drop], 5)
 
 
-def takedowns(kept: pa.Table, ctx: Context) -> tuple[pa.Table, pa.Table]:
-    ts = ctx.spec.release.takedowns
-    if not ts:
-        return kept, REJECTION_SCHEMA.empty_table()
-    drop = np.flatnonzero(pc.greater_equal(kept.column("takedown"), 0).to_numpy(zero_copy_only=False))
-    taken = kept.take(pa.array(drop)).select(["key", "sha256", "takedown"]).to_pylist()
-    reasons = [ts[r["takedown"]].reason for r in taken]
-    ctx.removals.extend({"key": r["key"], "reason": why, "sha256": r["sha256"]}
-                        for r, why in zip(taken, reasons, strict=True))
-    return _split(kept, 6, Stage.TAKEDOWN, drop, "takedown", reasons)
+def takedowns(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+    if not ctx.spec.release.takedowns:
+        return kept, NONE
+    drop = np.flatnonzero(kept["takedown"] >= 0)
+    return kept.without(drop), Rejections.of(kept["pos"][drop], 6, kept["takedown"][drop])
 
 
-# In the order they run; a rule's place here is its `rule` number in REJECTION_SCHEMA, and the
-# rejection list gives each rule's rejections after the units' own, in this order.
+# In the order they run; a rule's place here is its `rule` number in Rejections, and the rejection
+# list gives each rule's rejections after the units' own, in this order.
 RULES: tuple[Rule, ...] = (source_duplicates, blank_images, evaluation_sets, exact_duplicates,
                            near_duplicates, creator_cap, takedowns)
 
 
+class Outcome(NamedTuple):
+    stage: Stage
+    reason: str | None  # None: the reason comes with the rejection (the quality verdict)
+
+
+OUTCOMES: tuple[Outcome, ...] = (
+    Outcome(Stage.SOURCE, "duplicate_candidate"), Outcome(Stage.QUALITY, None),
+    Outcome(Stage.DECONTAMINATION, "near_eval_set"), Outcome(Stage.DEDUP, "duplicate"),
+    Outcome(Stage.DEDUP, "near_duplicate"), Outcome(Stage.CREATOR_CAP, "creator_cap"),
+    Outcome(Stage.TAKEDOWN, "takedown"),
+)
+TAKEDOWN_RULE = 6
+# Rules whose detail names the key of an earlier candidate (`ref` is its position).
+NAMES_EARLIER = frozenset({3, 4})
+
+
 @dataclass(slots=True)
 class Curated:
-    kept: pa.Table  # KEPT_SCHEMA rows that stay, in source order
-    rejected: pa.Table  # REJECTION_SCHEMA, sorted by position
-    removals: list[dict[str, Any]]  # {key, reason, sha256} for the manifest
+    kept: np.ndarray  # positions of the candidates that stay, in source order
+    rejected: Rejections  # sorted by position
     curation: dict[str, Any]
+    context: Context
+
+    def outcome(self, i: int, row: dict[str, Any], earlier: dict[int, str]) -> tuple[str, str, str]:
+        """(stage, reason, detail) of rejection `i`, whose ledger row is `row`; `earlier`: the keys
+        at the positions duplicates refer to."""
+        rule, ref, d = int(self.rejected.rule[i]), int(self.rejected.ref[i]), int(self.rejected.distance[i])
+        stage, reason = OUTCOMES[rule]
+        ctx = self.context
+        if rule == SOURCE_RULE:
+            detail = "the same source id appeared in two work units"
+        elif rule == 1:
+            reason, detail = ctx.blank[int(self.rejected.pos[i])]
+        elif rule == 2:
+            detail = f"pHash within {d} bits of evaluation image {ctx.eval_names[ref]}"
+        elif rule == 3:
+            detail = f"same image bytes as {earlier[ref]}"
+        elif rule == 4:
+            detail = f"near-duplicate of {earlier[ref]} (Hamming distance {d})"
+        elif rule == 5:
+            detail = f"creator {row.get('creator')!r} already has {ctx.spec.release.max_per_creator} samples"
+        else:
+            detail = ctx.spec.release.takedowns[ref].reason
+        return str(stage), str(reason), detail
 
 
-def curate(kept: pa.Table, spec: PipelineSpec, base: Path | None = None,
+def curate(found: Scan, spec: PipelineSpec, base: Path | None = None,
            on_rule: Callable[[str, int], None] | None = None) -> Curated:
-    """Run RULES over the staged candidates (scan()'s table); `base` resolves relative
-    `exclude_near` paths; `on_rule(name, kept)` after each rule."""
-    ctx = Context(spec, base)
-    rejected: list[pa.Table] = []
+    """Run RULES over the staged candidates scan() found; `base` resolves relative `exclude_near`
+    paths; `on_rule(name, kept)` after each rule."""
+    ctx = Context(spec, base, found.blank)
+    kept = found.kept
+    rejected: list[Rejections] = []
     for rule in RULES:
         kept, out = rule(kept, ctx)
-        if out.num_rows:
+        if len(out):
             rejected.append(out)
         if on_rule:
-            on_rule(rule.__name__, kept.num_rows)
-    rej = pa.concat_tables(rejected) if rejected else REJECTION_SCHEMA.empty_table()
-    rej = rej.take(pc.sort_indices(rej.column("pos")))
-    return Curated(kept, rej.combine_chunks(), ctx.removals, ctx.curation)
+            on_rule(rule.__name__, len(kept))
+    return Curated(kept["pos"], Rejections.join(rejected), ctx.curation, ctx)

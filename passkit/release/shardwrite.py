@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,31 @@ class JobResult:
     index: pa.Table  # INDEX_SCHEMA rows of its samples, in key order
 
 
-def jobs(kept: pa.Table, shard_max: int, job_samples: int | None = None) -> Iterator[Job]:
-    """`kept` (sorted by key) cut into balanced shards, grouped into jobs of about `job_samples`."""
+def jobs(batches: Iterable[pa.RecordBatch], n: int, shard_max: int, job_samples: int | None = None
+         ) -> Iterator[Job]:
+    """`n` samples (LOCATION_COLUMNS batches, sorted by key) cut into balanced shards, grouped into
+    jobs of about `job_samples`; only one job's rows are gathered at a time."""
     job_samples = job_samples or JOB_SAMPLES
-    sizes = balanced_sizes(kept.num_rows, shard_max)
-    start = shard = 0
+    sizes = balanced_sizes(n, shard_max)
+    source = iter(batches)
+    buffered: list[pa.RecordBatch] = []
+    have = 0
+    shard = 0
     while shard < len(sizes):
         group = [sizes[shard]]
         while shard + len(group) < len(sizes) and sum(group) + sizes[shard + len(group)] <= job_samples:
             group.append(sizes[shard + len(group)])
-        n = sum(group)
-        yield Job(shard, group, kept.slice(start, n).select(LOCATION_COLUMNS).combine_chunks())
-        start += n
+        need = sum(group)
+        while have < need:
+            batch = next(source, None)
+            if batch is None:
+                raise RuntimeError(f"the release's samples ran out: {have} for a job of {need}")
+            buffered.append(batch)
+            have += batch.num_rows
+        table = pa.Table.from_batches(buffered).select(LOCATION_COLUMNS).combine_chunks()
+        rest = table.slice(need)
+        buffered, have = rest.to_batches(), rest.num_rows
+        yield Job(shard, group, table.slice(0, need))
         shard += len(group)
 
 
@@ -132,7 +145,8 @@ def run_jobs(
 
 
 def write_shards(
-    kept: pa.Table,
+    kept: Iterable[pa.RecordBatch],
+    n: int,
     shard_max: int,
     units_dir: Path,
     out_dir: Path,
@@ -142,21 +156,22 @@ def write_shards(
     executor: str = "local",
     parallel_from: int = PARALLEL_MIN_SAMPLES,
 ) -> Iterator[JobResult]:
-    """Write every shard of `kept` (LOCATION_COLUMNS, sorted by key); job results in order.
+    """Write the shards of the `n` samples `kept` gives (LOCATION_COLUMNS batches, sorted by key);
+    job results in order.
 
     `executor` "ray" runs each job as a Ray task (Ray must be initialised: passkit.executors.ray.
     ray_session); "local" starts `workers` processes when the release has at least `parallel_from`
     samples, and writes here otherwise.
     """
     args = (str(units_dir), str(out_dir), name)
-    todo = jobs(kept, shard_max)
+    todo = jobs(kept, n, shard_max)
     if executor == "ray":
         import ray
 
         task = ray.remote(write_job).options(num_cpus=1, max_retries=3)
         yield from run_jobs(todo, lambda j: task.remote(j, *args), ray.get, 2 * max(workers, 1))
         return
-    if workers <= 1 or kept.num_rows < max(parallel_from, 1):
+    if workers <= 1 or n < max(parallel_from, 1):
         yield from (write_job(j, *args) for j in todo)
         return
     from passkit.executors import WorkerPool
