@@ -144,7 +144,7 @@ def build(
     base: Path | None = None,
     workers: int | None = None,
     on_unit: Callable[[BuildProgress, UnitResult], None] | None = None,
-    on_shard: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
     executor: str | None = None,
     address: str | None = None,
     retry_failed: bool = False,
@@ -216,7 +216,7 @@ def build(
                     pool.close()
 
         release = build_release(
-            spec, units_dir, sorted(indices), spec.release_dir(base), source_description, on_shard=on_shard,
+            spec, units_dir, sorted(indices), spec.release_dir(base), source_description, on_step=on_step,
             workers=n_workers, executor=executor, address=address,
         )
     seconds = time.monotonic() - t0

@@ -122,14 +122,14 @@ def _build(args: argparse.Namespace, pool: Any) -> int:
                        stats=f"{p.images_per_second:.1f} img/s · {p.kept}/{p.candidates} kept "
                              f"({100 * p.success_rate:.0f}%) · failures: {top}")
 
-        def on_shard(done: int, total: int) -> None:
-            bar.update(shards, completed=done, total=total, visible=True, stats="shards")
+        def on_step(step: str, done: int, total: int) -> None:
+            bar.update(shards, completed=done, total=total, visible=True, stats=step)
 
         from passkit.executors import ExecutorError
         from passkit.filters.dedup import HashListError
 
         try:
-            result = build(spec, workers=args.workers, on_unit=on_unit, on_shard=on_shard,
+            result = build(spec, workers=args.workers, on_unit=on_unit, on_step=on_step,
                            executor=args.executor, address=args.address, retry_failed=args.retry_failed,
                            pool=pool)
         except (ExecutorError, HashListError) as e:

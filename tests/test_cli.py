@@ -152,7 +152,7 @@ def test_unwritable_release_folder_is_found_before_the_crawl(tmp_path, monkeypat
 def test_full_disk_is_a_one_line_error_and_finished_units_stay(tmp_path, monkeypatch, capsys):
     import errno
 
-    import passkit.release.build as release_build
+    from passkit.release.tables import RowGroupWriter
 
     monkeypatch.chdir(tmp_path)
     spec = _spec(tmp_path)
@@ -161,7 +161,7 @@ def test_full_disk_is_a_one_line_error_and_finished_units_stay(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     with monkeypatch.context() as m:
-        m.setattr(release_build, "_write_parquet", disk_full)
+        m.setattr(RowGroupWriter, "close", lambda self: disk_full(self.path))
         assert cli.main(["build", str(spec)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith("error: the disk is full (No space left on device writing ")

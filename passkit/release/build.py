@@ -28,7 +28,7 @@ from passkit.config import PipelineSpec
 from passkit.executors.ray import ray_session
 from passkit.records import Status
 from passkit.release import documents, manifest
-from passkit.release.curate import NAMES_EARLIER, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
+from passkit.release.curate import NAMES_EARLIER, RULES, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
 from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
 from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
 from passkit.release.tables import (
@@ -79,7 +79,7 @@ def build_release(
     unit_indices: list[int],
     release_dir: Path,
     source_description: dict[str, Any],
-    on_shard: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
     base: Path | None = None,
     *,
     workers: int = 1,
@@ -89,7 +89,8 @@ def build_release(
 ) -> ReleaseSummary:
     """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths.
 
-    Shards are written by `workers` local processes once the release has `parallel_from` samples,
+    `on_step(step, done, total)` follows the release's steps: "ledgers" and "rejections" (units
+    read), "curation" (rules run), "shards" (written), "documents". Shards are written by `workers` local processes once the release has `parallel_from` samples,
     or as Ray tasks with `executor="ray"` (on the Ray already initialised, else on `address`, else
     on a local instance).
     """
@@ -103,8 +104,13 @@ def build_release(
     (tmp / "shards").mkdir(parents=True)
     spill = tmp / STAGED_FILE  # removed before the release is moved into place
 
-    cur = curate(scan(ledgers, spec, spill), spec, base=base)
+    step = on_step or (lambda name, done, total: None)
+    ledgers.on_unit = lambda done: step("ledgers", done, len(unit_indices))
+    found = scan(ledgers, spec, spill)
+    cur = curate(found, spec, base=base, on_rule=lambda i: step("curation", i, len(RULES)))
+    del found
     review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)
+    ledgers.on_unit = lambda done: step("rejections", done, len(unit_indices))
     by_stage, by_reason, removals = write_rejected(ledgers, cur, tmp / REJECTED_FILE)
     n_kept = len(cur.kept)
     shards: list[dict[str, Any]] = []
@@ -116,8 +122,7 @@ def build_release(
                                  workers=workers, executor=executor, parallel_from=parallel_from):
             index.write(done.index)
             shards.extend(done.shards)
-            if on_shard:
-                on_shard(len(shards), total)
+            step("shards", len(shards), total)
     spill.unlink()
     rejected = ledgers.candidates - n_kept
     m = manifest.make(
@@ -139,7 +144,9 @@ def build_release(
     )
     m["curation"] = cur.curation
     m["review"] = review
+    step("documents", 0, 1)
     written = _documents(tmp, m)
+    step("documents", 1, 1)
     m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
     manifest.write(tmp / MANIFEST_FILE, m)
 

@@ -394,16 +394,16 @@ class Curated:
 
 
 def curate(found: Scan, spec: PipelineSpec, base: Path | None = None,
-           on_rule: Callable[[str, int], None] | None = None) -> Curated:
+           on_rule: Callable[[int], None] | None = None) -> Curated:
     """Run RULES over the staged candidates scan() found; `base` resolves relative `exclude_near`
-    paths; `on_rule(name, kept)` after each rule."""
+    paths; `on_rule(n)` after the first n rules."""
     ctx = Context(spec, base, found.blank)
     kept = found.kept
     rejected: list[Rejections] = []
-    for rule in RULES:
+    for i, rule in enumerate(RULES):
         kept, out = rule(kept, ctx)
         if len(out):
             rejected.append(out)
         if on_rule:
-            on_rule(rule.__name__, len(kept))
+            on_rule(i + 1)
     return Curated(kept["pos"], Rejections.join(rejected), ctx.curation, ctx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class Ledgers:
         self.indices = list(indices)
         self.reviews = reviews
         self.candidates = 0  # rows seen by the first full pass
+        self.on_unit: Callable[[int], None] | None = None  # called with the units read so far
 
     def detectors(self) -> dict[str, Any]:
         """The detector description every unit agrees on (from the ledgers' metadata only)."""
@@ -141,10 +142,12 @@ class Ledgers:
         """Each unit's rows (those `columns`, plus what reviews need), in source order."""
         cols = list(dict.fromkeys([*columns, *(REVIEW_COLUMNS if reviewed else ())]))
         start = 0
-        for idx in self.indices:
+        for done, idx in enumerate(self.indices):
             tar, ledger = unit_paths(self.units_dir, idx)
             table = read_ledger(ledger, cols).replace_schema_metadata(None)
             if reviewed:
                 table = self.reviews.table(table)
             yield UnitTable(idx, start, table, tar)
             start += table.num_rows
+            if self.on_unit:
+                self.on_unit(done + 1)
