@@ -18,8 +18,8 @@ writes releases/demo-1.0.1 where
 
 It streams, for releases of millions of samples: the index is read in record batches (first only the
 columns a request looks at), the new index.parquet and rejected.parquet are written in row groups of
-ROW_GROUP_ROWS (a smaller table gets the one row group pq.write_table would give it, so its bytes are
-the same), and a rewritten shard passes through one sample at a time. Only the removed rows are held.
+tables.ROW_GROUP rows as the build writes them (a smaller table is the one row group pq.write_table
+gives it), and a rewritten shard passes through one sample at a time. Only the removed rows are held.
 
 The old version is left untouched. `passkit audit` on the new one proves the removed keys, and any
 sample with a removed image's sha256, are absent.
@@ -46,9 +46,9 @@ from passkit.records import Stage, Status
 from passkit.release import documents, manifest
 from passkit.release.build import INDEX_FILE, MANIFEST_FILE, REJECTED_FILE
 from passkit.release.curate import takedown_matches
+from passkit.release.tables import ROW_GROUP, RowGroupWriter
 from passkit.shards import iter_samples, sha256_file, write_tar
 
-ROW_GROUP_ROWS = 65_536  # rows per row group of the new index.parquet and rejected.parquet
 BATCH_ROWS = 8192
 MATCH_COLUMNS = ["key", "shard", "creator", "creator_url", "source_url", "url", "landing_url"]  # takedown_matches
 
@@ -82,44 +82,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-class _RowGroups:
-    """A Parquet file written in row groups of ROW_GROUP_ROWS rows, whatever the sizes of the batches
-    given: at most one row group in memory. A table smaller than one row group comes out as the bytes
-    pq.write_table gives it (one row group, its columns contiguous)."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._writer = pq.ParquetWriter(path, schema)
-        self._schema = schema
-        self._pending: list[pa.RecordBatch] = []
-        self._rows = 0  # in _pending
-        self._groups = 0  # written
-
-    def write(self, data: pa.RecordBatch | pa.Table) -> None:
-        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
-        for b in batches:
-            while b.num_rows:
-                take = min(b.num_rows, ROW_GROUP_ROWS - self._rows)
-                self._pending.append(b.slice(0, take))
-                self._rows += take
-                b = b.slice(take)
-                if self._rows == ROW_GROUP_ROWS:
-                    self._flush()
-
-    def _flush(self) -> None:
-        table = pa.Table.from_batches(self._pending, schema=self._schema).combine_chunks()
-        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-        self._pending, self._rows = [], 0
-        self._groups += 1
-
-    def __enter__(self) -> _RowGroups:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None and (self._rows or not self._groups):
-            self._flush()  # the last, partial row group; or an empty table's one, as pq.write_table writes it
-        self._writer.close()
-
-
 def _matches(index_file: pq.ParquetFile, requests: list[TakedownSpec]) -> dict[str, tuple[str, TakedownSpec]]:
     """key -> (shard, the first request that covers it), reading only the columns requests look at."""
     cols = [c for c in MATCH_COLUMNS if c in index_file.schema_arrow.names]
@@ -138,8 +100,8 @@ def _write_index(index_file: pq.ParquetFile, drop: set[str], path: Path) -> list
 
     value_set = pa.array(sorted(drop), pa.string())
     removed: list[dict[str, Any]] = []
-    with _RowGroups(path, index_file.schema_arrow) as out:
-        for batch in index_file.iter_batches(batch_size=ROW_GROUP_ROWS):
+    with RowGroupWriter(path, index_file.schema_arrow) as out:
+        for batch in index_file.iter_batches(batch_size=ROW_GROUP):
             gone = pc.is_in(batch.column("key"), value_set=value_set)
             if pc.any(gone).as_py():
                 removed += batch.filter(gone).to_pylist()
@@ -227,8 +189,8 @@ def takedown(
                 row["transient"] = False
             added.append(row)
             result.removed.append({"key": key, "reason": t.reason, "sha256": r["sha256"], "shard": r["shard"]})
-        with _RowGroups(tmp / REJECTED_FILE, rejected_file.schema_arrow) as out:
-            for batch in rejected_file.iter_batches(batch_size=ROW_GROUP_ROWS):
+        with RowGroupWriter(tmp / REJECTED_FILE, rejected_file.schema_arrow) as out:
+            for batch in rejected_file.iter_batches(batch_size=ROW_GROUP):
                 out.write(batch)
             out.write(pa.Table.from_pylist(added, schema=rejected_file.schema_arrow))
 
