@@ -2,7 +2,10 @@
 
 ATTRIBUTION.md (readable in a repository), attribution.csv (for tools) and attribution.html (a page
 with working links to each work, its creator and its licence). All three list the same rows, in key
-order, with the same credit sentence as each sample's `<key>.json`.
+order, with the same credit sentence as each sample's `<key>.json`. They are written as the rows
+stream from index.parquet, after documents.summarize_index has counted what their headers say; above
+PAGE_SIZE rows attribution.html is an index of attribution/page-NNNNN.html pages, which a browser can
+open where one page of a million credits would not load.
 
 Titles and creators are strangers' text: ATTRIBUTION.md escapes them for Markdown, attribution.html
 for HTML (the template autoescapes, and only http(s) URLs become links), and attribution.csv starts a

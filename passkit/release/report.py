@@ -6,6 +6,10 @@ The counts are tables whose last column is a bar drawn in HTML; the score histog
 matplotlib (Agg) PNG and the thumbnails small JPEGs, both inlined as data: URIs, so the page loads
 no other file. matplotlib is imported only when the people filter ran. Only kept samples are ever
 shown: thumbnails are read from the release's own shards, which hold no rejected image.
+
+The page stays a few MB at any size: the tables are counts, the histograms keep per-bin counts once
+the scores are many (ScoreValues), and the thumbnails are at most MAX_THUMBS rows picked by position
+from the row count, read while index.parquet streams past, from only the shards that hold them.
 """
 
 from __future__ import annotations

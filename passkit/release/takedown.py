@@ -147,9 +147,12 @@ def takedown(
     with atomic_path(dst) as tmp:  # the new version appears whole or not at all
         (tmp / "shards").mkdir(parents=True)
         shards: list[dict[str, Any]] = []
+        by_shard: dict[str, set[str]] = {}
+        for k, (shard, _) in hits.items():
+            by_shard.setdefault(shard, set()).add(k)
         for entry in old["shards"]:
             rel = entry["path"]
-            drop = {k for k, (shard, _) in hits.items() if shard == rel}
+            drop = by_shard.get(rel, set())
             if not drop:
                 _link_or_copy(src / rel, tmp / rel)
                 if sha256_file(tmp / rel) != entry["sha256"]:
@@ -178,8 +181,8 @@ def takedown(
         rejected_file = pq.ParquetFile(src / REJECTED_FILE)
         names = rejected_file.schema_arrow.names
         added = []
-        for r in sorted(removed_rows, key=lambda r: r["key"]):
-            key, t = r["key"], hits[r["key"]][1]
+        for key, r in sorted({r["key"]: r for r in removed_rows}.items()):
+            t = hits[key][1]
             row = {c: r.get(c) for c in names}
             row.update({"key": key, "url": r.get("source_url"), "stage": str(Stage.TAKEDOWN), "reason": "takedown",
                         "detail": t.reason})
