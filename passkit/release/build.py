@@ -166,9 +166,7 @@ def build_release(
 
 
 def _documents(release_dir: Path, m: dict[str, Any]) -> list[str]:
-    index_rows = pq.read_table(release_dir / INDEX_FILE).to_pylist()
-    rejected_rows = pq.read_table(release_dir / REJECTED_FILE).to_pylist()
-    return documents.write_all(release_dir, m, index_rows, rejected_rows)
+    return documents.write_all(release_dir, m, release_dir / INDEX_FILE, release_dir / REJECTED_FILE)
 
 
 def sorted_by_key(staged: Path, kept: np.ndarray, tmp: Path) -> Iterator[pa.RecordBatch]:

@@ -7,9 +7,8 @@ what the Hugging Face Hub reads (license, size category, tasks, data files).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -17,6 +16,9 @@ from passkit import licenses
 from passkit.release.attribution import csv_note
 from passkit.release.escape import markdown_text
 from passkit.release.report import funnel
+
+if TYPE_CHECKING:
+    from passkit.release.documents import IndexSummary, RejectedSummary
 
 # Licence ids the Hugging Face Hub knows (others are written as "other" with a link to LICENSES.md).
 HF_LICENSES = frozenset({
@@ -60,8 +62,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             *["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]]
 
 
-def write_licenses(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]]) -> None:
-    ids = Counter(r["license"] for r in index_rows)
+def write_licenses(path: Path, manifest: dict[str, Any], index: IndexSummary) -> None:
+    ids = index.license_ids
     lines = [
         f"# Licences — {manifest['release']}",
         "",
@@ -90,7 +92,7 @@ def write_licenses(path: Path, manifest: dict[str, Any], index_rows: list[dict[s
         text = "deed" if lic.id.startswith("pdm") else "legal code"
         rows.append([lic.name, f"`{lid}`", n, f"[{text}]({lic.url})", "; ".join(duties)])
     lines += _table(["licence", "id", "images", "text", "what reuse requires"], rows)
-    mod = index_rows[0]["modification"] if index_rows else manifest.get("image", {}).get("modification", "")
+    mod = index.modification if index.rows else manifest.get("image", {}).get("modification", "")
     lines += [
         "",
         "## Modifications",
@@ -110,11 +112,10 @@ def write_licenses(path: Path, manifest: dict[str, Any], index_rows: list[dict[s
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, Any]],
-               rejected_rows: list[dict[str, Any]]) -> None:
+def write_card(path: Path, manifest: dict[str, Any], index: IndexSummary, rejected: RejectedSummary) -> None:
     counts = manifest["counts"]
     n = int(counts["kept"])
-    ids = sorted({r["license"] for r in index_rows})
+    ids = sorted(index.license_ids)
     header: dict[str, Any] = {
         "pretty_name": manifest["release"],
         **_license_header(ids),
@@ -123,13 +124,13 @@ def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, 
         "tags": ["self-supervised-learning", "webdataset", "creative-commons", "no-people", "passkit"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*.tar"}]}],
     }
-    lic = Counter(r.get("license_name") or r["license"] for r in index_rows)
-    prov = Counter(r.get("provider") or "unknown" for r in index_rows)
-    creators = len({(r.get("creator_url") or r.get("creator") or "").lower() for r in index_rows})
+    lic = index.license_labels
+    prov = index.providers
+    creators = index.creators
     size = sum(int(s["bytes"]) for s in manifest.get("shards") or [])
     dets = manifest.get("detectors") or []
     cur = manifest.get("curation") or {}
-    reasons = Counter((str(r.get("stage")), str(r.get("reason"))) for r in rejected_rows)
+    reasons = rejected.reasons
     removals = manifest.get("removals") or []
     src = manifest.get("source") or {}
     L: list[str] = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
@@ -198,7 +199,7 @@ def write_card(path: Path, manifest: dict[str, Any], index_rows: list[dict[str, 
         "Every image keeps its credit line: in its `<key>.json`, in ATTRIBUTION.md, attribution.csv and",
         "attribution.html. LICENSES.md lists the licences and what each asks of a reuser. When you",
         "redistribute images from this dataset, keep their credit lines with them and note the modification.",
-        *csv_note(index_rows),
+        *csv_note(index.formula_cells),
         "",
         "## Removal requests",
         "",

@@ -16,6 +16,11 @@ writes releases/demo-1.0.1 where
   `previous` pointer (release, version, sha256 of its manifest); counts are updated;
 - every document (attribution files, licences, card, report) is regenerated.
 
+It streams, for releases of millions of samples: the index is read in record batches (first only the
+columns a request looks at), the new index.parquet and rejected.parquet are written in row groups of
+tables.ROW_GROUP rows as the build writes them (a smaller table is the one row group pq.write_table
+gives it), and a rewritten shard passes through one sample at a time. Only the removed rows are held.
+
 The old version is left untouched. `passkit audit` on the new one proves the removed keys, and any
 sample with a removed image's sha256, are absent.
 """
@@ -27,6 +32,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +46,11 @@ from passkit.records import Stage, Status
 from passkit.release import documents, manifest
 from passkit.release.build import INDEX_FILE, MANIFEST_FILE, REJECTED_FILE
 from passkit.release.curate import takedown_matches
+from passkit.release.tables import ROW_GROUP, RowGroupWriter
 from passkit.shards import iter_samples, sha256_file, write_tar
+
+BATCH_ROWS = 8192
+MATCH_COLUMNS = ["key", "shard", "creator", "creator_url", "source_url", "url", "landing_url"]  # takedown_matches
 
 
 class TakedownError(ValueError):
@@ -72,6 +82,34 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _matches(index_file: pq.ParquetFile, requests: list[TakedownSpec]) -> dict[str, tuple[str, TakedownSpec]]:
+    """key -> (shard, the first request that covers it), reading only the columns requests look at."""
+    cols = [c for c in MATCH_COLUMNS if c in index_file.schema_arrow.names]
+    hits: dict[str, tuple[str, TakedownSpec]] = {}
+    for batch in index_file.iter_batches(batch_size=BATCH_ROWS, columns=cols):
+        for r in batch.to_pylist():
+            t = next((t for t in requests if takedown_matches(r, t)), None)
+            if t is not None:
+                hits[r["key"]] = (r["shard"], t)
+    return hits
+
+
+def _write_index(index_file: pq.ParquetFile, drop: set[str], path: Path) -> list[dict[str, Any]]:
+    """Copy the index without the rows of `drop` to `path`; returns those rows."""
+    import pyarrow.compute as pc
+
+    value_set = pa.array(sorted(drop), pa.string())
+    removed: list[dict[str, Any]] = []
+    with RowGroupWriter(path, index_file.schema_arrow) as out:
+        for batch in index_file.iter_batches(batch_size=ROW_GROUP):
+            gone = pc.is_in(batch.column("key"), value_set=value_set)
+            if pc.any(gone).as_py():
+                removed += batch.filter(gone).to_pylist()
+                batch = batch.filter(pc.invert(gone))
+            out.write(batch)
+    return removed
+
+
 def takedown(
     release_dir: Path,
     requests: list[TakedownSpec],
@@ -90,13 +128,8 @@ def takedown(
     errors = manifest.validation_errors(old)
     if errors:
         raise TakedownError(f"{src}/manifest.json fails its schema; run `passkit audit {src}` first: {errors[0]}")
-    index = pq.read_table(src / INDEX_FILE)
-    rows = index.to_pylist()
-    hits: dict[str, tuple[dict[str, Any], TakedownSpec]] = {}
-    for r in rows:
-        t = next((t for t in requests if takedown_matches(r, t)), None)
-        if t is not None:
-            hits[r["key"]] = (r, t)
+    index_file = pq.ParquetFile(src / INDEX_FILE)
+    hits = _matches(index_file, requests)
     if not hits:
         asked = "; ".join(
             ", ".join(f"{k}={v!r}" for k, v in t.model_dump().items() if v and k != "reason") for t in requests
@@ -114,39 +147,43 @@ def takedown(
     with atomic_path(dst) as tmp:  # the new version appears whole or not at all
         (tmp / "shards").mkdir(parents=True)
         shards: list[dict[str, Any]] = []
+        by_shard: dict[str, set[str]] = {}
+        for k, (shard, _) in hits.items():
+            by_shard.setdefault(shard, set()).add(k)
         for entry in old["shards"]:
             rel = entry["path"]
-            in_shard = [k for k, (r, _) in hits.items() if r["shard"] == rel]
-            if not in_shard:
+            drop = by_shard.get(rel, set())
+            if not drop:
                 _link_or_copy(src / rel, tmp / rel)
                 if sha256_file(tmp / rel) != entry["sha256"]:
                     raise TakedownError(f"{src / rel} does not match its manifest sha256; audit the release first")
                 shards.append(dict(entry))
                 result.shards_kept.append(rel)
                 continue
-            drop = set(in_shard)
-            members: list[tuple[str, bytes]] = []
             count = 0
-            for key, group in iter_samples(src / rel):
-                if key in drop:
-                    continue
-                count += 1
-                members += [(f"{key}.{ext}", data) for ext, data in group.items()]
+
+            def members(rel: str = rel, drop: set[str] = drop) -> Iterator[tuple[str, bytes]]:
+                nonlocal count
+                for key, group in iter_samples(src / rel):
+                    if key not in drop:
+                        count += 1
+                        yield from ((f"{key}.{ext}", data) for ext, data in group.items())
+
+            info = write_tar(tmp / rel, members())  # one sample in memory at a time
             if count == 0:
+                (tmp / rel).unlink()
                 result.shards_dropped.append(rel)
                 continue
-            info = write_tar(tmp / rel, members)
             shards.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": count})
             result.shards_rewritten.append(rel)
 
-        keep_rows = [r for r in rows if r["key"] not in hits]
-        pq.write_table(pa.Table.from_pylist(keep_rows, schema=index.schema), tmp / INDEX_FILE)
-        rej = pq.read_table(src / REJECTED_FILE)
-        rej_rows = rej.to_pylist()
+        removed_rows = _write_index(index_file, set(hits), tmp / INDEX_FILE)
+        rejected_file = pq.ParquetFile(src / REJECTED_FILE)
+        names = rejected_file.schema_arrow.names
         added = []
-        for key in sorted(hits):
-            r, t = hits[key]
-            row = {c: r.get(c) for c in rej.schema.names}
+        for key, r in sorted({r["key"]: r for r in removed_rows}.items()):
+            t = hits[key][1]
+            row = {c: r.get(c) for c in names}
             row.update({"key": key, "url": r.get("source_url"), "stage": str(Stage.TAKEDOWN), "reason": "takedown",
                         "detail": t.reason})
             if "status" in row:
@@ -155,8 +192,10 @@ def takedown(
                 row["transient"] = False
             added.append(row)
             result.removed.append({"key": key, "reason": t.reason, "sha256": r["sha256"], "shard": r["shard"]})
-        rej_rows += added
-        pq.write_table(pa.Table.from_pylist(rej_rows, schema=rej.schema), tmp / REJECTED_FILE)
+        with RowGroupWriter(tmp / REJECTED_FILE, rejected_file.schema_arrow) as out:
+            for batch in rejected_file.iter_batches(batch_size=ROW_GROUP):
+                out.write(batch)
+            out.write(pa.Table.from_pylist(added, schema=rejected_file.schema_arrow))
 
         m = json.loads(json.dumps(old))
         m["version"] = new_version
@@ -177,8 +216,7 @@ def takedown(
         c["by_stage"], c["by_reason"] = dict(sorted(by_stage.items())), dict(sorted(by_reason.items()))
         m["shards"] = shards
         m["files"] = {}
-        index_rows = [{**r, "scores": r.get("scores") or []} for r in keep_rows]
-        written = documents.write_all(tmp, m, index_rows, rej_rows)
+        written = documents.write_all(tmp, m, tmp / INDEX_FILE, tmp / REJECTED_FILE)
         m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
         manifest.write(tmp / MANIFEST_FILE, m)
     return result

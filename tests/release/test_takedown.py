@@ -145,3 +145,45 @@ def test_cli_takedown_then_diff(release: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "passkit.cli", "takedown", str(release), "--creator", "Nobody",
                           "--reason", "x"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "matches" in bad.stderr
+
+
+def test_takedown_streams_a_big_release_in_row_groups(tmp_path: Path) -> None:
+    # Tables over one row group are written in ROW_GROUP-row groups, the old rejections first and the
+    # takedown's after them; attribution pages are regenerated and listed in the manifest's files.
+    from passkit.release.attribution import PAGE_SIZE
+    from passkit.release.tables import ROW_GROUP
+    from tests.release.test_documents_scale import make_release
+
+    src = tmp_path / "syn-1.0.0"
+    src.mkdir()
+    n, n_rejected = PAGE_SIZE + 1000, ROW_GROUP + 500
+    m = make_release(src, n=n, n_rejected=n_rejected, n_shards=3)
+    from passkit.release import documents, manifest
+
+    m["files"] = documents.file_entries(src, ["index.parquet", "rejected.parquet",
+                                              *documents.write_all(src, m, src / "index.parquet",
+                                                                   src / "rejected.parquet")])
+    manifest.write(src / "manifest.json", m)
+    old_index = pq.read_table(src / "index.parquet")
+    who = old_index.column("creator")[0].as_py()
+    ann = {r["key"] for r in old_index.select(["key", "creator"]).to_pylist() if r["creator"].lower() == who.lower()}
+    assert len(ann) > 1
+
+    res = takedown(src, [TakedownSpec(creator=who.upper(), reason="asked")], created="2026-01-02T00:00:00Z")
+    new = res.path
+    assert {r["key"] for r in res.removed} == ann
+    rej = pq.ParquetFile(new / "rejected.parquet")
+    assert [rej.metadata.row_group(i).num_rows for i in range(rej.num_row_groups)] == [ROW_GROUP, 500 + len(ann)]
+    rows = rej.read().to_pylist()
+    assert rows[:n_rejected] == pq.read_table(src / "rejected.parquet").to_pylist()
+    assert [r["key"] for r in rows[n_rejected:]] == sorted(ann) and {r["stage"] for r in rows[n_rejected:]} == {"takedown"}
+    index = pq.read_table(new / "index.parquet")
+    assert index.column("key").to_pylist() == [k for k in old_index.column("key").to_pylist() if k not in ann]
+    assert index.schema == old_index.schema
+    m2 = json.loads((new / "manifest.json").read_text())
+    assert {"attribution/page-00001.html", "attribution/page-00002.html"} <= set(m2["files"])
+    for name, entry in m2["files"].items():
+        assert sha256_file(new / name) == entry["sha256"], name
+    for k in ann:
+        assert k not in (new / "attribution" / "page-00001.html").read_text()
+        assert k not in (new / "attribution" / "page-00002.html").read_text()
