@@ -145,7 +145,7 @@ def build_release(
     m["curation"] = cur.curation
     m["review"] = review
     step("documents", 0, 1)
-    written = _documents(tmp, m)
+    written = documents.write_all(tmp, m, tmp / INDEX_FILE, tmp / REJECTED_FILE)
     step("documents", 1, 1)
     m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
     manifest.write(tmp / MANIFEST_FILE, m)
@@ -163,10 +163,6 @@ def build_release(
         release_dir, ledgers.candidates, n_kept, rejected, len(shards), dict(by_reason),
         det["detectors"], det["skipped"], time.monotonic() - t0,
     )
-
-
-def _documents(release_dir: Path, m: dict[str, Any]) -> list[str]:
-    return documents.write_all(release_dir, m, release_dir / INDEX_FILE, release_dir / REJECTED_FILE)
 
 
 def sorted_by_key(staged: Path, kept: np.ndarray, tmp: Path) -> Iterator[pa.RecordBatch]:
