@@ -36,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -406,35 +407,51 @@ class Measured:
     returncode: int
 
 
+# Linux carries a process's peak RSS (ru_maxrss) across fork and exec: a command started from a big
+# process (a test session) reports that process's peak as its own. So the command runs under a small
+# launcher, whose children start clean, and the launcher writes the command's own ru_maxrss and CPU
+# time (its reaped descendants included) to a file.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, ru = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(f'{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}')\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def measure(cmd: list[str], env: dict[str, str] | None = None, stdout: Any = None, interval: float = 0.2) -> Measured:
     """Run `cmd`, polling its process tree's memory every `interval` seconds until it ends."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.STDOUT)
-    hwm: dict[int, int] = {}
-    tree_max = 0
-    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="passkit-measure-") as d:
+        report = Path(d) / "rusage"
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report), *cmd], env=env, stdout=stdout,
+                                stderr=subprocess.STDOUT)
+        hwm: dict[int, int] = {}
+        tree_max = 0
+        stop = threading.Event()
 
-    def poll() -> None:
-        nonlocal tree_max
-        while not stop.is_set():
-            total = 0
-            for pid in _tree(proc.pid):
-                s = _status_kib(pid)
-                if s is not None:
-                    total += s[0]
-                    hwm[pid] = max(hwm.get(pid, 0), s[1])
-            tree_max = max(tree_max, total)
-            stop.wait(interval)
+        def poll() -> None:
+            nonlocal tree_max
+            while not stop.is_set():
+                total = 0
+                for pid in _tree(proc.pid)[1:]:  # the launcher itself is not measured
+                    s = _status_kib(pid)
+                    if s is not None:
+                        total += s[0]
+                        hwm[pid] = max(hwm.get(pid, 0), s[1])
+                tree_max = max(tree_max, total)
+                stop.wait(interval)
 
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    stop.set()
-    poller.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    single = max([ru.ru_maxrss, *hwm.values()])
-    return Measured(wall, ru.ru_utime + ru.ru_stime, single / 1024, tree_max / 1024, len(hwm), proc.returncode)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        proc.wait()
+        wall = time.perf_counter() - t0
+        stop.set()
+        poller.join()
+        maxrss, cpu = (float(x) for x in report.read_text().split()) if report.exists() else (0.0, 0.0)
+    single = max([maxrss, *hwm.values()])
+    return Measured(wall, cpu, single / 1024, tree_max / 1024, len(hwm), proc.returncode)
 
 
 def passkit_cmd(*args: str) -> list[str]:
