@@ -199,7 +199,7 @@ def key_hash(key: str) -> int:
     return z - (1 << 64) if z >= 1 << 63 else z
 
 
-def key_hashes(keys: pa.Array | pa.ChunkedArray, rows: int = 1 << 16) -> np.ndarray:
+def key_hashes(keys: pa.Array | pa.ChunkedArray, rows: int = 1 << 14) -> np.ndarray:
     """`key_hash` of every key of an Arrow string array, as int64, `rows` keys at a time."""
     arr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     if arr.null_count:
