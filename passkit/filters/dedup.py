@@ -8,10 +8,14 @@ per block). So for each block we index the hashes by that block's value and prob
 within that radius of a query's block: the candidates are a superset of the true neighbours,
 verified with a full 64-bit popcount. No pair within the threshold is ever missed.
 
-Scale (benchmarks/near_dup.py, t=8, 2 shared cores): 1M hashes in ~7-16 s and ~0.4 GiB peak RSS,
-10M in ~330 s and ~2.0 GiB. The work grows as N x probes (gathers) plus N^2 / 2^21 (candidates), so
-past ~4M hashes the candidates dominate and time grows faster than linearly; the three blocks are
-independent, so they can run on separate processes or machines.
+Scale (benchmarks/near_dup.py, t=8, 2 shared cores): 1M hashes in ~7-16 s and ~0.4 GiB peak RSS.
+The work grows as N x probes (gathers) plus N^2 / 2^21 (candidates), so past ~4M hashes the
+candidates dominate and time grows faster than linearly; the blocks are independent, so they can
+run on separate processes or machines. Memory is what HashIndex bounds at PASS scale
+(benchmarks/tools_scale.py dedup, 10 % near-duplicates): 2M hashes peak at ~0.55 GiB RSS (0.65
+before), and 20M stayed near 1.05 GiB where the indexes of all blocks alone used to take ~2.9 GiB:
+a block's index is built for its search and dropped after it, only as many blocks run at once as
+fit MEMORY_BUDGET (one at 20M), and probe chunks shrink as buckets fill.
 
 Everything is vectorised with numpy: a block's index is a direct-address table (counts and bucket
 starts over `2**width` values, width <= 24 bits) plus the argsort of the block values; one probe
