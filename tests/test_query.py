@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from passkit.query import QueryError, query
+from tests.helpers.releases import load_manifest, make_release, save_manifest
 from tests.helpers.staging import Item, basic_items, staged_release, texture
 
 
@@ -54,3 +55,26 @@ def test_cli_json(release: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "passkit.cli", "query", str(release), "SELEC"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "syntax error" in bad.stderr.lower()
+
+
+def test_max_rows_stops_fetching_and_says_so(release: Path) -> None:
+    res = query(release, "SELECT key FROM samples ORDER BY key", max_rows=3)
+    assert len(res.rows) == 3 and res.truncated
+    full = query(release, "SELECT key FROM samples ORDER BY key")
+    assert not full.truncated and full.rows[:3] == res.rows and len(full.rows) == 7
+    assert not query(release, "SELECT key FROM samples", max_rows=7).truncated
+    assert query(release, "SELECT key FROM samples", max_rows=0).rows == []
+    with pytest.raises(ValueError, match="max_rows"):
+        query(release, "SELECT 1", max_rows=-1)
+
+
+def test_many_shards_and_removals_reach_their_tables(tmp_path: Path) -> None:
+    root = make_release(tmp_path, n=3, shard_max=3)
+    m = load_manifest(root)
+    m["shards"] = [{"path": f"shards/x-{i:06d}.tar", "sha256": f"{i:064x}", "bytes": i, "samples": i % 7}
+                   for i in range(1203)]
+    m["removals"] = [{"key": f"gone{i}", "reason": "asked"} for i in range(501)] + [{"key": "odd"}]
+    save_manifest(root, m)
+    assert query(root, "SELECT count(*), sum(samples), max(path), sum(bytes) FROM shards").rows == [
+        (1203, sum(i % 7 for i in range(1203)), "shards/x-001202.tar", sum(range(1203)))]
+    assert query(root, "SELECT count(*), count(reason) FROM removals").rows == [(502, 501)]

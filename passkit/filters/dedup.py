@@ -8,10 +8,14 @@ per block). So for each block we index the hashes by that block's value and prob
 within that radius of a query's block: the candidates are a superset of the true neighbours,
 verified with a full 64-bit popcount. No pair within the threshold is ever missed.
 
-Scale (benchmarks/near_dup.py, t=8, 2 shared cores): 1M hashes in ~7-16 s and ~0.4 GiB peak RSS,
-10M in ~330 s and ~2.0 GiB. The work grows as N x probes (gathers) plus N^2 / 2^21 (candidates), so
-past ~4M hashes the candidates dominate and time grows faster than linearly; the three blocks are
-independent, so they can run on separate processes or machines.
+Scale (benchmarks/near_dup.py, t=8, 2 shared cores): 1M hashes in ~7-16 s and ~0.4 GiB peak RSS.
+The work grows as N x probes (gathers) plus N^2 / 2^21 (candidates), so past ~4M hashes the
+candidates dominate and time grows faster than linearly; the blocks are independent, so they can
+run on separate processes or machines. Memory is what HashIndex bounds at PASS scale
+(benchmarks/tools_scale.py dedup, 10 % near-duplicates): 2M hashes peak at ~0.55 GiB RSS (0.65
+before), and 20M stayed near 1.05 GiB where the indexes of all blocks alone used to take ~2.9 GiB:
+a block's index is built for its search and dropped after it, only as many blocks run at once as
+fit MEMORY_BUDGET (one at 20M), and probe chunks shrink as buckets fill.
 
 Everything is vectorised with numpy: a block's index is a direct-address table (counts and bucket
 starts over `2**width` values, width <= 24 bits) plus the argsort of the block values; one probe
@@ -32,13 +36,19 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 HASH_BITS = 64
 MAX_TABLE_BITS = 24  # direct-address tables stay <= 64 MiB (int32 counts + starts)
 BRUTE_FORCE_PAIRS = 4_000_000  # below this many query x base comparisons, compare them all
-CHUNK_ROWS = 1 << 20  # queries probed at once (bounds the memory of one expansion)
+CHUNK_ROWS = 1 << 20  # queries probed at once, at most
+MIN_CHUNK_ROWS = 1 << 14  # ... and at least (fewer make Python's per-probe cost dominate)
+CANDIDATES = 1 << 21  # candidates one probe of a chunk expands to, about (bounds its temporaries)
+CACHE_HASHES = 1 << 22  # block indexes over more hashes than this are rebuilt per search, not kept
+MEMORY_BUDGET = 768 << 20  # block indexes searched at once must fit this (fewer threads if not)
+KEEP_FIRST_SLICE = 1 << 20  # pairs turned into Python ints at a time
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -133,16 +143,54 @@ def _empty() -> Pairs:
 def _finish(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_base: int) -> Pairs:
     if not parts:
         return _empty()
-    q = np.concatenate([p[0] for p in parts])
-    b = np.concatenate([p[1] for p in parts])
-    d = np.concatenate([p[2] for p in parts])
-    # A pair can match in several blocks: keep each once, sorted by (query, base).
+    q = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+    b = np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False)
     code = q * max(n_base, 1) + b
+    del q, b
+    d = np.concatenate([p[2] for p in parts])
+    parts.clear()
+    # A pair can match in several blocks: keep each once, sorted by (query, base).
     code, first = np.unique(code, return_index=True)
-    return Pairs(q[first], b[first], d[first])
+    base = max(n_base, 1)
+    return Pairs(code // base, code % base, d[first].astype(np.int64))
 
 
-_Block = tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+def _index_dtype(n: int) -> type[np.signedinteger]:
+    """Positions stored compactly: int32 while they fit (half the memory of int64 at 20M hashes)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+class _Block(NamedTuple):
+    """One block's index: its bit range, the argsort of the base hashes by block value, bucket
+    counts and starts over all 2**width values, and the hashes in that order (candidates are
+    verified on them: sequential reads). The block values themselves are not kept: a chunk of
+    queries recomputes its own from the hashes, which saves 8 bytes per hash."""
+
+    shift: int
+    width: int
+    order: np.ndarray
+    counts: np.ndarray
+    starts: np.ndarray
+    base_sorted: np.ndarray
+
+
+def _block_values(h: np.ndarray, shift: int, width: int) -> np.ndarray:
+    return ((h >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+
+
+def _build_block(base: np.ndarray, shift: int, width: int) -> _Block:
+    vals = ((base >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
+    order = np.argsort(vals, kind="stable")
+    counts = np.bincount(vals, minlength=1 << width)
+    del vals
+    starts = (np.cumsum(counts) - counts).astype(_index_dtype(len(base) + 1))
+    return _Block(shift, width, order.astype(_index_dtype(len(base))), counts.astype(np.int32), starts,
+                  base[order])
+
+
+def _block_bytes(n: int, width: int) -> int:
+    """Memory of one block's index, and of building it (argsort's int64 output, the values)."""
+    return n * (8 + np.dtype(_index_dtype(n)).itemsize) + (1 << width) * 8 + n * 12
 
 
 class HashIndex:
@@ -150,6 +198,11 @@ class HashIndex:
 
     `query(q)` finds every (query, base) pair within the threshold; `self_pairs()` every pair of
     base hashes (i < j). Thread-parallel over blocks (numpy releases the GIL in the heavy parts).
+
+    Memory is bounded at PASS scale (tens of millions of hashes): a block's index is built when
+    its search starts and dropped when it ends (kept for reuse only while small), no more blocks
+    are searched at once than fit `MEMORY_BUDGET`, and queries are probed in chunks sized so that
+    one probe expands to at most `CANDIDATES` candidates.
     """
 
     def __init__(self, base: np.ndarray | Sequence[str], threshold: int, *, blocks: int | None = None,
@@ -160,22 +213,16 @@ class HashIndex:
         self.threshold = int(threshold)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.blocks = blocks
-        self._tables: dict[int, list[_Block]] = {}
+        self._tables: dict[tuple[int, int], _Block] = {}
 
-    def _table(self, m: int) -> list[_Block]:
-        """Per block: (shift, width, block values, order, counts, starts, hashes in block order)."""
-        if m not in self._tables:
-            tables = []
-            shift = 0
-            for w in _widths(m):
-                vals = ((self.base >> np.uint64(shift)) & np.uint64((1 << w) - 1)).astype(np.int64)
-                order = np.argsort(vals, kind="stable")
-                counts = np.bincount(vals, minlength=1 << w).astype(np.int32)
-                starts = (np.cumsum(counts, dtype=np.int64) - counts).astype(np.int64)
-                tables.append((shift, w, vals, order, counts, starts, self.base[order]))
-                shift += w
-            self._tables[m] = tables
-        return self._tables[m]
+    def _block(self, shift: int, width: int) -> _Block:
+        key = (shift, width)
+        tab = self._tables.get(key)
+        if tab is None:
+            tab = _build_block(self.base, shift, width)
+            if len(self.base) <= CACHE_HASHES:
+                self._tables[key] = tab
+        return tab
 
     def query(self, queries: np.ndarray | Sequence[str]) -> Pairs:
         q = to_uint64(queries)
@@ -192,30 +239,39 @@ class HashIndex:
         m = self.blocks or choose_blocks(n_b, n_q, self.threshold)
         if m is None:
             return self._brute(q, self_join)
-        tables = self._table(m)
         radii = block_radii(m, self.threshold)
+        specs = []
+        shift = 0
+        for w, r in zip(_widths(m), radii, strict=True):
+            if r >= 0:
+                specs.append((shift, w, r))
+            shift += w
+        idx = _index_dtype(max(n_b, n_q))
 
-        def one_block(tab: _Block, r: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-            shift, w, bvals, order, counts, starts, base_sorted = tab
-            if r < 0:
-                return []
+        def one_block(spec: tuple[int, int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            shift, w, r = spec
+            tab = self._block(shift, w)
+            order, counts, starts, base_sorted = tab.order, tab.counts, tab.starts, tab.base_sorted
             # Queries are walked in the order of their block value: the probes v ^ f then touch the
             # tables in long monotone runs, several times faster than random order on large inputs.
             # Candidates are verified on hashes laid out in that order; positions are looked up only
             # for the few hits.
             if self_join:
-                qpos, qsorted, qhash = order, bvals[order], base_sorted
+                qpos, qhash = order, base_sorted
             else:
-                qvals = ((q >> np.uint64(shift)) & np.uint64((1 << w) - 1)).astype(np.int64)
-                qpos = np.argsort(qvals, kind="stable")
-                qsorted, qhash = qvals[qpos], q[qpos]
+                qpos = np.argsort(_block_values(q, shift, w), kind="stable").astype(idx)
+                qhash = q[qpos]
             found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             masks = _masks(w, r).tolist()
             groups: dict[int, list[int]] = {}
             for f in masks:  # grouped by highest set bit (-1: the zero mask)
                 groups.setdefault(f.bit_length() - 1, []).append(f)
-            for lo in range(0, n_q, CHUNK_ROWS):
-                qv_all = qsorted[lo : lo + CHUNK_ROWS]
+            # one probe of a chunk expands to about rows x occupancy candidates, each costing ~40
+            # bytes of temporaries: size the chunk to keep that near CANDIDATES
+            occupancy = max(1.0, n_b / 2**w)
+            chunk = int(min(CHUNK_ROWS, max(MIN_CHUNK_ROWS, CANDIDATES / occupancy)))
+            for lo in range(0, n_q, chunk):
+                qv_all = _block_values(qhash[lo : lo + chunk], shift, w)
                 for top, fs in groups.items():
                     if self_join and top >= 0:
                         # buckets u and u ^ f meet twice; take each meeting once, from the side
@@ -239,16 +295,19 @@ class HashIndex:
                         hit = np.flatnonzero(d <= self.threshold)
                         if hit.size == 0:
                             continue
-                        qi, bi, dh = qpos[qrow[hit]], order[cand[hit]], d[hit].astype(np.int64)
+                        qi, bi, dh = qpos[qrow[hit]], order[cand[hit]], d[hit]
                         if self_join:
                             keep = qi != bi if f else bi > qi
                             qi, bi, dh = qi[keep], bi[keep], dh[keep]
                             qi, bi = np.minimum(qi, bi), np.maximum(qi, bi)
-                        found.append((qi, bi, dh))
+                        found.append((qi.astype(idx, copy=False), bi.astype(idx, copy=False),
+                                      dh.astype(np.uint8, copy=False)))
             return found
 
-        with ThreadPoolExecutor(max_workers=min(self.threads, len(tables))) as pool:
-            parts = [p for block in pool.map(one_block, tables, radii) for p in block]
+        per_block = _block_bytes(max(n_b, n_q), max(w for _, w, _ in specs)) + 40 * CANDIDATES
+        workers = max(1, min(self.threads, len(specs), MEMORY_BUDGET // per_block))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = [p for block in pool.map(one_block, specs) for p in block]
         return _finish(parts, n_b)
 
     def _brute(self, q: np.ndarray, self_join: bool) -> Pairs:
@@ -288,14 +347,21 @@ def keep_first(pairs: Pairs) -> list[NearDuplicate]:
     if not len(pairs):
         return []
     # pairs are (i, j) with i < j; decide j once every i < j is decided: sort by (j, distance, i).
+    # Walked in slices with a flag per position, not a dict of results: millions of pairs at
+    # PASS scale. Results come out in j order, which is the order returned.
     order = np.lexsort((pairs.query, pairs.distance, pairs.base))
-    earlier, later, dist = pairs.query[order], pairs.base[order], pairs.distance[order]
-    removed: dict[int, NearDuplicate] = {}
-    for i, j, d in zip(earlier.tolist(), later.tolist(), dist.tolist(), strict=True):
-        if j in removed or i in removed:
-            continue
-        removed[j] = NearDuplicate(j, i, d)
-    return sorted(removed.values(), key=lambda x: x.index)
+    removed = bytearray(int(max(pairs.query.max(), pairs.base.max())) + 1)
+    out: list[NearDuplicate] = []
+    append = out.append
+    for lo in range(0, len(order), KEEP_FIRST_SLICE):
+        sl = order[lo : lo + KEEP_FIRST_SLICE]
+        for i, j, d in zip(pairs.query[sl].tolist(), pairs.base[sl].tolist(), pairs.distance[sl].tolist(),
+                           strict=True):
+            if removed[j] or removed[i]:
+                continue
+            removed[j] = 1
+            append(NearDuplicate(j, i, d))
+    return out
 
 
 def nearest_matches(queries: np.ndarray | Sequence[str], reference: np.ndarray | Sequence[str],

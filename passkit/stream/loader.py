@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -65,6 +66,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -169,8 +172,63 @@ def open_release(release_dir: Path | str) -> Release:
 # ----------------------------------------------------------------------------- the sample catalog
 
 
+_MASK = (1 << 64) - 1
+_BASE = 0x9E3779B97F4A7C15  # odd: its powers mod 2**64 never vanish
+_LEN = 0xD6E8FEB86659FD93
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
 def key_hash(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
+    """A 64-bit hash of a key (signed), equal to `key_hashes` of the same key.
+
+    It only checks that a shard's tar and the index agree on which sample sits where, within one
+    process tree (it is never stored), so it is chosen to be computable for millions of keys at
+    once with numpy: a polynomial over the UTF-8 bytes, the length, and splitmix64's finaliser.
+    """
+    h, power = 0, 1
+    data = key.encode()
+    for b in data:
+        h = (h + (b + 1) * power) & _MASK
+        power = (power * _BASE) & _MASK
+    z = _mix(h ^ ((len(data) * _LEN) & _MASK))
+    return z - (1 << 64) if z >= 1 << 63 else z
+
+
+def key_hashes(keys: pa.Array | pa.ChunkedArray, rows: int = 1 << 14) -> np.ndarray:
+    """`key_hash` of every key of an Arrow string array, as int64, `rows` keys at a time."""
+    arr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if arr.null_count:
+        raise ValueError("keys must not be null")
+    out = np.empty(len(arr), dtype=np.uint64)
+    off_type = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=off_type, count=len(arr) + 1, offset=arr.offset * off_type().itemsize)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    with np.errstate(over="ignore"):
+        for lo in range(0, len(arr), rows):
+            off = offsets[lo : lo + rows + 1].astype(np.int64)
+            lens = np.diff(off)
+            total = int(off[-1] - off[0])
+            width = int(lens.max()) if len(lens) else 0
+            powers = np.ones(max(width, 1), dtype=np.uint64)
+            if width > 1:
+                powers[1:] = np.cumprod(np.full(width - 1, _BASE, dtype=np.uint64), dtype=np.uint64)
+            pos = np.arange(total, dtype=np.int64) - np.repeat(off[:-1] - off[0], lens)
+            terms = (data[off[0] : off[-1]].astype(np.uint64) + np.uint64(1)) * powers[pos]
+            h = np.zeros(len(lens), dtype=np.uint64)
+            nonempty = lens > 0
+            if total:
+                h[nonempty] = np.add.reduceat(terms, (off[:-1] - off[0])[nonempty], dtype=np.uint64)
+            z = h ^ (lens.astype(np.uint64) * np.uint64(_LEN))
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            out[lo : lo + len(lens)] = z ^ (z >> np.uint64(31))
+    return out.view(np.int64)
 
 
 @dataclass(frozen=True)
@@ -188,65 +246,142 @@ class Catalog:
         return len(self.shard)
 
 
-def _shard_keys_from_index(release: Release, pool: ShardPool) -> list[list[str]] | None:
-    rel = "index.parquet"
-    try:
-        import pyarrow.parquet as pq
+def _read_index(release: Release) -> pa.Table | None:
+    """key and shard columns of index.parquet, after checking its sha256 against the manifest.
 
-        raw = read_bytes(release.file(rel))
+    A local file is hashed and parsed through one open file, not read into memory whole (a PASS
+    index is hundreds of MB); a remote one is fetched whole, as before.
+    """
+    import pyarrow.parquet as pq
+
+    rel = "index.parquet"
+    want = ((release.manifest.get("files") or {}).get(rel) or {}).get("sha256")
+    loc = release.file(rel)
+    opts = {"read_dictionary": ["shard"], "pre_buffer": False, "buffer_size": 1 << 20}
+    try:
+        if is_remote(loc):
+            raw = read_bytes(loc)
+            if want and hashlib.sha256(raw).hexdigest() != want:
+                return _mismatch(loc)
+            return pq.ParquetFile(io.BytesIO(raw), **opts).read(columns=["key", "shard"])
+        with open(local_path(loc), "rb") as f:
+            if want:
+                h = hashlib.sha256()
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                if h.hexdigest() != want:
+                    return _mismatch(loc)
+                f.seek(0)
+            return pq.ParquetFile(f, **opts).read(columns=["key", "shard"])
     except (OSError, FileNotFoundError):
         return None
-    want = (release.manifest.get("files") or {}).get(rel) or {}
-    if want.get("sha256") and hashlib.sha256(raw).hexdigest() != want["sha256"]:
-        warnings.warn(f"{release.file(rel)} does not match its manifest sha256; scanning shard headers instead",
-                      stacklevel=3)
-        return None
-    import io
 
-    table = pq.read_table(io.BytesIO(raw), columns=["key", "shard"])
-    by_shard: dict[str, list[str]] = {}
-    for k, s in zip(table.column("key").to_pylist(), table.column("shard").to_pylist(), strict=True):
-        by_shard.setdefault(s, []).append(k)
-    out = []
+
+def _mismatch(loc: str) -> None:
+    warnings.warn(f"{loc} does not match its manifest sha256; scanning shard headers instead", stacklevel=4)
+    return None
+
+
+def _shard_numbers(column: pa.ChunkedArray, rels: list[str]) -> np.ndarray:
+    """Per row: the position of its shard among `rels`, -1 for a shard the manifest does not list."""
+    want = pa.array(rels, pa.string())
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):  # a few thousand names looked up, not millions of rows
+            table = pc.fill_null(pc.index_in(chunk.dictionary.cast(pa.string()), value_set=want), -1)
+            idx = pc.take(table, pc.fill_null(chunk.indices, 0))
+            idx = pc.if_else(pc.is_valid(chunk.indices), idx, -1)
+        else:
+            idx = pc.fill_null(pc.index_in(chunk.cast(pa.string()), value_set=want), -1)
+        parts.append(np.asarray(idx, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _keys_from_index(release: Release) -> tuple[pa.Array, np.ndarray] | None:
+    """(keys, shard of each) in release order -- shards in manifest order, keys sorted within a
+    shard (the format) -- from index.parquet; None when it is missing or disagrees with the manifest.
+
+    Columnar: at PASS scale (millions of keys) a Python list per shard took most of the start-up.
+    """
+    table = _read_index(release)
+    if table is None:
+        return None
+    if table.column("key").null_count:
+        warnings.warn(f"{release.file('index.parquet')} has rows without a key; scanning shard headers "
+                      "instead (run `passkit audit` on this release)", stacklevel=3)
+        return None
+    rels: dict[str, int] = {}
+    for ref in release.refs:
+        rels.setdefault(ref.rel, len(rels))
+    shard = _shard_numbers(table.column("shard"), list(rels))
+    keys = table.column("key").combine_chunks()
+    keep = shard >= 0
+    if not keep.all():
+        keys, shard = keys.filter(pa.array(keep)), shard[keep]
+    if not _in_order(shard, keys):
+        t = pa.table({"shard": shard, "key": keys})
+        order = pc.sort_indices(t, [("shard", "ascending"), ("key", "ascending")])
+        keys, shard = keys.take(order), shard[np.asarray(order)]
+    counts = np.bincount(shard, minlength=len(rels))
     for ref, n in zip(release.refs, release.shard_samples, strict=True):
-        keys = sorted(by_shard.get(ref.rel, []))  # the format: sorted by key within a shard
-        if len(keys) != n:
+        if counts[rels[ref.rel]] != n:
             warnings.warn(
-                f"index.parquet lists {len(keys)} samples for {ref.rel}, the manifest {n}; scanning "
+                f"index.parquet lists {counts[rels[ref.rel]]} samples for {ref.rel}, the manifest {n}; scanning "
                 "shard headers instead (run `passkit audit` on this release)", stacklevel=3)
             return None
-        out.append(keys)
-    return out
+    if len(rels) == len(release.refs):  # each shard listed once: the sorted rows are the release order
+        return keys, shard
+    # a shard the manifest lists twice is read twice, as listed
+    starts = np.cumsum(counts) - counts
+    rows = np.concatenate([np.arange(starts[rels[r.rel]], starts[rels[r.rel]] + counts[rels[r.rel]])
+                           for r in release.refs])
+    return keys.take(pa.array(rows)), np.repeat(np.arange(len(release.refs)), release.shard_samples)
 
 
-def _shard_keys_from_headers(release: Release, pool: ShardPool) -> list[list[str]]:
-    out = []
+def _in_order(shard: np.ndarray, keys: pa.Array) -> bool:
+    """Rows already grouped by shard in manifest order, keys ascending within a shard (Arrow
+    compares UTF-8 bytes: Python's str order)."""
+    if len(shard) < 2:
+        return True
+    step = np.diff(shard)
+    if (step < 0).any():
+        return False
+    same = step == 0
+    if not same.any():
+        return True
+    le = np.asarray(pc.less_equal(keys.slice(0, len(keys) - 1), keys.slice(1)), dtype=bool)
+    return bool(le[same].all())
+
+
+def _keys_from_headers(release: Release, pool: ShardPool) -> tuple[pa.Array, np.ndarray]:
+    keys: list[str] = []
+    counts = []
     for ref in release.refs:
-        out.append(list(pool.get(ref).sample_keys))
+        ks = pool.get(ref).sample_keys
+        keys += ks
+        counts.append(len(ks))
     pool.close()
-    return out
+    return pa.array(keys, pa.string()), np.repeat(np.arange(len(release.refs)), counts)
 
 
 def build_catalog(release: Release, pool: ShardPool, apply_removals: bool = True) -> Catalog:
     """The catalog from index.parquet (or the shard headers when it is missing or inconsistent)."""
-    keys = _shard_keys_from_index(release, pool)
+    found = _keys_from_index(release)
     source = "index.parquet"
-    if keys is None:
-        keys, source = _shard_keys_from_headers(release, pool), "shard headers"
+    if found is None:
+        found, source = _keys_from_headers(release, pool), "shard headers"
+    keys, shard = found
+    nref = len(release.refs)
+    per_ref = np.bincount(shard, minlength=nref)
+    ordinal = np.arange(len(shard), dtype=np.int64) - np.repeat(np.cumsum(per_ref) - per_ref, per_ref)
     removed = release.removed if apply_removals else frozenset()
-    shard, ordinal, hashes, counts = [], [], [], []
-    for s, ks in enumerate(keys):
-        n = 0
-        for i, k in enumerate(ks):
-            if k in removed:
-                continue
-            shard.append(s)
-            ordinal.append(i)
-            hashes.append(key_hash(k))
-            n += 1
-        counts.append(n)
-    return Catalog(np.asarray(shard, np.int32), np.asarray(ordinal, np.int32), np.asarray(hashes, np.int64),
-                   tuple(counts), source)
+    if removed and len(keys):
+        gone = pa.array(sorted(k for k in removed if isinstance(k, str)), pa.string())
+        keep = ~np.asarray(pc.is_in(keys, value_set=gone), dtype=bool)
+        keys, shard, ordinal = keys.filter(pa.array(keep)), shard[keep], ordinal[keep]
+    counts = np.bincount(shard, minlength=nref)
+    return Catalog(shard.astype(np.int32), ordinal.astype(np.int32), key_hashes(keys),
+                   tuple(int(c) for c in counts), source)
 
 
 # ----------------------------------------------------------------------------- transforms, collate

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -48,24 +48,35 @@ def rng_for(*parts: object) -> np.random.Generator:
 
 
 def buffer_shuffle(seq: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """What a streaming shuffle buffer of `size` items would output for `seq`."""
+    """What a streaming shuffle buffer of `size` items would output for `seq`.
+
+    The buffer is not stepped through item by item (seconds of Python at PASS scale): output i is
+    the item that last went into the slot picked at step i, which is the item of the previous
+    step that picked the same slot, or the slot's first item -- found for all steps at once by
+    sorting the picks by slot.
+    """
     n = len(seq)
     size = min(size, n)
     if size <= 1:
         return seq.copy()
     if size >= n:
         return rng.permutation(seq)
-    items = seq.tolist()
-    buf = items[:size]
-    picks = rng.integers(0, size, n - size).tolist()
-    out = []
-    append = out.append
-    for i, j in enumerate(picks):
-        append(buf[j])
-        buf[j] = items[size + i]
-    rest = np.asarray(buf, dtype=seq.dtype)
+    picks = rng.integers(0, size, n - size)
+    small = picks.astype(np.uint16) if size <= 1 << 16 else picks  # radix sort: several times faster
+    by_slot = np.argsort(small, kind="stable")  # steps grouped by slot, in step order within a slot
+    slots = picks[by_slot]
+    first = np.ones(len(by_slot), dtype=bool)
+    first[1:] = slots[1:] != slots[:-1]
+    prev = np.empty(len(by_slot), dtype=np.int64)  # per step: the previous step with its slot, or -1
+    prev[by_slot[first]] = -1
+    prev[by_slot[1:][~first[1:]]] = by_slot[:-1][~first[1:]]
+    out = np.where(prev >= 0, seq[size + np.maximum(prev, 0)], seq[picks])
+    last = np.ones(len(by_slot), dtype=bool)
+    last[:-1] = first[1:]
+    rest = seq[:size].copy()
+    rest[slots[last]] = seq[size + by_slot[last]]
     rng.shuffle(rest)
-    return np.concatenate([np.asarray(out, dtype=seq.dtype), rest])
+    return np.concatenate([out.astype(seq.dtype, copy=False), rest])
 
 
 def epoch_order(shard_counts: Sequence[int], *, seed: int, epoch: int, shuffle: bool,
@@ -77,16 +88,52 @@ def epoch_order(shard_counts: Sequence[int], *, seed: int, epoch: int, shuffle: 
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     shard_perm = rng_for("shards", seed, epoch).permutation(len(counts))
-    seq = np.concatenate([np.arange(starts[s], starts[s] + counts[s]) for s in shard_perm]) if n else \
-        np.zeros(0, np.int64)
+    c = counts[shard_perm]  # the shards' id ranges, laid end to end in permuted order
+    seq = np.arange(n, dtype=np.int64) + np.repeat(starts[shard_perm] - (np.cumsum(c) - c), c)
     return buffer_shuffle(seq.astype(np.int64), buffer_size, rng_for("buffer", seed, epoch))
+
+
+class Batches(Sequence[np.ndarray]):
+    """A rank's batches as views of its ids, made when asked for: with batch_size=None a rank of a
+    PASS-size release has millions of one-sample "batches", too many arrays to make up front."""
+
+    __slots__ = ("_ids", "_size", "_start", "_stop")
+
+    def __init__(self, ids: np.ndarray, size: int, start: int, stop: int):
+        self._ids, self._size, self._start, self._stop = ids, size, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> Batches: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | Batches:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("batches slice with a step")
+            return Batches(self._ids, self._size, self._start + lo, self._start + max(lo, hi))
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"batch {i} of {n}")
+        b = self._start + (i % n)
+        return self._ids[b * self._size : (b + 1) * self._size]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"Batches({len(self)} of {self._size})"
 
 
 @dataclass(frozen=True, slots=True)
 class RankPlan:
     """One rank's epoch: `batches[i]` is an array of global sample ids."""
 
-    batches: list[np.ndarray]
+    batches: Batches
     samples: int  # per rank, padding included
     total: int  # samples in the release (after removals)
     padded: int  # repeated samples added over all ranks (balance="pad")
@@ -121,6 +168,6 @@ def rank_plan(shard_counts: Sequence[int], *, rank: int, world_size: int, batch_
     mine = order[rank * per : (rank + 1) * per]
     bs = batch_size or 1
     nb = per // bs if drop_last else math.ceil(per / bs)
-    batches = [mine[i * bs : (i + 1) * bs] for i in range(nb)]
+    batches = Batches(mine, bs, 0, nb)
     dropped = max(0, n - need) + (per - nb * bs) * world_size
     return RankPlan(batches, per, n, padded, dropped)
