@@ -206,21 +206,27 @@ class HashIndex:
     """
 
     def __init__(self, base: np.ndarray | Sequence[str], threshold: int, *, blocks: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, budget: int | None = None):
         if not 0 <= threshold < HASH_BITS:
             raise ValueError(f"Hamming threshold {threshold} is outside 0..63")
         self.base = to_uint64(base)
         self.threshold = int(threshold)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.blocks = blocks
+        # `budget`: bytes the search may use beyond the hashes (MEMORY_BUDGET when None); a smaller
+        # one gives fewer blocks at once and smaller probe chunks, at the same speed per thread.
+        self.budget = budget or MEMORY_BUDGET
+        self.candidates = CANDIDATES if budget is None else max(MIN_CHUNK_ROWS, min(CANDIDATES, budget // 200))
         self._tables: dict[tuple[int, int], _Block] = {}
 
-    def _block(self, shift: int, width: int) -> _Block:
+    def _block(self, shift: int, width: int, keep: bool = True) -> _Block:
+        """A block's index; kept for later searches when `keep` and small (self_pairs searches each
+        block once, so it keeps none)."""
         key = (shift, width)
         tab = self._tables.get(key)
         if tab is None:
             tab = _build_block(self.base, shift, width)
-            if len(self.base) <= CACHE_HASHES:
+            if keep and len(self.base) <= CACHE_HASHES:
                 self._tables[key] = tab
         return tab
 
@@ -250,7 +256,7 @@ class HashIndex:
 
         def one_block(spec: tuple[int, int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
             shift, w, r = spec
-            tab = self._block(shift, w)
+            tab = self._block(shift, w, keep=not self_join)
             order, counts, starts, base_sorted = tab.order, tab.counts, tab.starts, tab.base_sorted
             # Queries are walked in the order of their block value: the probes v ^ f then touch the
             # tables in long monotone runs, several times faster than random order on large inputs.
@@ -269,7 +275,7 @@ class HashIndex:
             # one probe of a chunk expands to about rows x occupancy candidates, each costing ~40
             # bytes of temporaries: size the chunk to keep that near CANDIDATES
             occupancy = max(1.0, n_b / 2**w)
-            chunk = int(min(CHUNK_ROWS, max(MIN_CHUNK_ROWS, CANDIDATES / occupancy)))
+            chunk = int(min(CHUNK_ROWS, max(MIN_CHUNK_ROWS, self.candidates / occupancy)))
             for lo in range(0, n_q, chunk):
                 qv_all = _block_values(qhash[lo : lo + chunk], shift, w)
                 for top, fs in groups.items():
@@ -304,8 +310,8 @@ class HashIndex:
                                       dh.astype(np.uint8, copy=False)))
             return found
 
-        per_block = _block_bytes(max(n_b, n_q), max(w for _, w, _ in specs)) + 40 * CANDIDATES
-        workers = max(1, min(self.threads, len(specs), MEMORY_BUDGET // per_block))
+        per_block = _block_bytes(max(n_b, n_q), max(w for _, w, _ in specs)) + 40 * self.candidates
+        workers = max(1, min(self.threads, len(specs), self.budget // per_block))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             parts = [p for block in pool.map(one_block, specs) for p in block]
         return _finish(parts, n_b)

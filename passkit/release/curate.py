@@ -41,6 +41,7 @@ from passkit.shards import index_tar
 
 # Stage names in funnel order (the unit stages first, then the release stages above).
 STAGE_ORDER = tuple(str(s) for s in Stage)
+NEAR_DUP_MEMORY = 96 << 20  # the near-duplicate search's working memory (it runs slower, not bigger)
 QUALITY_CHUNK = 512  # staged images decoded at once by the quality check of older ledgers
 
 # What the first pass reads from each ledger.
@@ -317,7 +318,8 @@ def near_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     ctx.curation["near_dup_hamming"] = rs.near_dup_hamming
     if rs.near_dup_hamming is None or not len(kept):
         return kept, NONE
-    near = sorted(dedup.near_duplicates(kept["phash"], rs.near_dup_hamming), key=lambda n: n.index)
+    near = sorted(dedup.near_duplicates(kept["phash"], rs.near_dup_hamming, budget=NEAR_DUP_MEMORY),
+                  key=lambda n: n.index)
     drop = np.array([n.index for n in near], dtype=np.int64)
     keeper = np.array([n.kept for n in near], dtype=np.int64)
     return kept.without(drop), Rejections.of(kept["pos"][drop], 4, kept["pos"][keeper],
