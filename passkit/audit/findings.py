@@ -148,6 +148,7 @@ class AuditReport:
             "version": self.version,
             "ok": self.ok,
             "complete": self.complete,
+            "verified": self.ok and self.complete,  # ok alone does not vouch for the shards a sample skipped
             "sample": dict(self.sample) if self.sample is not None else None,
             "scope": self.scope(),
             "stats": asdict(self.stats),
