@@ -80,7 +80,7 @@ from passkit.audit.manifest import (
     schema_errors,
 )
 from passkit.audit.samples import KEY_RE, METADATA_BLOCKS
-from passkit.audit.shards import check_shards
+from passkit.audit.shards import check_shards, start_shard_checks
 from passkit.audit.sources import (
     CC_LINK,
     LANDING_MAX_BYTES,
@@ -97,9 +97,11 @@ __all__ = [
     "Finding", "audit", "load_schema", "page_licenses", "render_html", "schema_errors", "schema_path", "write_html",
 ]
 
-# What runs once the manifest has been read, in this order: the index before the shards (samples are
-# checked against it), the leftover index rows and attribution.csv after them (they need every key seen).
+# What runs once the manifest has been read, in this order: the workers start first (they come up while
+# the rest is read), the index before the shards (samples are checked against it), the leftover index rows
+# and attribution.csv after them (they need every key seen).
 CHECKS: tuple[Callable[[AuditContext], None], ...] = (
+    start_shard_checks,
     check_release_files,
     check_shard_list,
     check_index,
@@ -154,6 +156,8 @@ def audit(
             for check in CHECKS:
                 check(ctx)
     finally:
+        if ctx.runner is not None:
+            ctx.runner.close()
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         report.stats.seconds = round(time.perf_counter() - t0, 3)
     if sample is not None:

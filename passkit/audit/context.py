@@ -15,6 +15,7 @@ from passkit.shards.reader import DEFAULT_MAX_MEMBER
 
 if TYPE_CHECKING:
     from passkit.audit.index import IndexFacts
+    from passkit.audit.parallel import ShardRunner
 
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
@@ -48,6 +49,7 @@ class AuditContext:
     sample: float | None = None
     on_progress: Callable[[int, int], None] | None = None
     scratch: Path | None = None  # a temporary folder for the index slices
+    runner: ShardRunner | None = None  # where shard checks run, started once the manifest is read
     salt: bytes = field(default_factory=new_salt)
     # from the manifest
     m: dict[str, Any] | None = None

@@ -37,19 +37,110 @@ def _run(job: ShardJob) -> ShardResult:
     return check_shard(_SHARED, job)
 
 
-def run_ordered(shared: Shared, jobs: Iterable[ShardJob], workers: int | None = 1, executor: str = "local",
-                address: str | None = None) -> Iterator[ShardResult]:
-    """check_shard over `jobs`, on `workers` processes (or Ray tasks), yielded in the jobs' order.
+def _ready() -> None:
+    """A first task that only makes the pool start its processes."""
+    from PIL import JpegImagePlugin  # noqa: F401 - imported once per worker before the first shard
 
-    One worker runs every check in this process. With Ray, `workers` caps the tasks at once
-    (None: as many as the cluster has CPUs)."""
-    if executor == "ray":
-        yield from _ray(shared, jobs, workers, address)
-    elif workers is None or workers <= 1:
+
+class ShardRunner:
+    """Where shard checks run: here, on local processes, or as Ray tasks.
+
+    Started as soon as the manifest is read, so that workers start (and Ray comes up) while this
+    process hashes the release files and reads the index; `run` then yields results in job order.
+    With one local worker every check runs in this process. With Ray, `workers` caps the tasks at
+    once (None: as many as the cluster has CPUs).
+    """
+
+    def __init__(self, shared: Shared, workers: int | None = 1, executor: str = "local", address: str | None = None):
+        self.shared = shared
+        self.workers = workers
+        self.executor = executor
+        self.address = address
+        self.pool: Any = None
+        self.ray: Any = None
+        self.ray_started = False
+        self.shared_ref: Any = None
+
+    @property
+    def inline(self) -> bool:
+        """Jobs carry their index slice as bytes, not paths: Ray workers may be on other machines."""
+        return self.executor == "ray"
+
+    def start(self) -> None:
+        if self.executor == "ray":
+            self._start_ray()
+        elif self.workers is not None and self.workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_worker,
+                                            initargs=(self.shared,))
+            for _ in range(self.workers):
+                self.pool.submit(_ready)
+
+    def _start_ray(self) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise AuditExecutorError("--executor ray needs Ray: pip install 'passkit[ray]' (or use --workers)") from None
+        if not ray.is_initialized():
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+                else:
+                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise AuditExecutorError(f"could not start Ray on {self.address or 'a local instance'}: {e}; check "
+                                         "--address (e.g. ray://head:10001, or auto on a cluster node)") from None
+            self.ray_started = True
+        self.ray = ray
+        if not self.workers:
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.shared_ref = ray.put(self.shared)
+
+    def run(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
+        """check_shard over `jobs`, a few per worker in flight, yielded in the jobs' order."""
+        if self.ray is not None:
+            yield from self._run_ray(jobs)
+        elif self.pool is not None:
+            yield from self._run_local(jobs)
+        else:
+            for job in jobs:
+                yield check_shard(self.shared, job)
+
+    def _run_local(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
+        from concurrent.futures import Future
+
+        window: deque[Future[ShardResult]] = deque()
+        try:
+            for job in jobs:
+                window.append(self.pool.submit(_run, job))
+                if len(window) >= IN_FLIGHT_PER_WORKER * self.workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for f in window:
+                f.cancel()
+
+    def _run_ray(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
+        ray = self.ray
+        task = ray.remote(check_shard).options(num_cpus=1, max_retries=3)
+        window: deque[Any] = deque()
         for job in jobs:
-            yield check_shard(shared, job)
-    else:
-        yield from _local(shared, jobs, workers)
+            window.append(task.remote(self.shared_ref, job))
+            if len(window) >= IN_FLIGHT_PER_WORKER * self.workers:
+                yield ray.get(window.popleft())
+        while window:
+            yield ray.get(window.popleft())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        if self.ray_started:
+            self.ray.shutdown()
+            self.ray_started = False
 
 
 def _context() -> Any:
@@ -58,57 +149,5 @@ def _context() -> Any:
     if "forkserver" not in get_all_start_methods():
         return get_context("spawn")
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["passkit.audit.parallel"])
+    ctx.set_forkserver_preload(["passkit.audit.parallel", "PIL.JpegImagePlugin"])
     return ctx
-
-
-def _local(shared: Shared, jobs: Iterable[ShardJob], workers: int) -> Iterator[ShardResult]:
-    from concurrent.futures import Future, ProcessPoolExecutor
-
-    window: deque[Future[ShardResult]] = deque()
-    it = iter(jobs)
-    with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_worker, initargs=(shared,)) as pool:
-        try:
-            for job in it:
-                window.append(pool.submit(_run, job))
-                if len(window) >= IN_FLIGHT_PER_WORKER * workers:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
-        finally:
-            for f in window:
-                f.cancel()
-
-
-def _ray(shared: Shared, jobs: Iterable[ShardJob], workers: int | None, address: str | None) -> Iterator[ShardResult]:
-    try:
-        import ray
-    except ImportError:
-        raise AuditExecutorError("--executor ray needs Ray: pip install 'passkit[ray]' (or use --workers)") from None
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise AuditExecutorError(f"could not start Ray on {address or 'a local instance'}: {e}; check --address "
-                                     "(e.g. ray://head:10001, or auto on a cluster node)") from None
-        started = True
-    try:
-        if not workers:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(check_shard).options(num_cpus=1, max_retries=3)
-        shared_ref = ray.put(shared)
-        window: deque[Any] = deque()
-        for job in jobs:
-            window.append(task.remote(shared_ref, job))
-            if len(window) >= IN_FLIGHT_PER_WORKER * workers:
-                yield ray.get(window.popleft())
-        while window:
-            yield ray.get(window.popleft())
-    finally:
-        if started:
-            ray.shutdown()

@@ -40,7 +40,6 @@ class Shared:
     policy: licenses.Policy | None
     removed: dict[str, str]
     removed_sha: dict[str, str]
-    index: bool  # index.parquet was read: samples are checked against their slice
     salt: bytes
     detectors: Any = None  # --rescan: the manifest's detectors (None: no rescan)
     models_dir: str | None = None
@@ -50,6 +49,7 @@ class Shared:
 class ShardJob:
     rel: str
     entry: dict[str, Any]
+    index: bool = False  # index.parquet was read: samples are checked against their slice
     slices: tuple[Any, ...] = ()  # its index rows: Arrow files, as paths (str) or their bytes
     skipped: tuple[int, ...] = ()  # rows of those files that repeat an earlier key
     full: bool = True  # False (--sample): hash it, and read its samples only when the hash differs
@@ -150,7 +150,7 @@ def check_shard(shared: Shared, job: ShardJob) -> ShardResult:
             sc.add("shard_sha256", f"{rel} sha256 is {digest}, the manifest says {entry.get('sha256')}")
         return res
 
-    if shared.index:
+    if job.index:
         sc.rows = _slice_rows(job)
     if shared.detectors is not None:
         sc.rescan = Rescan(sc, shared.detectors, shared.models_dir)
@@ -282,15 +282,13 @@ def merge_shard(ctx: AuditContext, number: int, res: ShardResult) -> None:
 # ----------------------------------------------------------------------------- the check over all shards
 
 
-def check_shards(ctx: AuditContext) -> None:
-    """Every shard the manifest lists, checked here or by workers, merged in the manifest's order."""
-    import random
+def start_shard_checks(ctx: AuditContext) -> None:
+    """Start the workers (ctx.runner) now, so they come up while the release files and index are read.
 
-    from passkit.audit.parallel import run_ordered
+    With --rescan, the detectors are built here first: when they cannot be, that is one finding."""
+    from passkit.audit.parallel import ShardRunner
 
     assert ctx.m is not None
-    n = len(ctx.shards)
-    ctx.report.stats.shards = n
     detectors = None
     models = str(ctx.models_dir) if ctx.models_dir is not None else None
     if ctx.rescan:
@@ -299,13 +297,24 @@ def check_shards(ctx: AuditContext) -> None:
             ctx.add("rescan_failed", problem)
         else:
             detectors = ctx.m.get("detectors")
+    shared = Shared(str(ctx.root), ctx.max_member, ctx.out.limit, ctx.policy, ctx.removed, ctx.removed_sha,
+                    ctx.salt, detectors, models)
+    ctx.runner = ShardRunner(shared, ctx.workers, ctx.executor, ctx.address)
+    ctx.runner.start()
+
+
+def check_shards(ctx: AuditContext) -> None:
+    """Every shard the manifest lists, checked here or by workers, merged in the manifest's order."""
+    import random
+
+    assert ctx.runner is not None
+    n = len(ctx.shards)
+    ctx.report.stats.shards = n
     full = set(range(n))
     if ctx.sample is not None:
         k = min(n, max(1, int(np.ceil(ctx.sample * n)))) if n else 0
         full = set(random.Random(ctx.seed).sample(range(n), k))
-    shared = Shared(str(ctx.root), ctx.max_member, ctx.out.limit, ctx.policy, ctx.removed, ctx.removed_sha,
-                    ctx.ix is not None, ctx.salt, detectors, models)
-    inline = ctx.executor == "ray"  # Ray workers may sit on other machines: slices travel as bytes
+    inline = ctx.runner.inline
 
     def jobs() -> Iterator[ShardJob]:
         ix = ctx.ix
@@ -317,9 +326,9 @@ def check_shards(ctx: AuditContext) -> None:
                 files = tuple(p.read_bytes() for p in paths) if inline else tuple(str(p) for p in paths)
                 if len(ix.skipped):
                     skipped = tuple(int(r) for r in ix.skipped if ix.row_shard[r] == sid)
-            yield ShardJob(rel, entry, files, skipped, j in full)
+            yield ShardJob(rel, entry, ix is not None, files, skipped, j in full)
 
-    for number, res in enumerate(run_ordered(shared, jobs(), ctx.workers, ctx.executor, ctx.address)):
+    for number, res in enumerate(ctx.runner.run(jobs())):
         merge_shard(ctx, number, res)
         if ctx.on_progress is not None:
             ctx.on_progress(number + 1, n)
