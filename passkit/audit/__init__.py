@@ -66,6 +66,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from passkit import process
 from passkit.audit.attribution import check_attribution_csv
 from passkit.audit.context import INDEX, MANIFEST, AuditContext
 from passkit.audit.findings import CODES, AuditReport, AuditStats, Collector, Finding
@@ -143,6 +144,7 @@ def audit(
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', not {executor!r}")
     t0 = time.perf_counter()
+    process.skip_pandas_probe()  # pyarrow would import pandas (a second) only to learn nothing here is a DataFrame
     root = Path(release_dir)
     report = AuditReport(root)
     ctx = AuditContext(root, report, Collector(report, limit), max_member=max_member,

@@ -30,6 +30,9 @@ class AuditExecutorError(RuntimeError):
 def _init_worker(shared: Shared) -> None:
     global _SHARED
     _SHARED = shared
+    from passkit import process
+
+    process.skip_pandas_probe()
 
 
 def _run(job: ShardJob) -> ShardResult:
@@ -60,6 +63,7 @@ class ShardRunner:
         self.ray: Any = None
         self.ray_started = False
         self.shared_ref: Any = None
+        self.starting: Any = None  # the thread starting the local workers
 
     @property
     def inline(self) -> bool:
@@ -70,12 +74,18 @@ class ShardRunner:
         if self.executor == "ray":
             self._start_ray()
         elif self.workers is not None and self.workers > 1:
+            import threading
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_worker,
                                             initargs=(self.shared,))
-            for _ in range(self.workers):
-                self.pool.submit(_ready)
+            # starting a process waits for the fork server's imports: wait in a thread, not here
+            self.starting = threading.Thread(target=self._warm, daemon=True)
+            self.starting.start()
+
+    def _warm(self) -> None:
+        for _ in range(self.workers or 1):
+            self.pool.submit(_ready)
 
     def _start_ray(self) -> None:
         try:
@@ -111,6 +121,8 @@ class ShardRunner:
     def _run_local(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
         from concurrent.futures import Future
 
+        if self.starting is not None:
+            self.starting.join()
         window: deque[Future[ShardResult]] = deque()
         try:
             for job in jobs:
@@ -135,6 +147,8 @@ class ShardRunner:
             yield ray.get(window.popleft())
 
     def close(self) -> None:
+        if self.starting is not None:
+            self.starting.join()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
@@ -149,5 +163,5 @@ def _context() -> Any:
     if "forkserver" not in get_all_start_methods():
         return get_context("spawn")
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["passkit.audit.parallel", "PIL.JpegImagePlugin"])
+    ctx.set_forkserver_preload(["passkit.audit.parallel", "PIL.JpegImagePlugin", "pyarrow.ipc"])
     return ctx

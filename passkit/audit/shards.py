@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from passkit import licenses
+from passkit import licenses, process
 from passkit.audit.context import INDEX, AuditContext, short
 from passkit.audit.index import INDEX_COMPARED, read_slice
 from passkit.audit.keyhash import EMPTY, hashes
@@ -125,6 +125,7 @@ def _samples(path: Path, entries: list[Any]) -> Iterator[tuple[str, dict[str, by
 
 def check_shard(shared: Shared, job: ShardJob) -> ShardResult:
     """Check one shard on its own; runs in a worker process or Ray task as well as here."""
+    process.skip_pandas_probe()
     rel, entry = job.rel, job.entry
     sc = ShardScan(shared, rel)
     res = ShardResult(rel, sc.ops)
