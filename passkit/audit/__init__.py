@@ -32,21 +32,43 @@ What is checked (codes in `CODES`):
 
 Layout: each check is a function over one `AuditContext` (context.py), in the module of what it
 checks: manifest.py (manifest, release files, shard list), index.py, shards.py (shard bytes, tar
-safety), samples.py (members, json, JPEG), attribution.py (licence, TASL, attribution.csv),
-rescan.py, sources.py; findings.py holds the codes and the report, htmlreport.py the HTML page.
+safety; the per-shard check and the merge), samples.py (members, json, JPEG), attribution.py
+(licence, TASL, attribution.csv), rescan.py, sources.py; findings.py holds the codes and the
+report, htmlreport.py the HTML page, parallel.py the executors, keyhash.py the compact key sets.
 `audit()` runs the checks in order, so the findings come out in the same order on every run.
 
-Streaming: one sample in memory at a time (one shard's tar headers); the key set and the index
-columns needed for cross-checks are held in memory.
+Scale and memory (2 million samples in 2,000 shards): nothing holds the release's rows as Python
+objects. index.parquet is read once in batches: each shard's rows go to a small Arrow file in a
+scratch folder (its slice) and ~28 bytes per row stay in numpy arrays (salted 64-bit key hash,
+shard number, attribution hash; keyhash.py). Each shard is then checked on its own, one sample in
+memory at a time, against its slice only; the checks that span shards (keys unique and sorted
+across the release, index rows no shard holds, attribution.csv) run on the hash arrays, plus ~12
+bytes per sample for the keys met so far. Measured peak RSS of the auditing process: ~215 MiB at
+20,000 samples, ~325 MiB at 200,000, ~550 MiB for the index and attribution.csv passes of
+2,000,000 rows (mostly allocator slack around the batches, and the hash arrays); a worker holds
+one shard's samples and slice (~80-95 MiB).
+
+Parallel: `workers=N` checks N shards at once in local processes, `executor="ray"` as Ray tasks.
+Each shard's check returns its findings as operations in the order a single pass would make them;
+the parent replays them in shard order, adding the cross-shard findings, so the report (order,
+messages, stats, the per-code `limit`) is the same for any number of workers.
+
+Sampled (`sample=f`, with `seed`): a seeded f of the shards (at least one) is read sample by sample;
+every shard's size and sha256, the manifest, the index and attribution.csv are still checked in
+full, and a shard whose sha256 differs is read anyway. `report.sample` records it, `report.complete`
+is False, and the report and the CLI say the release is not fully verified.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from passkit import process
 from passkit.audit.attribution import check_attribution_csv
 from passkit.audit.context import INDEX, MANIFEST, AuditContext
 from passkit.audit.findings import CODES, AuditReport, AuditStats, Collector, Finding
@@ -60,9 +82,8 @@ from passkit.audit.manifest import (
     load_schema,
     schema_errors,
 )
-from passkit.audit.rescan import Rescan, finish_rescan
 from passkit.audit.samples import KEY_RE, METADATA_BLOCKS
-from passkit.audit.shards import check_shards
+from passkit.audit.shards import check_shards, start_shard_checks
 from passkit.audit.sources import (
     CC_LINK,
     LANDING_MAX_BYTES,
@@ -79,16 +100,17 @@ __all__ = [
     "Finding", "audit", "load_schema", "page_licenses", "render_html", "schema_errors", "schema_path", "write_html",
 ]
 
-# What runs once the manifest has been read, in this order: the index before the shards (samples are
-# checked against it), the leftover index rows and attribution.csv after them (they need every key seen).
+# What runs once the manifest has been read, in this order: the workers start first (they come up while
+# the rest is read), the index before the shards (samples are checked against it), the leftover index rows
+# and attribution.csv after them (they need every key seen).
 CHECKS: tuple[Callable[[AuditContext], None], ...] = (
+    start_shard_checks,
     check_release_files,
     check_shard_list,
     check_index,
     check_shards,
     check_index_rows,
     check_attribution_csv,
-    finish_rescan,
     recheck_sources,
 )
 
@@ -103,26 +125,46 @@ def audit(
     seed: int = 0,
     fetch_spec: Any = None,
     models_dir: Path | None = None,
+    workers: int | None = 1,
+    executor: str = "local",
+    address: str | None = None,
+    sample: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> AuditReport:
     """Check a release folder; `limit` caps stored findings per code (the rest are counted).
 
     `max_member`: tar members over this many bytes make a shard unsafe. `rescan`: rerun the people
     detectors. `check_sources`: re-check this many random sources (`seed` picks them; `fetch_spec`, a
     passkit.config.FetchSpec, is the auditor's: its defaults when None, never the manifest's, so a
-    release cannot open private networks to the machine that audits it).
+    release cannot open private networks to the machine that audits it). `workers`: shards checked
+    at once, in local processes, or as Ray tasks with `executor="ray"` (on `address`, or a local
+    Ray; workers None: as many as it has CPUs). `sample`: the fraction of shards read sample by
+    sample (`seed` picks them). `on_progress(done, total)` is called as each shard is merged.
     """
+    if sample is not None and not 0 < sample <= 1:
+        raise ValueError(f"sample must be in (0, 1], not {sample}")
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', not {executor!r}")
     t0 = time.perf_counter()
+    process.skip_pandas_probe()  # pyarrow would import pandas (a second) only to learn nothing here is a DataFrame
     root = Path(release_dir)
     report = AuditReport(root)
     ctx = AuditContext(root, report, Collector(report, limit), max_member=max_member,
-                       check_sources=check_sources, seed=seed, fetch_spec=fetch_spec)
-    if rescan:
-        ctx.rescanner = Rescan(ctx, models_dir)
+                       check_sources=check_sources, seed=seed, fetch_spec=fetch_spec, rescan=rescan,
+                       models_dir=models_dir, workers=workers if executor == "ray" else (workers or 1),
+                       executor=executor, address=address, sample=sample, on_progress=on_progress)
+    ctx.scratch = Path(tempfile.mkdtemp(prefix="passkit-audit-"))
     try:
         check_manifest(ctx)
         if ctx.m is not None:  # nothing else can be checked without it
             for check in CHECKS:
                 check(ctx)
     finally:
+        if ctx.runner is not None:
+            ctx.runner.close()
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
         report.stats.seconds = round(time.perf_counter() - t0, 3)
+    if sample is not None:
+        report.sample = {"fraction": sample, "seed": seed, "shards": report.stats.shards,
+                         "shards_checked": report.stats.shards_read, "samples_checked": report.stats.samples}
     return report

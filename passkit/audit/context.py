@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from passkit import licenses
 from passkit.audit.findings import AuditReport, Collector
+from passkit.audit.keyhash import SeenKeys, new_salt
 from passkit.shards.reader import DEFAULT_MAX_MEMBER
 
 if TYPE_CHECKING:
-    from passkit.audit.rescan import Rescan
+    from passkit.audit.index import IndexFacts
+    from passkit.audit.parallel import ShardRunner
 
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
@@ -36,7 +38,19 @@ class AuditContext:
     check_sources: int = 0
     seed: int = 0
     fetch_spec: Any = None
-    rescanner: Rescan | None = None
+    # --rescan: the folder with the detectors' weights (None: PASSKIT_MODELS or its default)
+    rescan: bool = False
+    models_dir: Path | None = None
+    # how the shards are checked: processes here (workers), or Ray tasks (executor "ray", address)
+    workers: int = 1
+    executor: str = "local"
+    address: str | None = None
+    # --sample: the fraction of shards checked sample by sample (None: all of them)
+    sample: float | None = None
+    on_progress: Callable[[int, int], None] | None = None
+    scratch: Path | None = None  # a temporary folder for the index slices
+    runner: ShardRunner | None = None  # where shard checks run, started once the manifest is read
+    salt: bytes = field(default_factory=new_salt)
     # from the manifest
     m: dict[str, Any] | None = None
     policy: licenses.Policy | None = None
@@ -44,12 +58,11 @@ class AuditContext:
     removed_sha: dict[str, str] = field(default_factory=dict)  # image sha256 -> removed key
     shards: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # valid listed (path, entry)
     # from index.parquet (None: absent or unreadable)
-    index: dict[str, dict[str, Any]] | None = None
-    index_by_shard: dict[str, set[str]] = field(default_factory=dict)
-    # from the scan of the shards
-    seen: dict[str, str] = field(default_factory=dict)  # key -> shard
+    ix: IndexFacts | None = None
+    # from the scan of the shards, merged in shard order
+    seen: SeenKeys = field(default_factory=SeenKeys)  # every sample key's hash, with its first shard
     prev_key: str | None = None
-    dead_shards: set[str] = field(default_factory=set)  # listed shards that could not be scanned
+    dead_shards: set[str] = field(default_factory=set)  # listed shards not scanned (absent, unsafe, not sampled)
 
     @property
     def add(self) -> Callable[..., None]:

@@ -106,10 +106,27 @@ class AuditReport:
     version: str | None = None
     suppressed: dict[str, int] = field(default_factory=dict)  # findings over the per-code limit
     warnings: list[Finding] = field(default_factory=list)  # observations that do not fail the audit
+    # --sample: {fraction, seed, shards, shards_checked, samples_checked}; None for a full audit
+    sample: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
+        """No finding in what was checked (for a sampled audit: in the shards it read)."""
         return not self.findings and not self.suppressed
+
+    @property
+    def complete(self) -> bool:
+        """Every shard was read sample by sample: only then does `ok` vouch for the whole release."""
+        return self.sample is None
+
+    def scope(self) -> str:
+        """One line saying how much of the release was checked."""
+        s = self.sample
+        if s is None:
+            return "full audit: every shard and sample checked"
+        return (f"SAMPLED audit (fraction {s['fraction']:g}, seed {s['seed']}): {s['shards_checked']} of "
+                f"{s['shards']} shards ({s['samples_checked']} samples) read sample by sample, every shard's "
+                f"size and sha256 checked; the release is NOT fully verified")
 
     def counts(self) -> dict[str, int]:
         c = Counter(f.code for f in self.findings)
@@ -130,6 +147,10 @@ class AuditReport:
             "name": self.name,
             "version": self.version,
             "ok": self.ok,
+            "complete": self.complete,
+            "verified": self.ok and self.complete,  # ok alone does not vouch for the shards a sample skipped
+            "sample": dict(self.sample) if self.sample is not None else None,
+            "scope": self.scope(),
             "stats": asdict(self.stats),
             "counts": self.counts(),
             "suppressed": dict(self.suppressed),
@@ -160,6 +181,12 @@ class Collector:
             self.report.findings.append(f)
         else:
             self.report.findings.insert(at, f)
+
+    def suppress(self, code: str) -> None:
+        """Count a finding known to be over the per-code limit (a worker already left its text out)."""
+        assert code in CODES and self.limit is not None, code
+        self.per_code[code] += 1
+        self.report.suppressed[code] = self.report.suppressed.get(code, 0) + 1
 
     def warn(self, code: str, message: str, shard: str | None = None, key: str | None = None) -> None:
         """Record a warning: reported, never limited, and it does not fail the audit."""

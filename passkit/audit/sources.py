@@ -61,6 +61,8 @@ def recheck_sources(ctx: AuditContext) -> None:
     """Fetch `ctx.check_sources` random samples' source URLs and landing pages again; compare image and licence."""
     import random
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from passkit import images
@@ -89,12 +91,24 @@ def recheck_sources(ctx: AuditContext) -> None:
     image_spec = image_spec.model_copy(update={"max_pixels": min(image_spec.max_pixels, ImageSpec().max_pixels)})
     cols = ["key", "shard", "source_url", "landing_url", "license", "phash"]
     try:
-        rows = pq.read_table(ctx.root / INDEX, columns=cols).to_pylist()
+        # the rows sorted by key, as positions: only the picked rows are read as Python objects
+        keys = pq.read_table(ctx.root / INDEX, columns=["key"]).column("key")
+        by_key = pc.array_sort_indices(keys, order="ascending", null_placement="at_end")
+        del keys
+        at = random.Random(ctx.seed).sample(range(len(by_key)), min(ctx.check_sources, len(by_key)))
+        want = by_key.take(pa.array(at, pa.int64())).to_pylist()  # row numbers, in the order picked
+        got: dict[int, dict[str, Any]] = {}
+        start = 0
+        for batch in pq.ParquetFile(ctx.root / INDEX).iter_batches(columns=cols):
+            mine = [r for r in want if start <= r < start + batch.num_rows]
+            if mine:
+                rows = batch.take(pa.array([r - start for r in mine], pa.int64())).to_pylist()
+                got.update(zip(mine, rows, strict=True))
+            start += batch.num_rows
+        picked = [got[r] for r in want]
     except Exception as e:
         ctx.add("index_unreadable", f"{INDEX} cannot be read for --check-sources: {e}")
         return
-    rows.sort(key=lambda r: r["key"])
-    picked = random.Random(ctx.seed).sample(rows, min(ctx.check_sources, len(rows)))
     fetcher = Fetcher(fetch_spec)
 
     def warn(code: str, msg: str, r: dict[str, Any]) -> None:

@@ -1,0 +1,167 @@
+"""Shard checks run here, on a pool of local processes, or as Ray tasks; results come back in order.
+
+A shard check is a pure function of `Shared` and its `ShardJob`, so where it runs changes nothing
+in the report: results are handed to the merge in the manifest's shard order, whatever order they
+finish in. A few jobs per worker are in flight at a time (jobs are made lazily, results merged as
+soon as their turn comes), so memory holds a handful of shards' results, never the release's.
+
+Local workers come from a fork server where the platform has one (a fresh interpreter that forks
+them), never from a fork of this process, which may hold threads; `spawn` elsewhere. The shared
+part (policy, removals, limits) reaches each worker once, through the pool's initializer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from passkit.audit.shards import ShardJob, ShardResult, Shared, check_shard
+
+IN_FLIGHT_PER_WORKER = 4
+_SHARED: Shared | None = None  # in a local worker: the audit's Shared, set once by the initializer
+
+
+class AuditExecutorError(RuntimeError):
+    """The executor cannot run: Ray missing, cluster unreachable."""
+
+
+def _init_worker(shared: Shared) -> None:
+    global _SHARED
+    _SHARED = shared
+    from passkit import process
+
+    process.skip_pandas_probe()
+
+
+def _run(job: ShardJob) -> ShardResult:
+    assert _SHARED is not None
+    return check_shard(_SHARED, job)
+
+
+def _ready() -> None:
+    """A first task that only makes the pool start its processes."""
+    from PIL import JpegImagePlugin  # noqa: F401 - imported once per worker before the first shard
+
+
+class ShardRunner:
+    """Where shard checks run: here, on local processes, or as Ray tasks.
+
+    Started as soon as the manifest is read, so that workers start (and Ray comes up) while this
+    process hashes the release files and reads the index; `run` then yields results in job order.
+    With one local worker every check runs in this process. With Ray, `workers` caps the tasks at
+    once (None: as many as the cluster has CPUs).
+    """
+
+    def __init__(self, shared: Shared, workers: int | None = 1, executor: str = "local", address: str | None = None):
+        self.shared = shared
+        self.workers = workers
+        self.executor = executor
+        self.address = address
+        self.pool: Any = None
+        self.ray: Any = None
+        self.ray_started = False
+        self.shared_ref: Any = None
+        self.starting: Any = None  # the thread starting the local workers
+
+    @property
+    def inline(self) -> bool:
+        """Jobs carry their index slice as bytes, not paths: Ray workers may be on other machines."""
+        return self.executor == "ray"
+
+    def start(self) -> None:
+        if self.executor == "ray":
+            self._start_ray()
+        elif self.workers is not None and self.workers > 1:
+            import threading
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_worker,
+                                            initargs=(self.shared,))
+            # starting a process waits for the fork server's imports: wait in a thread, not here
+            self.starting = threading.Thread(target=self._warm, daemon=True)
+            self.starting.start()
+
+    def _warm(self) -> None:
+        for _ in range(self.workers or 1):
+            self.pool.submit(_ready)
+
+    def _start_ray(self) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise AuditExecutorError("--executor ray needs Ray: pip install 'passkit[ray]' (or use --workers)") from None
+        if not ray.is_initialized():
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+                else:
+                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise AuditExecutorError(f"could not start Ray on {self.address or 'a local instance'}: {e}; check "
+                                         "--address (e.g. ray://head:10001, or auto on a cluster node)") from None
+            self.ray_started = True
+        self.ray = ray
+        if not self.workers:
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.shared_ref = ray.put(self.shared)
+
+    def run(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
+        """check_shard over `jobs`, a few per worker in flight, yielded in the jobs' order."""
+        if self.ray is not None:
+            yield from self._run_ray(jobs)
+        elif self.pool is not None:
+            yield from self._run_local(jobs)
+        else:
+            for job in jobs:
+                yield check_shard(self.shared, job)
+
+    def _run_local(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
+        from concurrent.futures import Future
+
+        if self.starting is not None:
+            self.starting.join()
+        window: deque[Future[ShardResult]] = deque()
+        try:
+            for job in jobs:
+                window.append(self.pool.submit(_run, job))
+                if len(window) >= IN_FLIGHT_PER_WORKER * self.workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for f in window:
+                f.cancel()
+
+    def _run_ray(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
+        ray = self.ray
+        task = ray.remote(check_shard).options(num_cpus=1, max_retries=3)
+        window: deque[Any] = deque()
+        for job in jobs:
+            window.append(task.remote(self.shared_ref, job))
+            if len(window) >= IN_FLIGHT_PER_WORKER * self.workers:
+                yield ray.get(window.popleft())
+        while window:
+            yield ray.get(window.popleft())
+
+    def close(self) -> None:
+        if self.starting is not None:
+            self.starting.join()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        if self.ray_started:
+            self.ray.shutdown()
+            self.ray_started = False
+
+
+def _context() -> Any:
+    from multiprocessing import get_all_start_methods, get_context
+
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["passkit.audit.parallel", "PIL.JpegImagePlugin", "pyarrow.ipc"])
+    return ctx
