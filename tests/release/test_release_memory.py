@@ -12,7 +12,12 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -109,15 +114,14 @@ PEAK_BOUND_MIB = 768
 @pytest.mark.slow
 def test_release_step_memory_is_flat(tmp_path: Path) -> None:
     """`passkit build` over finished units (the release step alone) stays under PEAK_BOUND_MIB at
-    300,000 candidates.
+    300,000 candidates: a guard against the release step holding rows again.
 
-    Why this size: the release step's memory grows with candidates, kept or not (today every ledger
-    row becomes a Python dict, about 3 KiB each), while kept samples cost time (images to copy) but
-    no memory in a streaming step. So many candidates and few kept ones make the growth show at
-    its cheapest: synthesis and build take about 30 s on 2 cores. Why this bound: the same build
-    of 20,000 candidates peaks near 320 MiB (interpreter, pyarrow, the document templates), and a
-    streaming, columnar step should stay within 300-500 MiB at any size; the row-per-dict step
-    of today reaches about 1.3 GiB here (and some 50 GiB at 20M candidates), far over 768 MiB."""
+    Why this size: a step that holds ledger rows grows with candidates, kept or not (as Python
+    dicts, about 3 KiB each: 1.3 GiB here, some 60 GiB at 20M candidates), while kept samples cost
+    time (images to copy) but, streamed, no memory. So many candidates and few kept ones make any
+    growth show at its cheapest: synthesis and build take about 30 s on 2 cores. Why this bound: the
+    streaming step peaks near 390 MiB here as at 200,000 candidates (interpreter, pyarrow, DuckDB,
+    one Parquet row group, the document templates); a row-holding step exceeds 768 MiB by far."""
     root = tmp_path / "mem"
     scale.synthesise(root, scale.Plan(MEMORY_CANDIDATES, MEMORY_KEPT, unit_size=1024, workers=1), processes=2)
     m = scale.build_once(root, tmp_path / "build.log")
@@ -126,3 +130,42 @@ def test_release_step_memory_is_flat(tmp_path: Path) -> None:
     assert m.peak_single_mib < PEAK_BOUND_MIB, (
         f"the release step peaked at {m.peak_single_mib:.0f} MiB for {MEMORY_CANDIDATES:,} candidates "
         f"(bound {PEAK_BOUND_MIB} MiB): its memory grows with the candidate count")
+
+
+@pytest.mark.slow
+def test_killed_release_restarts_cleanly(small: Path, tmp_path: Path) -> None:
+    """A release step killed while writing shards leaves nothing under the release's name, and the
+    rerun writes the same bytes as an uninterrupted build."""
+    env = {**scale.passkit_env(), "SOURCE_DATE_EPOCH": "1767225600"}
+    release = scale.release_dir(small)
+    shutil.rmtree(release, ignore_errors=True)
+    assert subprocess.run(scale.passkit_cmd("build", str(small / scale.SPEC_NAME)), env=env,
+                          capture_output=True).returncode == 0
+    want = _digests(release)
+    shutil.rmtree(release)
+
+    proc = subprocess.Popen(scale.passkit_cmd("build", str(small / scale.SPEC_NAME)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.name.endswith(".tar") for p in release.parent.glob(f".{release.name}.partial-*/shards/*")):
+                break
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode != 0, "the build finished before it could be killed"
+    assert not release.exists(), "a killed release step left files under the release's name"
+    assert list(release.parent.glob(f".{release.name}.partial-*")), "the kill came before the release step"
+
+    assert subprocess.run(scale.passkit_cmd("build", str(small / scale.SPEC_NAME)), env=env,
+                          capture_output=True).returncode == 0
+    assert _digests(release) == want
+    assert not list(release.parent.glob(f".{release.name}.*")), "the rerun left the killed step's files"
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
