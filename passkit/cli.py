@@ -31,6 +31,8 @@ DEFAULT_WORKERS = 2
 MAX_WORKERS = 256
 
 
+DEFAULT_QUERY_ROWS = 1000  # rows `passkit query` shows as a table unless --max-rows says otherwise
+
 def _error(message: object) -> int:
     """`error: <message>` on stderr, on one line; returns the exit code 2. The message is printed as
     text, never as rich markup: it may quote a spec, a file name, a release or a source's metadata,
@@ -291,8 +293,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
     from passkit.query import QueryError, query
 
     try:
-        res = query(Path(args.release), args.sql)
-    except (QueryError, FileNotFoundError) as e:
+        # A table on a terminal stops at --max-rows (a SELECT * over 20 million rejections would
+        # print for hours); --json, for tools, gives every row unless told otherwise.
+        limit = args.max_rows if args.max_rows is not None else (None if args.json else DEFAULT_QUERY_ROWS)
+        res = query(Path(args.release), args.sql, max_rows=limit or None)
+    except (QueryError, FileNotFoundError, ValueError) as e:
         return _error(e)
     if args.json:
         out.print_json(json.dumps(res.to_dicts(), default=str))
@@ -303,7 +308,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
     for r in res.rows:
         t.add_row(*_cells(*r))
     out.print(t)
-    out.print(f"{len(res.rows)} row(s)", highlight=False)
+    more = " (more rows matched: --max-rows N shows more, 0 shows all)" if res.truncated else ""
+    out.print(f"{len(res.rows)} row(s){more}", highlight=False)
     return 0
 
 
@@ -609,6 +615,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("release", help="release folder")
     q.add_argument("sql", help='e.g. "SELECT license, count(*) FROM samples GROUP BY 1"')
     q.add_argument("--json", action="store_true", help="rows as JSON objects")
+    q.add_argument("--max-rows", type=int, default=None,
+                   help=f"rows to show (default {DEFAULT_QUERY_ROWS} as a table, all as --json; 0: all)")
     q.set_defaults(func=_cmd_query)
     i = sub.add_parser("info", help="summarise a release")
     i.add_argument("release")

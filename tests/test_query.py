@@ -78,3 +78,14 @@ def test_many_shards_and_removals_reach_their_tables(tmp_path: Path) -> None:
     assert query(root, "SELECT count(*), sum(samples), max(path), sum(bytes) FROM shards").rows == [
         (1203, sum(i % 7 for i in range(1203)), "shards/x-001202.tar", sum(range(1203)))]
     assert query(root, "SELECT count(*), count(reason) FROM removals").rows == [(502, 501)]
+
+
+def test_cli_table_stops_at_max_rows_and_says_so(release: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from passkit import cli
+
+    assert cli.main(["query", str(release), "SELECT key FROM samples ORDER BY key", "--max-rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 row(s) (more rows matched" in out
+    assert cli.main(["query", str(release), "SELECT key FROM samples", "--max-rows", "0"]) == 0
+    assert "7 row(s)\n" in capsys.readouterr().out
+    assert cli.main(["query", str(release), "SELECT 1", "--max-rows", "-1"]) == 2
