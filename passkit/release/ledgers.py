@@ -47,6 +47,10 @@ class Reviews:
     items: dict[str, str]  # key -> "review" or "spot"
     decided: dict[str, Any]  # key -> passkit.review.store.Decision
     stats: Counter[str] = field(default_factory=Counter)
+    spot: pa.Array = field(init=False)  # the spot-drawn keys, for a columnar membership test
+
+    def __post_init__(self) -> None:
+        self.spot = pa.array([k for k, v in self.items.items() if v == "spot"], pa.string())
 
     @classmethod
     def of(cls, work_dir: Path) -> Reviews:
@@ -93,9 +97,8 @@ class Reviews:
         them) is returned as it is, without a trip through Python objects."""
         status = table.column("status")
         touched = pc.any(pc.equal(status, str(Status.REVIEW))).as_py()
-        if not touched and self.items:
-            spot = pa.array([k for k, v in self.items.items() if v == "spot"], pa.string())
-            touched = len(spot) > 0 and pc.any(pc.is_in(table.column("key"), value_set=spot)).as_py()
+        if not touched and len(self.spot):
+            touched = pc.any(pc.is_in(table.column("key"), value_set=self.spot)).as_py()
         if not touched:
             return table
         rows = self.rows(table.to_pylist())
