@@ -72,7 +72,6 @@ def _created() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-
 def build_release(
     spec: PipelineSpec,
     units_dir: Path,
@@ -90,9 +89,9 @@ def build_release(
     """Build `release_dir` from finished units; `base` resolves relative `exclude_near` paths.
 
     `on_step(step, done, total)` follows the release's steps: "ledgers" and "rejections" (units
-    read), "curation" (rules run), "shards" (written), "documents". Shards are written by `workers` local processes once the release has `parallel_from` samples,
-    or as Ray tasks with `executor="ray"` (on the Ray already initialised, else on `address`, else
-    on a local instance).
+    read), "curation" (rules run), "shards" (written), "documents". Shards are written by `workers`
+    local processes once the release has `parallel_from` samples, or as Ray tasks with
+    `executor="ray"` (on the Ray already initialised, else on `address`, else a local instance).
     """
     t0 = time.monotonic()
     ledgers = Ledgers(units_dir, unit_indices, Reviews.of(Path(units_dir).parent))
@@ -125,6 +124,9 @@ def build_release(
             step("shards", len(shards), total)
     spill.unlink()
     rejected = ledgers.candidates - n_kept
+    if sum(by_stage.values()) != rejected:  # every candidate ends once: kept, or in rejected.parquet
+        raise RuntimeError(f"the release lost track of candidates: {ledgers.candidates} read, {n_kept} kept, "
+                           f"{sum(by_stage.values())} rejected; please report this as a passkit bug")
     m = manifest.make(
         spec=spec,
         created=_created(),
