@@ -106,17 +106,6 @@ def test_tampered_release_findings_name_the_right_things_in_parallel(tmp_path: P
     assert report.stats.samples == 13 and report.stats.shards_read == 3
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.slow  # Ray start-up alone takes 10-20 s on 2 busy cores
 def test_ray_tasks_give_the_sequential_report(local_ray, tmp_path: Path) -> None:
     rel = make_release(tmp_path, n=12, shard_max=4)

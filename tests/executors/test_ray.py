@@ -11,16 +11,6 @@ from tests.helpers.crawl import candidate, jpeg, list_opener, release_files, spe
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.slow  # Ray start-up alone takes 10-20 s on 2 busy cores
 def test_ray_executor_builds_the_same_release(local_ray, http_server, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")

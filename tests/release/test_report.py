@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -88,7 +91,9 @@ def test_report_renders_in_headless_chromium(release: Path, tmp_path: Path) -> N
     shutil.copyfile(shot, keep)  # for a human look after the run
 
 
-def test_attribution_page_renders_without_errors(release: Path) -> None:
+@contextmanager
+def _chromium_page() -> Iterator[tuple[Any, list[str]]]:
+    """A Chromium page, and the console errors and page errors it reports."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)")
@@ -99,38 +104,32 @@ def test_attribution_page_renders_without_errors(release: Path) -> None:
             pg = browser.new_page()
             pg.on("console", lambda m: messages.append(m.text) if m.type == "error" else None)
             pg.on("pageerror", lambda e: messages.append(str(e)))
-            pg.goto((release / "attribution.html").as_uri(), wait_until="load")
-            rows = pg.evaluate("document.querySelectorAll('tbody tr[id]').length")
+            yield pg, messages
         finally:
             browser.close()
+
+
+def test_attribution_page_renders_without_errors(release: Path) -> None:
+    with _chromium_page() as (pg, messages):
+        pg.goto((release / "attribution.html").as_uri(), wait_until="load")
+        rows = pg.evaluate("document.querySelectorAll('tbody tr[id]').length")
     assert messages == [] and rows == 9
 
 
 def test_paged_attribution_renders_without_errors(tmp_path: Path) -> None:
     # Above attribution.PAGE_SIZE samples attribution.html is an index of pages: both kinds load cleanly.
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)")
     from passkit.release import documents
     from passkit.release.attribution import PAGE_SIZE
     from tests.release.test_documents_scale import make_release
 
     m = make_release(tmp_path, n=PAGE_SIZE + 10, n_rejected=100, n_shards=2)
     documents.write_all(tmp_path, m, tmp_path / "index.parquet", tmp_path / "rejected.parquet")
-    messages: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            pg = browser.new_page()
-            pg.on("console", lambda m: messages.append(m.text) if m.type == "error" else None)
-            pg.on("pageerror", lambda e: messages.append(str(e)))
-            pg.goto((tmp_path / "attribution.html").as_uri(), wait_until="load")
-            links = pg.evaluate("[...document.querySelectorAll('a[href^=\"attribution/\"]')].map(a => a.href)")
-            pg.goto(links[-1], wait_until="load")
-            rows = pg.evaluate("document.querySelectorAll('tbody tr[id]').length")
-            pg.click("text=all pages and licences")
-            back = pg.url
-        finally:
-            browser.close()
+    with _chromium_page() as (pg, messages):
+        pg.goto((tmp_path / "attribution.html").as_uri(), wait_until="load")
+        links = pg.evaluate("[...document.querySelectorAll('a[href^=\"attribution/\"]')].map(a => a.href)")
+        pg.goto(links[-1], wait_until="load")
+        rows = pg.evaluate("document.querySelectorAll('tbody tr[id]').length")
+        pg.click("text=all pages and licences")
+        back = pg.url
     assert messages == [] and len(links) == 2 and rows == 10
     assert back == (tmp_path / "attribution.html").as_uri()
