@@ -24,6 +24,7 @@ import numpy as np
 
 from passkit.audit.context import INDEX, AuditContext
 from passkit.audit.keyhash import ABSENT, EMPTY, h64, hashes, isin
+from passkit.parquetio import open_parquet
 
 # index.parquet columns compared with the json (present ones only; key, shard, sha256 are required).
 INDEX_COMPARED = ("title", "creator", "landing_url", "license", "license_url", "attribution")
@@ -137,9 +138,8 @@ def _scan(path: Path, folder: Path, salt: bytes, add: Callable[..., None]) -> tu
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.ipc as ipc
-    import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     missing = [c for c in INDEX_REQUIRED if c not in names]
     if missing:

@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from passkit.audit.context import INDEX, AuditContext
+from passkit.parquetio import open_parquet
 
 if TYPE_CHECKING:
     from passkit.fetch import Fetcher
@@ -99,7 +100,7 @@ def recheck_sources(ctx: AuditContext) -> None:
         want = by_key.take(pa.array(at, pa.int64())).to_pylist()  # row numbers, in the order picked
         got: dict[int, dict[str, Any]] = {}
         start = 0
-        for batch in pq.ParquetFile(ctx.root / INDEX).iter_batches(columns=cols):
+        for batch in open_parquet(ctx.root / INDEX).iter_batches(columns=cols):
             mine = [r for r in want if start <= r < start + batch.num_rows]
             if mine:
                 rows = batch.take(pa.array([r - start for r in mine], pa.int64())).to_pylist()

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from passkit.config import PipelineSpec
 from passkit.executors.ray import ray_session
+from passkit.parquetio import open_parquet
 from passkit.records import Status
 from passkit.release import documents, manifest
 from passkit.release.curate import NAMES_EARLIER, RULES, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
@@ -247,7 +247,7 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path
                 later[r].write(decided(got, np.arange(got.num_rows), which[sel]))
         for r in sorted(later):
             later[r].close()
-            part = pq.ParquetFile(later[r].path)
+            part = open_parquet(later[r].path)
             for batch in part.iter_batches():
                 out.write(count(pa.Table.from_batches([batch])))
             part.close()

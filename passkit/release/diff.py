@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from passkit.parquetio import open_parquet
 from passkit.release import manifest
 
 COMPARED = ("sha256", "title", "creator", "creator_url", "landing_url", "source_url", "provider", "license",
@@ -67,7 +68,7 @@ class _Side:
     def __init__(self, path: Path, compared: list[str]):
         self.path = path
         self.columns = ["key", *compared]
-        keys = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).read(columns=["key"]).column("key")
+        keys = open_parquet(path).read(columns=["key"]).column("key")
         self.order: pa.Array | None = None  # row numbers in key order, when the file is not in it
         if keys.null_count == 0 and _strictly_ascending(keys):
             self.keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
@@ -80,7 +81,7 @@ class _Side:
         if self.order is None:
             pos = 0
             # a buffered stream, not the whole row group's column chunks (a million rows) at once
-            pf = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
+            pf = open_parquet(self.path)
             for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=self.columns):
                 part = keep[pos : pos + b.num_rows]
                 pos += b.num_rows

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from passkit.parquetio import open_parquet
 from passkit.shards import sha256_file
 
 DOCUMENTS = ("ATTRIBUTION.md", "attribution.csv", "attribution.html", "LICENSES.md", "README.md", "report.html")
@@ -39,9 +40,7 @@ _DIGEST = 16
 def iter_rows(path: Path, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[dict[str, Any]]:
     """The rows of a Parquet file as dicts of `columns`, in file order, one record batch in memory at a
     time. A column the file lacks (a release of an older passkit) is left out of the dicts."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     have = [c for c in columns if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=batch_rows, columns=have):
         values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
@@ -117,14 +116,13 @@ def _score_values(col: Any, names: list[str], into: dict[str, Any]) -> None:
 
 def summarize_index(path: Path, detectors: list[str], batch_rows: int = BATCH_ROWS) -> IndexSummary:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from passkit.release.attribution import CSV_COLUMNS, formula_candidates
     from passkit.release.escape import is_formula
 
     s = IndexSummary(scores={})
     creators = _DistinctCount()
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     have = set(pf.schema_arrow.names)
     text = [c for c in CSV_COLUMNS if c in have]
     for batch in pf.iter_batches(batch_size=batch_rows, columns=[c for c in (*CSV_COLUMNS, "scores") if c in have]):
@@ -155,10 +153,9 @@ def summarize_index(path: Path, detectors: list[str], batch_rows: int = BATCH_RO
 def summarize_rejected(path: Path, detectors: list[str], batch_rows: int = BATCH_ROWS) -> RejectedSummary:
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     s = RejectedSummary(people_scores={})
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     cols = [c for c in ("stage", "reason", "scores") if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=batch_rows * 16, columns=cols):  # three narrow columns
         n = batch.num_rows

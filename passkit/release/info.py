@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from passkit.parquetio import open_parquet
 from passkit.release import manifest
 
 BATCH_ROWS = 1 << 18
@@ -22,7 +22,7 @@ def _counts(path: Path, columns: dict[str, Callable[[Any], Any]]) -> dict[str, d
     Python work in the number of distinct values, not rows.
     """
     totals: dict[str, dict[Any, int]] = {c: {} for c in columns}
-    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    pf = open_parquet(path)
     for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
         for c, fold in columns.items():
             vc = pc.value_counts(batch.column(c))  # values in order of first appearance

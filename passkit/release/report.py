@@ -19,6 +19,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from passkit.parquetio import open_parquet
 from passkit.release.attribution import safe_url
 from passkit.release.curate import STAGE_ORDER
 
@@ -151,13 +152,12 @@ def _take(index_path: Path, positions: list[int], columns: list[str]) -> tuple[l
     """The rows at these ascending positions of the file, read batch by batch; and whether the file's
     keys are in strictly ascending order (then the positions are ranks in key order)."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from passkit.release.documents import BATCH_ROWS
 
     rows: list[dict[str, Any]] = []
     start, j, last, ordered = 0, 0, None, True
-    for batch in pq.ParquetFile(index_path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+    for batch in open_parquet(index_path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
         n = batch.num_rows
         keys = batch.column("key")
         if n and ordered:

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from passkit.atomic import atomic_path
 from passkit.config import TakedownSpec
+from passkit.parquetio import open_parquet
 from passkit.records import Stage, Status
 from passkit.release import documents, manifest
 from passkit.release.build import INDEX_FILE, MANIFEST_FILE, REJECTED_FILE
@@ -128,7 +129,7 @@ def takedown(
     errors = manifest.validation_errors(old)
     if errors:
         raise TakedownError(f"{src}/manifest.json fails its schema; run `passkit audit {src}` first: {errors[0]}")
-    index_file = pq.ParquetFile(src / INDEX_FILE)
+    index_file = open_parquet(src / INDEX_FILE)
     hits = _matches(index_file, requests)
     if not hits:
         asked = "; ".join(
@@ -178,7 +179,7 @@ def takedown(
             result.shards_rewritten.append(rel)
 
         removed_rows = _write_index(index_file, set(hits), tmp / INDEX_FILE)
-        rejected_file = pq.ParquetFile(src / REJECTED_FILE)
+        rejected_file = open_parquet(src / REJECTED_FILE)
         names = rejected_file.schema_arrow.names
         added = []
         for key, r in sorted({r["key"]: r for r in removed_rows}.items()):

@@ -185,9 +185,9 @@ class UrlListSource:
             yield n, obj
 
     def _parquet(self, path: str, f: IO[bytes]) -> Iterator[Row]:
-        import pyarrow.parquet as pq
+        from passkit.parquetio import open_parquet
 
-        pf = pq.ParquetFile(f)
+        pf = open_parquet(f)
         names = set(pf.schema_arrow.names)
         if self.cols["url"] not in names:
             raise InputError(f"{path}: no column {self.cols['url']!r}; columns are {', '.join(sorted(names))}. "
