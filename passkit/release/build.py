@@ -49,7 +49,7 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 STAGED_FILE = ".staged.parquet"  # the first pass's keys and staging offsets, while the release is built
-SORT_MEMORY = "128MB"  # DuckDB's limit for sorting the kept samples by key; beyond it, it spills
+SORT_MEMORY = "64MB"  # DuckDB's limit for sorting the kept samples by key; beyond it, it spills
 SORT_BATCH = 4096  # rows per batch out of the sort
 
 
