@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from passkit import process
 from passkit.config import PipelineSpec, TakedownSpec
 from passkit.records import Stage, Status
 from passkit.release.ledgers import Ledgers
@@ -41,7 +42,7 @@ from passkit.shards import index_tar
 
 # Stage names in funnel order (the unit stages first, then the release stages above).
 STAGE_ORDER = tuple(str(s) for s in Stage)
-NEAR_DUP_MEMORY = 96 << 20  # the near-duplicate search's working memory (it runs slower, not bigger)
+NEAR_DUP_MEMORY = 64 << 20  # the near-duplicate search's working memory (it runs slower, not bigger)
 QUALITY_CHUNK = 512  # staged images decoded at once by the quality check of older ledgers
 
 # What the first pass reads from each ledger.
@@ -106,9 +107,14 @@ class Kept:
         return self.cols[name]
 
     def without(self, rows: np.ndarray) -> Kept:
-        mask = np.ones(len(self), dtype=bool)
-        mask[rows] = False
-        return Kept({k: v[mask] for k, v in self.cols.items()})
+        """These columns without `rows`, compacted in place one column at a time: a rule that drops
+        rows costs one column's copy, not the table's (so a rule reads what it rejects first)."""
+        if len(rows):
+            mask = np.ones(len(self), dtype=bool)
+            mask[rows] = False
+            for k in list(self.cols):
+                self.cols[k] = self.cols[k][mask]
+        return self
 
 
 @dataclass(slots=True)
@@ -258,22 +264,26 @@ def later_in_group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows in order, grouped by equal `values`: each row's rank in its group (1 = first) and
     the row of its group's first."""
     n = len(values)
-    idx = np.argsort(values, kind="stable")  # stable: within a group, rows stay in order
+    small = np.int32 if n < 2**31 else np.int64  # half the temporaries at PASS scale
+    idx = np.argsort(values, kind="stable").astype(small)  # stable: within a group, rows stay in order
     same = np.zeros(n, dtype=bool)
     if n > 1:
         sv = values[idx]
         same[1:] = sv[1:] == sv[:-1]
-    run_start = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
-    rank = np.empty(n, dtype=np.int64)
-    rank[idx] = np.arange(n) - run_start + 1
-    first = np.empty(n, dtype=np.int64)
+        del sv
+    at = np.arange(n, dtype=small)
+    run_start = np.maximum.accumulate(np.where(same, 0, at))
+    rank = np.empty(n, dtype=small)
+    rank[idx] = at - run_start + 1
+    first = np.empty(n, dtype=small)
     first[idx] = idx[run_start]
     return rank, first
 
 
 def source_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     drop = np.flatnonzero(later_in_group(kept["key"])[0] > 1)
-    return kept.without(drop), Rejections.of(kept["pos"][drop], SOURCE_RULE)
+    rejected = Rejections.of(kept["pos"][drop], SOURCE_RULE)
+    return kept.without(drop), rejected
 
 
 def blank_images(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
@@ -283,7 +293,8 @@ def blank_images(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     ctx.curation["blank_fraction"] = rs.blank_fraction
     marked = np.array(sorted(ctx.blank), dtype=np.int64)
     drop = np.flatnonzero(np.isin(kept["pos"], marked))
-    return kept.without(drop), Rejections.of(kept["pos"][drop], 1)
+    rejected = Rejections.of(kept["pos"][drop], 1)
+    return kept.without(drop), rejected
 
 
 def evaluation_sets(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
@@ -301,14 +312,16 @@ def evaluation_sets(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
         "unreadable": len(ref.skipped), "hamming": rs.exclude_near_hamming,
     }
     drop = np.array(sorted(hits), dtype=np.int64)
-    return kept.without(drop), Rejections.of(kept["pos"][drop], 2, [hits[i][0] for i in drop.tolist()],
+    rejected = Rejections.of(kept["pos"][drop], 2, [hits[i][0] for i in drop.tolist()],
                                              [hits[i][1] for i in drop.tolist()])
+    return kept.without(drop), rejected
 
 
 def exact_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     rank, first = later_in_group(kept["sha"])
     drop = np.flatnonzero(rank > 1)
-    return kept.without(drop), Rejections.of(kept["pos"][drop], 3, kept["pos"][first[drop]])
+    rejected = Rejections.of(kept["pos"][drop], 3, kept["pos"][first[drop]])
+    return kept.without(drop), rejected
 
 
 def near_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
@@ -322,8 +335,9 @@ def near_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
                   key=lambda n: n.index)
     drop = np.array([n.index for n in near], dtype=np.int64)
     keeper = np.array([n.kept for n in near], dtype=np.int64)
-    return kept.without(drop), Rejections.of(kept["pos"][drop], 4, kept["pos"][keeper],
+    rejected = Rejections.of(kept["pos"][drop], 4, kept["pos"][keeper],
                                              [n.distance for n in near])
+    return kept.without(drop), rejected
 
 
 def creator_cap(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
@@ -333,14 +347,16 @@ def creator_cap(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     ctx.curation["max_per_creator"] = cap
     rank, _ = later_in_group(kept["creator"])
     drop = np.flatnonzero((rank > cap) & (kept["creator"] != 0))  # 0: no creator known
-    return kept.without(drop), Rejections.of(kept["pos"][drop], 5)
+    rejected = Rejections.of(kept["pos"][drop], 5)
+    return kept.without(drop), rejected
 
 
 def takedowns(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
     if not ctx.spec.release.takedowns:
         return kept, NONE
     drop = np.flatnonzero(kept["takedown"] >= 0)
-    return kept.without(drop), Rejections.of(kept["pos"][drop], 6, kept["takedown"][drop])
+    rejected = Rejections.of(kept["pos"][drop], 6, kept["takedown"][drop])
+    return kept.without(drop), rejected
 
 
 # In the order they run; a rule's place here is its `rule` number in Rejections, and the rejection
@@ -408,4 +424,7 @@ def curate(found: Scan, spec: PipelineSpec, base: Path | None = None,
             rejected.append(out)
         if on_rule:
             on_rule(i + 1)
-    return Curated(kept["pos"], Rejections.join(rejected), ctx.curation, ctx)
+    positions = kept["pos"]
+    kept.cols = {"pos": positions}  # the other columns are done with: their memory goes now
+    process.hand_back_freed_memory()
+    return Curated(positions, Rejections.join(rejected), ctx.curation, ctx)
