@@ -107,7 +107,11 @@ def hand_back_freed_memory() -> None:
 
     glibc keeps what a thread freed in that thread's arena, where a big allocation on another
     thread cannot use it; the image check calls this after its largest decodes (see
-    images.TRIM_AT), so a worker's RSS holds one decode budget, not one per thread."""
+    images.TRIM_AT), so a worker's RSS holds one decode budget, not one per thread, and the release
+    step between its passes, so one pass's leftovers do not add to the next one's peak."""
     trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
+    arrow = sys.modules.get("pyarrow")  # its own allocator keeps freed pages too (not imported here)
+    if arrow is not None:
+        arrow.default_memory_pool().release_unused()

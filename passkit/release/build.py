@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from passkit import process
 from passkit.config import PipelineSpec
 from passkit.executors.ray import ray_session
 from passkit.parquetio import open_parquet
@@ -111,6 +112,7 @@ def build_release(
     review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)
     ledgers.on_unit = lambda done: step("rejections", done, len(unit_indices))
     by_stage, by_reason, removals = write_rejected(ledgers, cur, tmp / REJECTED_FILE)
+    process.hand_back_freed_memory()
     n_kept = len(cur.kept)
     shards: list[dict[str, Any]] = []
     total = len(balanced_sizes(n_kept, spec.release.shard_max_samples))
@@ -123,6 +125,7 @@ def build_release(
             shards.extend(done.shards)
             step("shards", len(shards), total)
     spill.unlink()
+    process.hand_back_freed_memory()
     rejected = ledgers.candidates - n_kept
     if sum(by_stage.values()) != rejected:  # every candidate ends once: kept, or in rejected.parquet
         raise RuntimeError(f"the release lost track of candidates: {ledgers.candidates} read, {n_kept} kept, "
