@@ -13,8 +13,8 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from passkit.parquetio import open_parquet
 from passkit.records import Status
 from passkit.release import documents, manifest
 from passkit.release.curate import NAMES_EARLIER, RULES, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
+from passkit.release.keysort import sorted_by_key
 from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
 from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
 from passkit.release.tables import (
@@ -50,8 +51,6 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 STAGED_FILE = ".staged.parquet"  # the first pass's keys and staging offsets, while the release is built
-SORT_MEMORY = "64MB"  # DuckDB's limit for sorting the kept samples by key; beyond it, it spills
-SORT_BATCH = 4096  # rows per batch out of the sort
 
 
 @dataclass(slots=True)
@@ -117,8 +116,8 @@ def build_release(
     shards: list[dict[str, Any]] = []
     total = len(balanced_sizes(n_kept, spec.release.shard_max_samples))
     with ray_session(workers, address) if executor == "ray" else nullcontext(), \
-            RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index:
-        ordered = sorted_by_key(spill, cur.kept, tmp)
+            RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index, \
+            closing(sorted_by_key(spill, cur.kept, LOCATION_COLUMNS, tmp / ".sort")) as ordered:
         for done in write_shards(ordered, n_kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
                                  workers=workers, executor=executor, parallel_from=parallel_from):
             index.write(done.index)
@@ -168,28 +167,6 @@ def build_release(
         release_dir, ledgers.candidates, n_kept, rejected, len(shards), dict(by_reason),
         det["detectors"], det["skipped"], time.monotonic() - t0,
     )
-
-
-def sorted_by_key(staged: Path, kept: np.ndarray, tmp: Path) -> Iterator[pa.RecordBatch]:
-    """LOCATION_COLUMNS of the candidates at positions `kept`, sorted by key, in batches: an
-    external sort (DuckDB, within SORT_MEMORY, spilling to `tmp`), so a release of any size is
-    ordered without holding its keys in memory. Keys compare as bytes, which for UTF-8 is the
-    order of their code points, as Python sorts strings."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET memory_limit='{SORT_MEMORY}'")
-        con.execute("SET threads=1")  # one sort thread: its memory stays within the limit
-        con.execute("SET temp_directory=?", [str(tmp / ".sort")])
-        con.register("keep", pa.table({"pos": pa.array(kept, pa.int64())}))
-        cols = ", ".join(LOCATION_COLUMNS)
-        reader = con.sql(f"SELECT {cols} FROM read_parquet(?) SEMI JOIN keep USING (pos) ORDER BY key",
-                         params=[str(staged)]).to_arrow_reader(SORT_BATCH)
-        yield from reader
-    finally:
-        con.close()
-        shutil.rmtree(tmp / ".sort", ignore_errors=True)
 
 
 def write_rejected(ledgers: Ledgers, cur: Curated, path: Path

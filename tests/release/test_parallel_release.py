@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from passkit.release import shardwrite, tables
+from passkit.release import keysort, shardwrite, tables
 from passkit.release.build import build_release
 from tests.helpers.staging import Item, basic_items, flat, make_spec, near_copy, texture, write_units
 
@@ -51,6 +51,16 @@ def test_worker_processes_write_the_same_release(tmp_path: Path, monkeypatch: py
     assert len([f for f in a if f.startswith("shards/")]) >= 4
     assert a.keys() == b.keys()
     assert [f for f in a if a[f] != b[f]] == []
+
+
+def test_key_sort_in_runs_gives_the_same_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = _build(tmp_path, "one")
+    monkeypatch.setattr(keysort, "RUN_ROWS", 3)  # the kept samples sorted in runs of 3, then merged
+    monkeypatch.setattr(keysort, "BATCH_ROWS", 2)
+    runs = _build(tmp_path, "runs")
+    a, b = _files(one), _files(runs)
+    assert a.keys() == b.keys() and [f for f in a if a[f] != b[f]] == []
+    assert not list(tmp_path.glob("**/.sort")), "the sort's runs were left behind"
 
 
 def test_row_groups_hold_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
