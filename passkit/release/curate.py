@@ -170,7 +170,11 @@ def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path) -> Scan:
     ledgers.candidates = candidates
     empty = {"pos": np.int64, "key": np.uint64, "sha": np.uint64, "phash": np.uint64, "creator": np.uint64,
              "takedown": np.int16}
-    cols = {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in parts.items()}
+    cols = {}
+    for k in KEPT_COLUMNS:  # a column's pieces go as it is joined: one column's copy at a time
+        pieces = parts.pop(k)
+        cols[k] = np.concatenate(pieces) if pieces else np.zeros(0, empty[k])
+        del pieces
     return Scan(Kept(cols), staged, blank)
 
 
