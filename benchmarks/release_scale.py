@@ -20,7 +20,7 @@ Each build and audit runs in its own process tree; a poller reads /proc every 0.
 largest single-process peak (VmHWM, and the root's ru_maxrss) and the largest summed RSS of the tree.
 
     python benchmarks/release_scale.py [--sizes 200000 2000000] [--keep-fraction 0.1] [--runs 1]
-                                       [--work-dir /tmp/passkit-release-scale] [--synth-only]
+                                       [--work-dir $TMPDIR/passkit-release-scale] [--synth-only]
 
 The last line: `release peak RSS MiB at 20M candidates: X (200k: Y)`.
 """
@@ -510,7 +510,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000], help="candidates per build")
     ap.add_argument("--keep-fraction", type=float, default=0.1)
     ap.add_argument("--unit-size", type=int, default=1024)
-    ap.add_argument("--work-dir", type=Path, default=Path("/tmp/passkit-release-scale"))
+    ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "passkit-release-scale")
     ap.add_argument("--runs", type=int, default=1, help="builds and audits per size; the table shows medians")
     ap.add_argument("--processes", type=int, default=None, help="synthesis processes (default: cores, at most 8)")
     ap.add_argument("--synth-only", action="store_true", help="synthesise (and time it), measure nothing")
