@@ -190,7 +190,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             fetch_spec = FetchSpec(allow_private=args.allow_private)
         except ValidationError as e:
             return _error(f"--allow-private: {e.errors()[0]['msg']}")
-    from passkit.audit.parallel import AuditExecutorError
+    from passkit.executors.ray import ExecutorError
 
     # progress on stderr (stdout may be --json); the ETA counts shards, which are of even size
     with Progress(TextColumn("[bold blue]audit"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
@@ -205,7 +205,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             report = audit(Path(args.release), rescan=args.rescan, check_sources=args.check_sources,
                            seed=args.seed, fetch_spec=fetch_spec, workers=args.workers, executor=args.executor,
                            address=args.address, sample=args.sample, on_progress=on_progress)
-        except AuditExecutorError as e:
+        except ExecutorError as e:
             return _error(e)
     if args.html:
         write_html(report, Path(args.html))

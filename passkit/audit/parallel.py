@@ -12,19 +12,15 @@ part (policy, removals, limits) reaches each worker once, through the pool's ini
 
 from __future__ import annotations
 
-import logging
-from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 from passkit.audit.shards import ShardJob, ShardResult, Shared, check_shard
+from passkit.executors.ordered import in_order
 
 IN_FLIGHT_PER_WORKER = 4
 _SHARED: Shared | None = None  # in a local worker: the audit's Shared, set once by the initializer
-
-
-class AuditExecutorError(RuntimeError):
-    """The executor cannot run: Ray missing, cluster unreachable."""
 
 
 def _init_worker(shared: Shared) -> None:
@@ -61,7 +57,7 @@ class ShardRunner:
         self.address = address
         self.pool: Any = None
         self.ray: Any = None
-        self.ray_started = False
+        self._ray_session = ExitStack()
         self.shared_ref: Any = None
         self.starting: Any = None  # the thread starting the local workers
 
@@ -88,25 +84,12 @@ class ShardRunner:
             self.pool.submit(_ready)
 
     def _start_ray(self) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise AuditExecutorError("--executor ray needs Ray: pip install 'passkit[ray]' (or use --workers)") from None
-        if not ray.is_initialized():
-            try:
-                if self.address:
-                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
-                else:
-                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise AuditExecutorError(f"could not start Ray on {self.address or 'a local instance'}: {e}; check "
-                                         "--address (e.g. ray://head:10001, or auto on a cluster node)") from None
-            self.ray_started = True
-        self.ray = ray
+        from passkit.executors.ray import ray_session
+
+        self.ray = self._ray_session.enter_context(ray_session(self.workers, self.address))
         if not self.workers:
-            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.shared_ref = ray.put(self.shared)
+            self.workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        self.shared_ref = self.ray.put(self.shared)
 
     def run(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
         """check_shard over `jobs`, a few per worker in flight, yielded in the jobs' order."""
@@ -119,32 +102,15 @@ class ShardRunner:
                 yield check_shard(self.shared, job)
 
     def _run_local(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
-        from concurrent.futures import Future
-
         if self.starting is not None:
             self.starting.join()
-        window: deque[Future[ShardResult]] = deque()
-        try:
-            for job in jobs:
-                window.append(self.pool.submit(_run, job))
-                if len(window) >= IN_FLIGHT_PER_WORKER * self.workers:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
-        finally:
-            for f in window:
-                f.cancel()
+        yield from in_order(jobs, lambda j: self.pool.submit(_run, j), lambda f: f.result(),
+                            IN_FLIGHT_PER_WORKER * self.workers)
 
     def _run_ray(self, jobs: Iterable[ShardJob]) -> Iterator[ShardResult]:
-        ray = self.ray
-        task = ray.remote(check_shard).options(num_cpus=1, max_retries=3)
-        window: deque[Any] = deque()
-        for job in jobs:
-            window.append(task.remote(self.shared_ref, job))
-            if len(window) >= IN_FLIGHT_PER_WORKER * self.workers:
-                yield ray.get(window.popleft())
-        while window:
-            yield ray.get(window.popleft())
+        task = self.ray.remote(check_shard).options(num_cpus=1, max_retries=3)
+        yield from in_order(jobs, lambda j: task.remote(self.shared_ref, j), self.ray.get,
+                            IN_FLIGHT_PER_WORKER * self.workers)
 
     def close(self) -> None:
         if self.starting is not None:
@@ -152,9 +118,7 @@ class ShardRunner:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
-        if self.ray_started:
-            self.ray.shutdown()
-            self.ray_started = False
+        self._ray_session.close()  # shuts down the Ray this audit started, if it started one
 
 
 def _context() -> Any:

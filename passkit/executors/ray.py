@@ -41,10 +41,10 @@ def _run_unit(spec_data: dict[str, Any], workers: int, unit: Unit, units_dir: st
 
 
 @contextmanager
-def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
+def ray_session(workers: int | None, address: str | None = None) -> Iterator[Any]:
     """Ray, initialised for the block: an already initialised Ray (a test, a notebook, an outer
     block) is used as it is; else `address` (a cluster) is joined, or a local instance with
-    `workers` CPUs is started, and shut down again at the end of the block."""
+    `workers` CPUs (None: all) is started, and shut down again at the end of the block."""
     try:
         import ray
     except ImportError:

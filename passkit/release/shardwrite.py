@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from passkit.executors.ordered import in_order
 from passkit.ledger import unit_paths
 from passkit.release.tables import INDEX_COLUMNS, INDEX_SCHEMA
 from passkit.shards import write_tar
@@ -126,24 +126,6 @@ def write_job(job: Job, units_dir: str, out_dir: str, name: str) -> JobResult:
     return JobResult(shards, pa.Table.from_pydict(index, schema=INDEX_SCHEMA))
 
 
-def run_jobs(
-    todo: Iterator[Job],
-    run: Callable[[Job], Any],
-    collect: Callable[[Any], JobResult],
-    window: int,
-) -> Iterator[JobResult]:
-    """Results of `run` (which starts a job somewhere and returns a handle) in job order, at most
-    `window` jobs started and not yet collected: the memory of results waiting on a slow job is
-    bounded too."""
-    pending: deque[Any] = deque()
-    for job in todo:
-        pending.append(run(job))
-        if len(pending) >= window:
-            yield collect(pending.popleft())
-    while pending:
-        yield collect(pending.popleft())
-
-
 def write_shards(
     kept: Iterable[pa.RecordBatch],
     n: int,
@@ -169,7 +151,7 @@ def write_shards(
         import ray
 
         task = ray.remote(write_job).options(num_cpus=1, max_retries=3)
-        yield from run_jobs(todo, lambda j: task.remote(j, *args), ray.get, 2 * max(workers, 1))
+        yield from in_order(todo, lambda j: task.remote(j, *args), ray.get, 2 * max(workers, 1))
         return
     if workers <= 1 or n < max(parallel_from, 1):
         yield from (write_job(j, *args) for j in todo)
@@ -178,7 +160,7 @@ def write_shards(
 
     pool = WorkerPool(workers)
     try:
-        yield from run_jobs(todo, lambda j: pool.executor.submit(write_job, j, *args),
+        yield from in_order(todo, lambda j: pool.executor.submit(write_job, j, *args),
                             lambda f: f.result(), 2 * workers)
     finally:
         pool.shutdown()
