@@ -95,7 +95,6 @@ def build_release(
     """
     t0 = time.monotonic()
     ledgers = Ledgers(units_dir, unit_indices, Reviews.of(Path(units_dir).parent))
-    det = ledgers.detectors()
     release_dir = Path(release_dir)
     tmp = release_dir.with_name(f".{release_dir.name}.partial-{os.getpid()}")
     if tmp.exists():
@@ -106,6 +105,7 @@ def build_release(
     step = on_step or (lambda name, done, total: None)
     ledgers.on_unit = lambda done: step("ledgers", done, len(unit_indices))
     found = scan(ledgers, spec, spill)
+    det = ledgers.detectors  # every unit agreed on it, or the scan stopped
     cur = curate(found, spec, base=base, on_rule=lambda i: step("curation", i, len(RULES)))
     del found
     review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)

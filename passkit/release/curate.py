@@ -120,7 +120,6 @@ class Kept:
 @dataclass(slots=True)
 class Scan:
     kept: Kept
-    staged: Path  # STAGED_SCHEMA rows of every staged candidate, in source order
     blank: dict[int, tuple[str, str]]  # position -> (reason, detail) of blank and one-colour images
 
 
@@ -175,7 +174,7 @@ def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path) -> Scan:
         pieces = parts.pop(k)
         cols[k] = np.concatenate(pieces) if pieces else np.zeros(0, empty[k])
         del pieces
-    return Scan(Kept(cols), staged, blank)
+    return Scan(Kept(cols), blank)
 
 
 def _locate(entries: dict[str, Any], key: str, tar: Path) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -122,24 +122,23 @@ class Ledgers:
         self.reviews = reviews
         self.candidates = 0  # rows seen by the first full pass
         self.on_unit: Callable[[int], None] | None = None  # called with the units read so far
+        self._detectors: dict[str, Any] | None = None
 
+    @property
     def detectors(self) -> dict[str, Any]:
-        """The detector description every unit agrees on (from the ledgers' metadata only)."""
-        import pyarrow.parquet as pq
+        """The detector description every unit agrees on, checked as the units are read (a full
+        pass must have run)."""
+        return self._detectors or dict(NO_DETECTORS)
 
-        detectors: dict[str, Any] | None = None
-        for idx in self.indices:
-            ledger = unit_paths(self.units_dir, idx)[1]
-            meta = pq.read_schema(ledger).metadata or {}
-            d = json.loads(meta.get(DETECTORS_META, json.dumps(NO_DETECTORS).encode()))
-            if detectors is None:
-                detectors = d
-            elif d != detectors:
-                raise RuntimeError(
-                    f"{ledger}: this unit was filtered with other detectors than the others "
-                    f"({d} vs {detectors}); remove the work folder's units/ or rerun with the same models"
-                )
-        return detectors or dict(NO_DETECTORS)
+    def _agree(self, ledger: Path, meta: dict[bytes, bytes]) -> None:
+        d = json.loads(meta.get(DETECTORS_META, json.dumps(NO_DETECTORS).encode()))
+        if self._detectors is None:
+            self._detectors = d
+        elif d != self._detectors:
+            raise RuntimeError(
+                f"{ledger}: this unit was filtered with other detectors than the others "
+                f"({d} vs {self._detectors}); remove the work folder's units/ or rerun with the same models"
+            )
 
     def units(self, columns: Sequence[str], reviewed: bool = True) -> Iterator[UnitTable]:
         """Each unit's rows (those `columns`, plus what reviews need), in source order."""
@@ -147,7 +146,9 @@ class Ledgers:
         start = 0
         for done, idx in enumerate(self.indices):
             tar, ledger = unit_paths(self.units_dir, idx)
-            table = read_ledger(ledger, cols).replace_schema_metadata(None)
+            table = read_ledger(ledger, cols)
+            self._agree(ledger, table.schema.metadata or {})
+            table = table.replace_schema_metadata(None)
             if reviewed:
                 table = self.reviews.table(table)
             yield UnitTable(idx, start, table, tar)

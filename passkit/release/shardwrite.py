@@ -110,10 +110,10 @@ def write_job(job: Job, units_dir: str, out_dir: str, name: str) -> JobResult:
                 for r in batch:
                     meta_bytes = read(r["unit"], r["json_offset"], r["json_size"])
                     meta = json.loads(meta_bytes)
+                    row = {c: meta.get(c) for c in INDEX_COLUMNS}
+                    row.update(shard=rel, scores=sorted((meta.get("scores") or {}).items()))
                     for c in INDEX_COLUMNS:
-                        index[c].append(meta.get(c))
-                    index["shard"][-1] = rel
-                    index["scores"][-1] = sorted((meta.get("scores") or {}).items())
+                        index[c].append(row[c])
                     yield f"{r['key']}.jpg", read(r["unit"], r["jpg_offset"], r["jpg_size"])
                     yield f"{r['key']}.json", meta_bytes
 

@@ -73,3 +73,15 @@ def test_row_groups_hold_the_same_rows(tmp_path: Path, monkeypatch: pytest.Monke
         assert parts.metadata.num_row_groups == -(-big.metadata.num_rows // 4)
         assert all(parts.metadata.row_group(i).num_rows == 4 for i in range(parts.metadata.num_row_groups - 1))
         assert parts.read().to_pylist() == big.read().to_pylist()
+
+
+def test_units_filtered_by_other_detectors_stop_the_release(tmp_path: Path) -> None:
+    spec = make_spec()
+    units = tmp_path / "units"
+    idx = write_units(units, basic_items(8), spec, unit_size=4)
+    ledger = units / "unit-000001.parquet"
+    t = pq.read_table(ledger)
+    pq.write_table(t.replace_schema_metadata({b"passkit.detectors": b'{"detectors": [], "skipped": []}'}), ledger)
+    with pytest.raises(RuntimeError, match="other detectors than the others"):
+        build_release(spec, units, idx, tmp_path / "out", {"kind": "test"}, base=tmp_path)
+    assert not (tmp_path / "out").exists()
