@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from array import array
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -350,15 +351,21 @@ def near_duplicates(hashes: np.ndarray | Sequence[str], threshold: int, **kw: in
 
 def keep_first(pairs: Pairs) -> list[NearDuplicate]:
     """The greedy rule of `near_duplicates` applied to precomputed self-pairs (i < j)."""
+    drop, kept, distance = first_kept(pairs)
+    return [NearDuplicate(j, i, d) for j, i, d in zip(drop.tolist(), kept.tolist(), distance.tolist(), strict=True)]
+
+
+def first_kept(pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`keep_first` as arrays (dropped position, its keeper, their distance), in dropped order:
+    8 bytes a number, not a Python object a duplicate, for millions of them."""
     if not len(pairs):
-        return []
+        e = np.zeros(0, dtype=np.int64)
+        return e, e.copy(), e.copy()
     # pairs are (i, j) with i < j; decide j once every i < j is decided: sort by (j, distance, i).
-    # Walked in slices with a flag per position, not a dict of results: millions of pairs at
-    # PASS scale. Results come out in j order, which is the order returned.
+    # Walked in slices with a flag per position, not a dict of results.
     order = np.lexsort((pairs.query, pairs.distance, pairs.base))
     removed = bytearray(int(max(pairs.query.max(), pairs.base.max())) + 1)
-    out: list[NearDuplicate] = []
-    append = out.append
+    drop, kept, distance = array("q"), array("q"), array("q")
     for lo in range(0, len(order), KEEP_FIRST_SLICE):
         sl = order[lo : lo + KEEP_FIRST_SLICE]
         for i, j, d in zip(pairs.query[sl].tolist(), pairs.base[sl].tolist(), pairs.distance[sl].tolist(),
@@ -366,8 +373,11 @@ def keep_first(pairs: Pairs) -> list[NearDuplicate]:
             if removed[j] or removed[i]:
                 continue
             removed[j] = 1
-            append(NearDuplicate(j, i, d))
-    return out
+            drop.append(j)
+            kept.append(i)
+            distance.append(d)
+    return (np.frombuffer(drop, dtype=np.int64), np.frombuffer(kept, dtype=np.int64),
+            np.frombuffer(distance, dtype=np.int64))
 
 
 def nearest_matches(queries: np.ndarray | Sequence[str], reference: np.ndarray | Sequence[str],

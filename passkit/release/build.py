@@ -29,10 +29,11 @@ from passkit.executors.ray import ray_session
 from passkit.parquetio import open_parquet
 from passkit.records import Status
 from passkit.release import documents, manifest
-from passkit.release.curate import NAMES_EARLIER, RULES, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
+from passkit.release.curate import KEPT, REJECTION, RULES, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
 from passkit.release.keysort import sorted_by_key
 from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
 from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
+from passkit.release.spill import RowLookup
 from passkit.release.tables import (
     INDEX_COLUMNS,
     INDEX_FILE,
@@ -51,6 +52,8 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 STAGED_FILE = ".staged.parquet"  # the first pass's keys and staging offsets, while the release is built
+CURATION_DIR = ".curation"  # the rules' columns, buckets and rejections, while the release is built
+LOOKUP_ROWS = 8192  # rejections whose details are made at once (each staged row group read once)
 
 
 @dataclass(slots=True)
@@ -100,24 +103,26 @@ def build_release(
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "shards").mkdir(parents=True)
-    spill = tmp / STAGED_FILE  # removed before the release is moved into place
+    spill = tmp / STAGED_FILE  # removed before the release is moved into place, as is `work`
+    work = tmp / CURATION_DIR
 
     step = on_step or (lambda name, done, total: None)
     ledgers.on_unit = lambda done: step("ledgers", done, len(unit_indices))
-    found = scan(ledgers, spec, spill)
+    found = scan(ledgers, spec, spill, work)
     det = ledgers.detectors  # every unit agreed on it, or the scan stopped
     cur = curate(found, spec, base=base, on_rule=lambda i: step("curation", i, len(RULES)))
     del found
     review = ledgers.reviews.counts()  # what humans verified (review queue and spot checks)
     ledgers.on_unit = lambda done: step("rejections", done, len(unit_indices))
-    by_stage, by_reason, removals = write_rejected(ledgers, cur, tmp / REJECTED_FILE)
+    by_stage, by_reason, removals = write_rejected(ledgers, cur, tmp / REJECTED_FILE, spill)
+    shutil.rmtree(work)
     process.hand_back_freed_memory()
-    n_kept = len(cur.kept)
+    n_kept = cur.kept
     shards: list[dict[str, Any]] = []
     total = len(balanced_sizes(n_kept, spec.release.shard_max_samples))
     with ray_session(workers, address) if executor == "ray" else nullcontext(), \
             RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index, \
-            closing(sorted_by_key(spill, cur.kept, LOCATION_COLUMNS, tmp / ".sort")) as ordered:
+            closing(sorted_by_key(spill, cur.fate == KEPT, LOCATION_COLUMNS, tmp / ".sort")) as ordered:
         for done in write_shards(ordered, n_kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
                                  workers=workers, executor=executor, parallel_from=parallel_from):
             index.write(done.index)
@@ -169,19 +174,21 @@ def build_release(
     )
 
 
-def write_rejected(ledgers: Ledgers, cur: Curated, path: Path
+def write_rejected(ledgers: Ledgers, cur: Curated, path: Path, staged: Path
                    ) -> tuple[Counter[str], Counter[str], list[dict[str, Any]]]:
     """rejected.parquet: the units' rejections and the repeated source ids, in source order, then
     each release rule's rejections in RULES order (source order within a rule); returns the counts
-    by stage and by reason, and the takedown removals for the manifest. The ledgers are read a
-    second time, a unit at a time, so no more than one unit's rows and one row group are in memory."""
-    rej = cur.rejected
-    refs = np.unique(rej.ref[np.isin(rej.rule, list(NAMES_EARLIER))])  # positions details name
-    earlier: dict[int, str] = {}
+    by stage and by reason, and the takedown removals for the manifest.
+
+    The ledgers are read a second time, a unit at a time, with the rules' rejections of the same
+    positions (cur.rejected's range files). A rule's rows wait in a file of their own with their
+    rejection records, and get their details when that file is copied to the end of the list, many
+    at a time, so the keys a duplicate names are read from the staged table a row group at a time."""
     removals: list[dict[str, Any]] = []
     by_stage: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
     later: dict[int, RowGroupWriter] = {}
+    lookup = RowLookup(staged)
 
     def count(t: pa.Table) -> pa.Table:
         for counter, col in ((by_stage, "stage"), (by_reason, "reason")):
@@ -189,14 +196,18 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path
                 counter[str(v["values"])] += v["counts"]
         return t
 
-    def decided(t: pa.Table, at: np.ndarray, which: np.ndarray) -> pa.Table:
-        """`t` with stage, reason and detail of rows `at` set to the outcomes of rejections `which`."""
-        rows = t.select(["key", "creator", "sha256"]).to_pylist()
+    def decided(t: pa.Table, at: np.ndarray, recs: np.ndarray) -> pa.Table:
+        """`t` with stage, reason and detail of rows `at` set to the outcomes of rejections `recs`."""
         values = {c: t.column(c).to_pylist() for c in ("stage", "reason", "detail")}
-        for i, j in zip(at.tolist(), which.tolist(), strict=True):
-            values["stage"][i], values["reason"][i], values["detail"][i] = cur.outcome(j, rows[i], earlier)
-            if rej.rule[j] == TAKEDOWN_RULE:
-                removals.append({"key": rows[i]["key"], "reason": values["detail"][i], "sha256": rows[i]["sha256"]})
+        creators = t.column("creator").take(pa.array(at)).to_pylist()
+        for c, v in zip(("stage", "reason", "detail"), cur.outcomes(recs, creators, lookup), strict=True):
+            for i, x in zip(at.tolist(), v, strict=True):
+                values[c][i] = x
+        takedown = np.flatnonzero(recs["rule"] == TAKEDOWN_RULE)
+        if len(takedown):
+            rows = t.select(["key", "sha256"]).take(pa.array(at[takedown])).to_pylist()
+            removals.extend({"key": r["key"], "reason": values["detail"][i], "sha256": r["sha256"]}
+                            for r, i in zip(rows, at[takedown].tolist(), strict=True))
         for c, v in values.items():
             t = t.set_column(t.schema.get_field_index(c), c, pa.array(v, pa.string()))
         return t.select(REJECTED_COLUMNS)
@@ -204,32 +215,41 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path
     with RowGroupWriter(path, REJECTED_SCHEMA) as out:
         for u in ledgers.units([*REJECTED_COLUMNS, "status"]):
             t, start, n = u.table, u.start, u.table.num_rows
-            a, b = np.searchsorted(refs, [start, start + n])
-            if b > a:
-                named = refs[a:b]
-                earlier.update(zip(named.tolist(), t.column("key").take(pa.array(named - start)).to_pylist(),
-                                   strict=True))
-            lo, hi = (int(x) for x in np.searchsorted(rej.pos, [start, start + n]))
-            local, rule, which = rej.pos[lo:hi] - start, rej.rule[lo:hi], np.arange(lo, hi)
+            recs = cur.rejected.between(start, start + n)
+            local, rule = recs["pos"] - start, recs["rule"]
             take = ~pc.equal(t.column("status"), str(Status.KEPT)).to_numpy(zero_copy_only=False)
             first = rule == SOURCE_RULE
             take[local[first]] = True
             rows = np.flatnonzero(take)
             own = t.take(pa.array(rows))
             if first.any():
-                own = decided(own, np.searchsorted(rows, local[first]), which[first])
+                own = decided(own, np.searchsorted(rows, local[first]), recs[first])
             out.write(count(own.select(REJECTED_COLUMNS)))
-            for r in (int(x) for x in np.unique(rule[~first])):
+            for r in np.unique(rule[~first]).tolist():
                 sel = rule == r
                 if r not in later:
-                    later[r] = RowGroupWriter(path.with_name(f".{path.stem}-rule{r}.parquet"), REJECTED_SCHEMA)
-                got = t.take(pa.array(local[sel]))
-                later[r].write(decided(got, np.arange(got.num_rows), which[sel]))
+                    later[r] = RowGroupWriter(path.with_name(f".{path.stem}-rule{r}.parquet"), WAITING_SCHEMA,
+                                              rows_per_group=LOOKUP_ROWS)
+                got = t.take(pa.array(local[sel])).select(REJECTED_COLUMNS)
+                for name in REJECTION.names:
+                    got = got.append_column(f"_{name}", pa.array(recs[sel][name]))
+                later[r].write(got)
         for r in sorted(later):
             later[r].close()
             part = open_parquet(later[r].path)
-            for batch in part.iter_batches():
-                out.write(count(pa.Table.from_batches([batch])))
+            for batch in part.iter_batches(batch_size=LOOKUP_ROWS):
+                recs = np.empty(batch.num_rows, REJECTION)
+                for name in REJECTION.names:
+                    recs[name] = batch.column(f"_{name}").to_numpy()
+                t = pa.Table.from_batches([batch]).select(REJECTED_COLUMNS)
+                out.write(count(decided(t, np.arange(t.num_rows), recs)))
             part.close()
             later[r].path.unlink()
+    lookup.close()
     return by_stage, by_reason, removals
+
+
+# A rule's rejected rows while they wait for their details: the rejection list's columns and the
+# rejection records.
+WAITING_SCHEMA = pa.schema([*REJECTED_SCHEMA, *(pa.field(f"_{name}", pa.from_numpy_dtype(REJECTION[name]))
+                                                for name in REJECTION.names)])

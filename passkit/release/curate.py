@@ -1,8 +1,8 @@
 """Release-time curation: which staged samples a release keeps, decided over the whole release.
 
 The units decide each candidate alone; some rules need every sample at once, so they run here, as
-an ordered list of rules over one columnar table of the staged candidates (RULES; each candidate
-ends in exactly one stage, in the funnel's order):
+an ordered list of rules over the staged candidates (RULES; each candidate ends in exactly one
+stage, in the funnel's order):
 
 1. ``source``          the same source id in two units (``duplicate_candidate``);
 2. ``quality``         blank and single-colour images (passkit.filters.quality);
@@ -12,9 +12,14 @@ ends in exactly one stage, in the funnel's order):
 5. ``creator_cap``     more than ``max_per_creator`` samples by one creator (``creator_cap``);
 6. ``takedown``        removal requests from the spec (``takedown``), recorded in the manifest's removals.
 
-A rule is one function `(kept, context) -> (kept, rejected)` over Arrow tables. The table holds a few
-dozen bytes per staged candidate (position, key, hashes, creator, where its bytes sit): never the
-ledger rows themselves, which stay on disk until the rejection list is written (see build.py).
+A rule is one function `(kept, context)` that yields what it rejects, a bounded chunk at a time;
+what it does not reject stays kept for the next rule. The memory does not grow with the release:
+the staged candidates' numbers (position, hashes of key, bytes and creator, pHash, flags) are
+columns on disk (spill.ColumnStore), read a chunk at a time; in memory is one byte per staged
+candidate (its fate: kept, or the rule that rejected it). Rules that group equal values (repeated
+source ids, exact duplicates, the creator cap) partition the kept rows by hash into buckets on disk
+and sort one bucket at a time; the near-duplicate search holds the kept pHashes (8 bytes each) and
+a fixed working budget. Rejections go to range files by position, for the rejection list.
 
 Pure: the result depends only on the ledger rows (in source order), the staged bytes and the spec.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +41,9 @@ import pyarrow.compute as pc
 from passkit import process
 from passkit.config import PipelineSpec, TakedownSpec
 from passkit.records import Stage, Status
+from passkit.release import spill
 from passkit.release.ledgers import Ledgers
+from passkit.release.spill import ColumnStore, RangeSpill, RowLookup
 from passkit.release.tables import RowGroupWriter
 from passkit.shards import index_tar
 
@@ -44,19 +51,30 @@ from passkit.shards import index_tar
 STAGE_ORDER = tuple(str(s) for s in Stage)
 NEAR_DUP_MEMORY = 64 << 20  # the near-duplicate search's working memory (it runs slower, not bigger)
 QUALITY_CHUNK = 512  # staged images decoded at once by the quality check of older ledgers
+CHUNK_ROWS = 1 << 18  # staged rows a rule reads at once (2 MB of each 8-byte column)
+BUCKET_ROWS = 1 << 19  # kept rows a grouping rule sorts at once (about 25 MB with its temporaries)
+REJECTION_SPAN = 1 << 20  # candidate positions per rejection range file
+KEPT = -1  # the fate of a staged candidate no rule rejected
 
 # What the first pass reads from each ledger.
 SCAN_COLUMNS = ["key", "status", "sha256", "phash", "creator", "creator_url", "url", "landing_url",
                 "flat_fraction", "flat_colour"]
-# What it keeps in memory of each staged candidate: 8-byte numbers, about 40 bytes a candidate
-# (80 MB for PASS's 2 million). Strings are compared through 64-bit hashes (a false match,
-# which would drop a sample as a duplicate, is a 1 in 10^7 event at 2 million samples).
-KEPT_COLUMNS = ("pos", "key", "sha", "phash", "creator", "takedown")
-# What it writes to disk of each staged candidate, for the shards and the rejection details.
+# The numbers it writes of each staged candidate, one column file each (about 40 bytes a candidate).
+# Strings are compared through 64-bit hashes (a false match, which would drop a sample as a
+# duplicate, is a 1 in 10^7 event at 2 million samples).
+STORE_COLUMNS = {"pos": np.int64, "key": np.uint64, "sha": np.uint64, "phash": np.uint64,
+                 "creator": np.uint64, "takedown": np.int16, "blank": np.bool_}
+# What it writes to the staged table of each staged candidate: for the shards (key, staging
+# offsets) and the rejection details (the key a duplicate names, a blank image's verdict).
 STAGED_SCHEMA = pa.schema([
     ("pos", pa.int64()), ("key", pa.string()), ("unit", pa.int32()),
     ("jpg_offset", pa.int64()), ("jpg_size", pa.int64()), ("json_offset", pa.int64()), ("json_size", pa.int64()),
+    ("blank_reason", pa.string()), ("blank_detail", pa.string()),
 ])
+# One rejection: the candidate's position and staged row, the rule (its place in RULES), and what
+# its detail refers to (`ref`: the staged row it duplicates, the evaluation image or the takedown
+# request; `distance`: Hamming bits). The detail text is made when the rejection is written.
+REJECTION = np.dtype([("pos", "<i8"), ("row", "<i8"), ("ref", "<i8"), ("distance", "<i2"), ("rule", "i1")])
 SOURCE_RULE = 0  # its rejections stay in source order among the units' own (see build.py)
 
 
@@ -94,52 +112,78 @@ def hash64(text: str | None) -> int:
                           "little") or 1
 
 
-class Kept:
-    """Columns of numbers, one row per staged candidate still in the release, in source order."""
+def rejections(rows: np.ndarray, pos: np.ndarray, rule: int, ref: np.ndarray | None = None,
+               distance: np.ndarray | None = None) -> np.ndarray:
+    """REJECTION records of staged `rows` (at candidate positions `pos`) by `rule`."""
+    out = np.zeros(len(rows), REJECTION)
+    out["row"], out["pos"], out["rule"] = rows, pos, rule
+    out["ref"] = -1 if ref is None else ref
+    if distance is not None:
+        out["distance"] = distance
+    return out
 
-    def __init__(self, cols: dict[str, np.ndarray]):
-        self.cols = cols
+
+class Kept:
+    """The staged candidates, in source order: their numbers on disk (a ColumnStore, one row each)
+    and in memory each one's fate, one byte a candidate (KEPT, or the rule that rejected it)."""
+
+    def __init__(self, store: ColumnStore):
+        self.store = store
+        self.fate = np.full(store.rows, KEPT, np.int8)
 
     def __len__(self) -> int:
-        return len(self.cols["pos"])
+        return int(np.count_nonzero(self.fate == KEPT))
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.cols[name]
+    def chunks(self, columns: list[str]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(staged rows, their `columns`) of the kept candidates, CHUNK_ROWS staged rows at a time."""
+        for lo, hi in spill.chunks(self.store.rows, CHUNK_ROWS):
+            sel = np.flatnonzero(self.fate[lo:hi] == KEPT)
+            if len(sel):
+                yield sel + lo, {c: self.store.read(c, lo, hi)[sel] for c in columns}
 
-    def without(self, rows: np.ndarray) -> Kept:
-        """These columns without `rows`, compacted in place one column at a time: a rule that drops
-        rows costs one column's copy, not the table's (so a rule reads what it rejects first)."""
-        if len(rows):
-            mask = np.ones(len(self), dtype=bool)
-            mask[rows] = False
-            for k in list(self.cols):
-                self.cols[k] = self.cols[k][mask]
-        return self
+    def column(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every kept row and its `name` value, in memory: for a search that needs them all at once."""
+        rows = np.flatnonzero(self.fate == KEPT)
+        values = np.empty(len(rows), self.store.dtypes[name])
+        at = 0
+        for lo, hi in spill.chunks(self.store.rows, CHUNK_ROWS):
+            a, b = np.searchsorted(rows, [lo, hi])
+            values[at : at + b - a] = self.store.read(name, lo, hi)[rows[a:b] - lo]
+            at += b - a
+        return rows, values
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column `name` at sorted staged `rows`, read a chunk at a time."""
+        out = np.empty(len(rows), self.store.dtypes[name])
+        for lo, hi in spill.chunks(self.store.rows, CHUNK_ROWS):
+            a, b = np.searchsorted(rows, [lo, hi])
+            if b > a:
+                out[a:b] = self.store.read(name, lo, hi)[rows[a:b] - lo]
+        return out
 
 
 @dataclass(slots=True)
 class Scan:
-    kept: Kept
-    blank: dict[int, tuple[str, str]]  # position -> (reason, detail) of blank and one-colour images
+    store: ColumnStore  # the staged candidates' numbers (STORE_COLUMNS)
+    staged: Path  # the staged table (STAGED_SCHEMA), row for row with the store
+    work: Path  # where the rules spill
 
 
 # ----------------------------------------------------------------------------- the first pass
 
 
-def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path) -> Scan:
-    """Every candidate a unit kept (after human review), in source order: its numbers in memory,
-    its key and staging offsets written to `staged`.
+def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path, work: Path) -> Scan:
+    """Every candidate a unit kept (after human review), in source order: its numbers to a column
+    store in `work`, its key, staging offsets and quality verdict to the table `staged`.
 
     Reads only SCAN_COLUMNS of each ledger and the headers of the staging tars; the quality verdict
     comes from the flat fraction the image check measured, or, for ledgers older than that column,
     from decoding the image at 1/8 scale on a thread pool (Pillow releases the GIL while decoding).
     """
     rs = spec.release
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in KEPT_COLUMNS}
-    blank: dict[int, tuple[str, str]] = {}
     candidates = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
-            RowGroupWriter(staged, STAGED_SCHEMA) as out:
+            RowGroupWriter(staged, STAGED_SCHEMA) as out, ColumnStore(work / "columns", STORE_COLUMNS) as store:
         for u in ledgers.units(SCAN_COLUMNS):
             candidates += u.table.num_rows
             kept_mask = pc.equal(u.table.column("status"), str(Status.KEPT))
@@ -151,30 +195,27 @@ def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path) -> Scan:
             entries = {e.name: e for e in index_tar(u.tar)}
             located = [_locate(entries, r["key"], u.tar) for r in rows]
             verdicts = _blank_verdicts(rows, located, u.tar, rs.drop_blank, rs.blank_fraction, pool)
-            blank.update((int(p), (v.reason, v.detail)) for p, v in zip(pos, verdicts, strict=True) if v)
             takedowns = rs.takedowns
-            parts["pos"].append(pos.astype(np.int64))
-            parts["key"].append(np.array([hash64(r["key"]) for r in rows], dtype=np.uint64))
-            parts["sha"].append(np.array([hash64(r["sha256"]) for r in rows], dtype=np.uint64))
-            parts["phash"].append(np.array([int(r["phash"], 16) if r["phash"] else 0 for r in rows], dtype=np.uint64))
-            parts["creator"].append(np.array([hash64(creator_identity(r)) for r in rows], dtype=np.uint64))
-            parts["takedown"].append(np.array(
-                [next((i for i, t in enumerate(takedowns) if takedown_matches(r, t)), -1) for r in rows],
-                dtype=np.int16))
+            store.append({
+                "pos": pos,
+                "key": np.array([hash64(r["key"]) for r in rows], dtype=np.uint64),
+                "sha": np.array([hash64(r["sha256"]) for r in rows], dtype=np.uint64),
+                "phash": np.array([int(r["phash"], 16) if r["phash"] else 0 for r in rows], dtype=np.uint64),
+                "creator": np.array([hash64(creator_identity(r)) for r in rows], dtype=np.uint64),
+                "takedown": np.array(
+                    [next((i for i, t in enumerate(takedowns) if takedown_matches(r, t)), -1) for r in rows],
+                    dtype=np.int16),
+                "blank": np.array([bool(v) for v in verdicts], dtype=np.bool_),
+            })
             out.write(pa.table({
                 "pos": pos, "key": [r["key"] for r in rows], "unit": np.full(len(rows), u.index, np.int32),
                 "jpg_offset": [j[0] for j, _ in located], "jpg_size": [j[1] for j, _ in located],
                 "json_offset": [m[0] for _, m in located], "json_size": [m[1] for _, m in located],
+                "blank_reason": [v.reason if v else None for v in verdicts],
+                "blank_detail": [v.detail if v else None for v in verdicts],
             }, schema=STAGED_SCHEMA))
     ledgers.candidates = candidates
-    empty = {"pos": np.int64, "key": np.uint64, "sha": np.uint64, "phash": np.uint64, "creator": np.uint64,
-             "takedown": np.int16}
-    cols = {}
-    for k in KEPT_COLUMNS:  # a column's pieces go as it is joined: one column's copy at a time
-        pieces = parts.pop(k)
-        cols[k] = np.concatenate(pieces) if pieces else np.zeros(0, empty[k])
-        del pieces
-    return Scan(Kept(cols), blank)
+    return Scan(store, staged, work)
 
 
 def _locate(entries: dict[str, Any], key: str, tar: Path) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -220,54 +261,20 @@ def _blank_verdicts(rows: list[dict[str, Any]], located: list[Any], tar: Path, d
 class Context:
     spec: PipelineSpec
     base: Path | None
-    blank: dict[int, tuple[str, str]]
+    work: Path  # where rules spill their buckets
     curation: dict[str, Any] = field(default_factory=dict)  # settings and numbers for the manifest
     eval_names: list[str] = field(default_factory=list)  # the evaluation images near_eval_set names
 
 
-@dataclass(slots=True)
-class Rejections:
-    """Release rejections: which candidate (position), by which rule (its place in RULES), and
-    what its detail refers to (`ref`: the earlier position it duplicates, the evaluation image or
-    the takedown request; `distance`: Hamming bits). The detail text is made when the rejection is
-    written (build.write_rejected), from the row and, for duplicates, the key at `ref`."""
-
-    pos: np.ndarray
-    rule: np.ndarray
-    ref: np.ndarray
-    distance: np.ndarray
-
-    @classmethod
-    def of(cls, pos: np.ndarray, rule: int, ref: np.ndarray | None = None,
-           distance: np.ndarray | None = None) -> Rejections:
-        n = len(pos)
-        return cls(np.asarray(pos, np.int64), np.full(n, rule, np.int8),
-                   np.full(n, -1, np.int64) if ref is None else np.asarray(ref, np.int64),
-                   np.zeros(n, np.int16) if distance is None else np.asarray(distance, np.int16))
-
-    @classmethod
-    def join(cls, parts: list[Rejections]) -> Rejections:
-        """All parts, sorted by position."""
-        if not parts:
-            return cls.of(np.zeros(0, np.int64), 0)
-        pos = np.concatenate([p.pos for p in parts])
-        order = np.argsort(pos, kind="stable")
-        return cls(pos[order], *(np.concatenate([getattr(p, f) for p in parts])[order]
-                                 for f in ("rule", "ref", "distance")))
-
-    def __len__(self) -> int:
-        return len(self.pos)
-
-
-NONE = Rejections.of(np.zeros(0, np.int64), 0)
-Rule = Callable[[Kept, Context], tuple[Kept, Rejections]]
+Rule = Callable[[Kept, Context], Iterator[np.ndarray]]
+GROUP_RECORD = np.dtype([("value", "<u8"), ("row", "<i8"), ("pos", "<i8")])
 
 
 def later_in_group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows in order, grouped by equal `values`: each row's rank in its group (1 = first) and
     the row of its group's first."""
     n = len(values)
-    small = np.int32 if n < 2**31 else np.int64  # half the temporaries at PASS scale
+    small = np.int32 if n < 2**31 else np.int64  # half the temporaries
     idx = np.argsort(values, kind="stable").astype(small)  # stable: within a group, rows stay in order
     same = np.zeros(n, dtype=bool)
     if n > 1:
@@ -283,86 +290,123 @@ def later_in_group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank, first
 
 
-def source_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
-    drop = np.flatnonzero(later_in_group(kept["key"])[0] > 1)
-    rejected = Rejections.of(kept["pos"][drop], SOURCE_RULE)
-    return kept.without(drop), rejected
+def groups(kept: Kept, column: str, ctx: Context, skip_zero: bool = False
+           ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The kept rows grouped by equal `column` values (0s left out with `skip_zero`), a bucket of
+    groups at a time: (staged rows, positions, rank in the group in source order (1 = first), the
+    staged row of the group's first).
+
+    The rows are partitioned by value into files of about BUCKET_ROWS rows, in source order within
+    each, and one bucket is sorted at a time: a group never spans buckets, so ranks are exact."""
+    buckets = max(1, -(-len(kept) // BUCKET_ROWS))
+    folder = ctx.work / f"groups-{column}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"bucket-{b:05d}.bin" for b in range(buckets)]
+    files = [open(p, "wb") for p in paths]  # noqa: SIM115 (closed below)
+    try:
+        for rows, cols in kept.chunks([column, "pos"]):
+            values = cols[column]
+            if skip_zero:
+                nz = values != 0
+                rows, values, cols["pos"] = rows[nz], values[nz], cols["pos"][nz]
+            recs = np.empty(len(rows), GROUP_RECORD)
+            recs["value"], recs["row"], recs["pos"] = values, rows, cols["pos"]
+            bucket = (values % np.uint64(buckets)).astype(np.int64)
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.searchsorted(bucket[order], np.arange(1, buckets))
+            for b, part in enumerate(np.split(order, cuts)):
+                if len(part):
+                    files[b].write(recs[part].tobytes())
+    finally:
+        for f in files:
+            f.close()
+    for p in paths:
+        recs = np.fromfile(p, GROUP_RECORD)
+        p.unlink()
+        if len(recs):
+            rank, first = later_in_group(recs["value"])
+            yield recs["row"], recs["pos"], rank, recs["row"][first]
+    folder.rmdir()
 
 
-def blank_images(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+def source_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
+    for rows, pos, rank, _ in groups(kept, "key", ctx):
+        later = rank > 1
+        yield rejections(rows[later], pos[later], SOURCE_RULE)
+
+
+def blank_images(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     rs = ctx.spec.release
     if not (rs.drop_blank and len(kept)):
-        return kept, NONE
+        return
     ctx.curation["blank_fraction"] = rs.blank_fraction
-    marked = np.array(sorted(ctx.blank), dtype=np.int64)
-    drop = np.flatnonzero(np.isin(kept["pos"], marked))
-    rejected = Rejections.of(kept["pos"][drop], 1)
-    return kept.without(drop), rejected
+    for rows, cols in kept.chunks(["blank", "pos"]):
+        hit = cols["blank"]
+        yield rejections(rows[hit], cols["pos"][hit], 1)
 
 
-def evaluation_sets(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+def evaluation_sets(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     from passkit.filters import dedup
 
     rs = ctx.spec.release
     if not (rs.exclude_near and len(kept)):
-        return kept, NONE
+        return
     paths = [Path(p) if Path(p).is_absolute() else (ctx.base or Path.cwd()) / p for p in rs.exclude_near]
     ref = dedup.load_reference(paths, ctx.spec.image)
-    hits = dedup.nearest_matches(kept["phash"], ref.hashes, rs.exclude_near_hamming)
     ctx.eval_names = ref.names
     ctx.curation["exclude_near"] = {
         "sets": [str(p) for p in rs.exclude_near], "hashes": len(ref.names),
         "unreadable": len(ref.skipped), "hamming": rs.exclude_near_hamming,
     }
-    drop = np.array(sorted(hits), dtype=np.int64)
-    rejected = Rejections.of(kept["pos"][drop], 2, [hits[i][0] for i in drop.tolist()],
-                                             [hits[i][1] for i in drop.tolist()])
-    return kept.without(drop), rejected
+    for rows, cols in kept.chunks(["phash", "pos"]):
+        hits = dedup.nearest_matches(cols["phash"], ref.hashes, rs.exclude_near_hamming)
+        if hits:
+            at = np.array(sorted(hits), dtype=np.int64)
+            yield rejections(rows[at], cols["pos"][at], 2, [hits[i][0] for i in at.tolist()],
+                             [hits[i][1] for i in at.tolist()])
 
 
-def exact_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
-    rank, first = later_in_group(kept["sha"])
-    drop = np.flatnonzero(rank > 1)
-    rejected = Rejections.of(kept["pos"][drop], 3, kept["pos"][first[drop]])
-    return kept.without(drop), rejected
+def exact_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
+    for rows, pos, rank, first in groups(kept, "sha", ctx):
+        later = rank > 1
+        yield rejections(rows[later], pos[later], 3, first[later])
 
 
-def near_duplicates(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+def near_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     from passkit.filters import dedup
 
     rs = ctx.spec.release
     ctx.curation["near_dup_hamming"] = rs.near_dup_hamming
     if rs.near_dup_hamming is None or not len(kept):
-        return kept, NONE
-    near = sorted(dedup.near_duplicates(kept["phash"], rs.near_dup_hamming, budget=NEAR_DUP_MEMORY),
-                  key=lambda n: n.index)
-    drop = np.array([n.index for n in near], dtype=np.int64)
-    keeper = np.array([n.kept for n in near], dtype=np.int64)
-    rejected = Rejections.of(kept["pos"][drop], 4, kept["pos"][keeper],
-                                             [n.distance for n in near])
-    return kept.without(drop), rejected
+        return
+    rows, hashes = kept.column("phash")
+    pairs = dedup.HashIndex(hashes, rs.near_dup_hamming, budget=NEAR_DUP_MEMORY).self_pairs()
+    del hashes
+    drop, keeper, distance = dedup.first_kept(pairs)  # in the order of `drop`
+    del pairs
+    gone = rows[drop]
+    yield rejections(gone, kept.take("pos", gone), 4, rows[keeper], distance)
 
 
-def creator_cap(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+def creator_cap(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     cap = ctx.spec.release.max_per_creator
     if cap is None:
-        return kept, NONE
+        return
     ctx.curation["max_per_creator"] = cap
-    rank, _ = later_in_group(kept["creator"])
-    drop = np.flatnonzero((rank > cap) & (kept["creator"] != 0))  # 0: no creator known
-    rejected = Rejections.of(kept["pos"][drop], 5)
-    return kept.without(drop), rejected
+    for rows, pos, rank, _ in groups(kept, "creator", ctx, skip_zero=True):  # 0: no creator known
+        over = rank > cap
+        yield rejections(rows[over], pos[over], 5)
 
 
-def takedowns(kept: Kept, ctx: Context) -> tuple[Kept, Rejections]:
+def takedowns(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     if not ctx.spec.release.takedowns:
-        return kept, NONE
-    drop = np.flatnonzero(kept["takedown"] >= 0)
-    rejected = Rejections.of(kept["pos"][drop], 6, kept["takedown"][drop])
-    return kept.without(drop), rejected
+        return
+    for rows, cols in kept.chunks(["takedown", "pos"]):
+        hit = cols["takedown"] >= 0
+        yield rejections(rows[hit], cols["pos"][hit], 6, cols["takedown"][hit])
 
 
-# In the order they run; a rule's place here is its `rule` number in Rejections, and the rejection
+# In the order they run; a rule's place here is its `rule` number in REJECTION, and the rejection
 # list gives each rule's rejections after the units' own, in this order.
 RULES: tuple[Rule, ...] = (source_duplicates, blank_images, evaluation_sets, exact_duplicates,
                            near_duplicates, creator_cap, takedowns)
@@ -380,54 +424,68 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome(Stage.TAKEDOWN, "takedown"),
 )
 TAKEDOWN_RULE = 6
-# Rules whose detail names the key of an earlier candidate (`ref` is its position).
-NAMES_EARLIER = frozenset({3, 4})
 
 
 @dataclass(slots=True)
 class Curated:
-    kept: np.ndarray  # positions of the candidates that stay, in source order
-    rejected: Rejections  # sorted by position
+    fate: np.ndarray  # per staged row: KEPT, or the rule that rejected it
+    rejected: RangeSpill  # REJECTION records by candidate position
     curation: dict[str, Any]
     context: Context
 
-    def outcome(self, i: int, row: dict[str, Any], earlier: dict[int, str]) -> tuple[str, str, str]:
-        """(stage, reason, detail) of rejection `i`, whose ledger row is `row`; `earlier`: the keys
-        at the positions duplicates refer to."""
-        rule, ref, d = int(self.rejected.rule[i]), int(self.rejected.ref[i]), int(self.rejected.distance[i])
-        stage, reason = OUTCOMES[rule]
+    @property
+    def kept(self) -> int:
+        return int(np.count_nonzero(self.fate == KEPT))
+
+    def outcomes(self, recs: np.ndarray, creators: list[str | None], staged: RowLookup
+                 ) -> tuple[list[str], list[str], list[str]]:
+        """(stages, reasons, details) of the rejections `recs`; `creators`: their rows' creator
+        names; `staged`: the staged table, for the keys duplicates name and the blank verdicts."""
+        stages: list[str] = [""] * len(recs)
+        reasons: list[str] = [""] * len(recs)
+        details: list[str] = [""] * len(recs)
         ctx = self.context
-        if rule == SOURCE_RULE:
-            detail = "the same source id appeared in two work units"
-        elif rule == 1:
-            reason, detail = ctx.blank[int(self.rejected.pos[i])]
-        elif rule == 2:
-            detail = f"pHash within {d} bits of evaluation image {ctx.eval_names[ref]}"
-        elif rule == 3:
-            detail = f"same image bytes as {earlier[ref]}"
-        elif rule == 4:
-            detail = f"near-duplicate of {earlier[ref]} (Hamming distance {d})"
-        elif rule == 5:
-            detail = f"creator {row.get('creator')!r} already has {ctx.spec.release.max_per_creator} samples"
-        else:
-            detail = ctx.spec.release.takedowns[ref].reason
-        return str(stage), str(reason), detail
+        for rule in np.unique(recs["rule"]).tolist():
+            at = np.flatnonzero(recs["rule"] == rule)
+            sel = recs[at]
+            refs, dist = sel["ref"].tolist(), sel["distance"].tolist()
+            stage, reason = OUTCOMES[rule]
+            why: list[str | None] = [reason] * len(at)
+            if rule == SOURCE_RULE:
+                text = ["the same source id appeared in two work units"] * len(at)
+            elif rule == 1:
+                verdicts = staged.take(sel["row"], ["blank_reason", "blank_detail"])
+                why, text = verdicts["blank_reason"], verdicts["blank_detail"]
+            elif rule == 2:
+                text = [f"pHash within {d} bits of evaluation image {ctx.eval_names[r]}"
+                        for r, d in zip(refs, dist, strict=True)]
+            elif rule == 3:
+                text = [f"same image bytes as {k}" for k in staged.take(sel["ref"], ["key"])["key"]]
+            elif rule == 4:
+                text = [f"near-duplicate of {k} (Hamming distance {d})"
+                        for k, d in zip(staged.take(sel["ref"], ["key"])["key"], dist, strict=True)]
+            elif rule == 5:
+                cap = ctx.spec.release.max_per_creator
+                text = [f"creator {creators[i]!r} already has {cap} samples" for i in at.tolist()]
+            else:
+                text = [ctx.spec.release.takedowns[r].reason for r in refs]
+            for i, w, t in zip(at.tolist(), why, text, strict=True):
+                stages[i], reasons[i], details[i] = str(stage), str(w), t
+        return stages, reasons, details
 
 
 def curate(found: Scan, spec: PipelineSpec, base: Path | None = None,
            on_rule: Callable[[int], None] | None = None) -> Curated:
     """Run RULES over the staged candidates scan() found; `base` resolves relative `exclude_near`
     paths; `on_rule(n)` after the first n rules."""
-    ctx = Context(spec, base, found.blank)
-    kept = found.kept
-    rejected: list[Rejections] = []
+    ctx = Context(spec, base, found.work)
+    kept = Kept(found.store)
+    rejected = RangeSpill(found.work / "rejections", REJECTION, "pos", REJECTION_SPAN)
     for i, rule in enumerate(RULES):
-        kept, out = rule(kept, ctx)
-        if len(out):
-            rejected.append(out)
+        for out in rule(kept, ctx):
+            kept.fate[out["row"]] = out["rule"]
+            rejected.add(out)
         if on_rule:
             on_rule(i + 1)
-    positions = kept["pos"]
-    kept.cols = {"pos": positions}  # the other columns are done with: their memory goes now
-    process.hand_back_freed_memory()
-    return Curated(positions, Rejections.join(rejected), ctx.curation, ctx)
+    process.hand_back_freed_memory()  # the near-duplicate search's working memory goes back now
+    return Curated(kept.fate, rejected, ctx.curation, ctx)

@@ -1,8 +1,8 @@
 """The kept samples in key order, whatever their number: an external merge sort.
 
 The first pass wrote every staged candidate's key and staging offsets to a spill file in source
-order. Here the kept ones are read back a batch at a time, sorted in runs of RUN_ROWS rows (Arrow
-sorts a run in memory), each run written to a Parquet file beside the release, and the runs merged
+order. Here the kept ones (a flag per staged row) are read back a batch at a time, sorted in runs
+of RUN_ROWS rows (Arrow sorts a run in memory), each run written to a Parquet file beside the release, and the runs merged
 (heapq over one batch of each): the memory is one run while sorting and one batch per run while
 merging, at any release size. Keys are unique (the release rules drop repeated ones), and Python
 orders strings by code point, as Arrow orders UTF-8 bytes: both steps agree on the order.
@@ -26,19 +26,19 @@ RUN_ROWS = 262_144  # rows sorted in memory at once: about 20 MB of keys and off
 BATCH_ROWS = 4096  # rows per batch read, merged and given out
 
 
-def sorted_by_key(staged: Path, kept: np.ndarray, columns: list[str], work: Path) -> Iterator[pa.RecordBatch]:
-    """`columns` (with "key") of the rows of `staged` whose "pos" is in `kept` (sorted), in key
+def sorted_by_key(staged: Path, keep: np.ndarray, columns: list[str], work: Path) -> Iterator[pa.RecordBatch]:
+    """`columns` (with "key") of the rows of `staged` where `keep` (a flag per row) is set, in key
     order, in batches; runs go to `work`, removed at the end."""
     runs: list[Path] = []
     pending: list[pa.RecordBatch] = []
     rows = 0
+    at = 0
     try:
-        for batch in open_parquet(staged).iter_batches(batch_size=BATCH_ROWS, columns=["pos", *columns]):
-            pos = batch.column("pos").to_numpy()
-            at = np.minimum(np.searchsorted(kept, pos), max(len(kept) - 1, 0))
-            hit = kept[at] == pos if len(kept) else np.zeros(len(pos), dtype=bool)
+        for batch in open_parquet(staged).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            hit = keep[at : at + batch.num_rows]
+            at += batch.num_rows
             if hit.any():
-                pending.append(batch.filter(pa.array(hit)).select(columns))
+                pending.append(batch.filter(pa.array(hit)))
                 rows += int(hit.sum())
             if rows >= RUN_ROWS:
                 runs.append(_write_run(_sorted(pending), work, len(runs)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from passkit.release import keysort, shardwrite, tables
+from passkit.release import build, curate, keysort, shardwrite, tables
 from passkit.release.build import build_release
 from tests.helpers.staging import Item, basic_items, flat, make_spec, near_copy, texture, write_units
 
@@ -61,6 +61,20 @@ def test_key_sort_in_runs_gives_the_same_release(tmp_path: Path, monkeypatch: py
     a, b = _files(one), _files(runs)
     assert a.keys() == b.keys() and [f for f in a if a[f] != b[f]] == []
     assert not list(tmp_path.glob("**/.sort")), "the sort's runs were left behind"
+
+
+def test_curation_in_small_pieces_gives_the_same_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = _build(tmp_path, "one")
+    monkeypatch.setattr(curate, "CHUNK_ROWS", 3)  # columns read three rows at a time
+    monkeypatch.setattr(curate, "BUCKET_ROWS", 2)  # grouping rules over many buckets on disk
+    monkeypatch.setattr(curate, "REJECTION_SPAN", 4)  # rejections in many range files
+    monkeypatch.setattr(build, "LOOKUP_ROWS", 2)  # details made two rejections at a time
+    small = _build(tmp_path, "small")
+    a, b = _files(one), _files(small)
+    assert a.keys() == b.keys() and [f for f in a if a[f] != b[f]] == []
+    reasons = set(pq.read_table(one / tables.REJECTED_FILE, columns=["reason"]).column("reason").to_pylist())
+    assert {"duplicate_candidate", "blank", "duplicate", "near_duplicate", "creator_cap"} <= reasons
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")], "work files were left behind"
 
 
 def test_row_groups_hold_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
