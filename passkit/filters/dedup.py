@@ -17,8 +17,8 @@ before), and 20M stayed near 1.05 GiB where the indexes of all blocks alone used
 a block's index is built for its search and dropped after it, only as many blocks run at once as
 fit MEMORY_BUDGET (one at 20M), and probe chunks shrink as buckets fill.
 
-Everything is vectorised with numpy: a block's index is a direct-address table (counts and bucket
-starts over `2**width` values, width <= 24 bits) plus the argsort of the block values; one probe
+Everything is vectorised with numpy: a block's index is a direct-address table (bucket starts over
+`2**width` values, width <= 24 bits; a bucket's size is the next start minus its own) plus the argsort of the block values; one probe
 of all queries with one flip mask is a gather, a repeat and a popcount. `m` is chosen by a cost
 model from the sizes involved; tiny inputs are compared brute force.
 
@@ -42,7 +42,8 @@ from typing import NamedTuple
 import numpy as np
 
 HASH_BITS = 64
-MAX_TABLE_BITS = 24  # direct-address tables stay <= 64 MiB (int32 counts + starts)
+MAX_TABLE_BITS = 24  # direct-address tables stay <= 64 MiB (int32 starts)
+TABLE_CHUNK = 1 << 20  # table entries filled at once (no full-table temporaries)
 BRUTE_FORCE_PAIRS = 4_000_000  # below this many query x base comparisons, compare them all
 CHUNK_ROWS = 1 << 20  # queries probed at once, at most
 MIN_CHUNK_ROWS = 1 << 14  # ... and at least (fewer make Python's per-probe cost dominate)
@@ -163,14 +164,13 @@ def _index_dtype(n: int) -> type[np.signedinteger]:
 
 class _Block(NamedTuple):
     """One block's index: its bit range, the argsort of the base hashes by block value, bucket
-    counts and starts over all 2**width values, and the hashes in that order (candidates are
+    starts over all 2**width values (and one past the last), and the hashes in that order (candidates are
     verified on them: sequential reads). The block values themselves are not kept: a chunk of
     queries recomputes its own from the hashes, which saves 8 bytes per hash."""
 
     shift: int
     width: int
     order: np.ndarray
-    counts: np.ndarray
     starts: np.ndarray
     base_sorted: np.ndarray
 
@@ -182,16 +182,21 @@ def _block_values(h: np.ndarray, shift: int, width: int) -> np.ndarray:
 def _build_block(base: np.ndarray, shift: int, width: int) -> _Block:
     vals = ((base >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
     order = np.argsort(vals, kind="stable")
-    counts = np.bincount(vals, minlength=1 << width)
+    sorted_vals = vals[order]
     del vals
-    starts = (np.cumsum(counts) - counts).astype(_index_dtype(len(base) + 1))
-    return _Block(shift, width, order.astype(_index_dtype(len(base))), counts.astype(np.int32), starts,
-                  base[order])
+    # Bucket v's rows start at the first sorted value >= v; filled a chunk of values at a time, so
+    # building a 2**24 table takes its own 64 MB and no int64 temporaries of its size.
+    starts = np.empty((1 << width) + 1, dtype=_index_dtype(len(base) + 1))
+    for lo in range(0, len(starts), TABLE_CHUNK):
+        hi = min(len(starts), lo + TABLE_CHUNK)
+        starts[lo:hi] = np.searchsorted(sorted_vals, np.arange(lo, hi, dtype=np.int64))
+    del sorted_vals
+    return _Block(shift, width, order.astype(_index_dtype(len(base))), starts, base[order])
 
 
 def _block_bytes(n: int, width: int) -> int:
     """Memory of one block's index, and of building it (argsort's int64 output, the values)."""
-    return n * (8 + np.dtype(_index_dtype(n)).itemsize) + (1 << width) * 8 + n * 12
+    return n * (8 + np.dtype(_index_dtype(n)).itemsize) + (1 << width) * 4 + n * 16
 
 
 class HashIndex:
@@ -207,7 +212,7 @@ class HashIndex:
     """
 
     def __init__(self, base: np.ndarray | Sequence[str], threshold: int, *, blocks: int | None = None,
-                 threads: int | None = None, budget: int | None = None):
+                 threads: int | None = None, budget: int | None = None, cache: bool = True):
         if not 0 <= threshold < HASH_BITS:
             raise ValueError(f"Hamming threshold {threshold} is outside 0..63")
         self.base = to_uint64(base)
@@ -219,6 +224,7 @@ class HashIndex:
         self.budget = budget or MEMORY_BUDGET
         self.candidates = CANDIDATES if budget is None else max(MIN_CHUNK_ROWS, min(CANDIDATES, budget // 200))
         self._tables: dict[tuple[int, int], _Block] = {}
+        self.cache = cache  # False: every search builds its block indexes anew (memory of one block)
 
     def _block(self, shift: int, width: int, keep: bool = True) -> _Block:
         """A block's index; kept for later searches when `keep` and small (self_pairs searches each
@@ -227,7 +233,7 @@ class HashIndex:
         tab = self._tables.get(key)
         if tab is None:
             tab = _build_block(self.base, shift, width)
-            if keep and len(self.base) <= CACHE_HASHES:
+            if keep and self.cache and len(self.base) <= CACHE_HASHES:
                 self._tables[key] = tab
         return tab
 
@@ -258,7 +264,7 @@ class HashIndex:
         def one_block(spec: tuple[int, int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
             shift, w, r = spec
             tab = self._block(shift, w, keep=not self_join)
-            order, counts, starts, base_sorted = tab.order, tab.counts, tab.starts, tab.base_sorted
+            order, starts, base_sorted = tab.order, tab.starts, tab.base_sorted
             # Queries are walked in the order of their block value: the probes v ^ f then touch the
             # tables in long monotone runs, several times faster than random order on large inputs.
             # Candidates are verified on hashes laid out in that order; positions are looked up only
@@ -289,13 +295,14 @@ class HashIndex:
                         rows, qv = None, qv_all
                     for f in fs:
                         probe = qv ^ f
-                        c = counts[probe]
+                        first = starts[probe]
+                        c = starts[probe + 1] - first
                         nz = np.flatnonzero(c)
                         if nz.size == 0:
                             continue
                         lens = c[nz].astype(np.int64)
                         total = int(lens.sum())
-                        cand = np.repeat(starts[probe[nz]] - (np.cumsum(lens) - lens), lens)
+                        cand = np.repeat(first[nz] - (np.cumsum(lens) - lens), lens)
                         cand += np.arange(total, dtype=np.int64)
                         qrow = np.repeat(nz if rows is None else rows[nz], lens) + lo
                         d = _popcount(qhash[qrow] ^ base_sorted[cand])
@@ -355,16 +362,20 @@ def keep_first(pairs: Pairs) -> list[NearDuplicate]:
     return [NearDuplicate(j, i, d) for j, i, d in zip(drop.tolist(), kept.tolist(), distance.tolist(), strict=True)]
 
 
-def first_kept(pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def first_kept(pairs: Pairs, removed: bytearray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`keep_first` as arrays (dropped position, its keeper, their distance), in dropped order:
-    8 bytes a number, not a Python object a duplicate, for millions of them."""
+    8 bytes a number, not a Python object a duplicate, for millions of them.
+
+    `removed` (a flag per position, set here for each dropped one) carries the decisions from one
+    call to the next, so pairs can be decided in ranges of `j` taken in order."""
     if not len(pairs):
         e = np.zeros(0, dtype=np.int64)
         return e, e.copy(), e.copy()
     # pairs are (i, j) with i < j; decide j once every i < j is decided: sort by (j, distance, i).
     # Walked in slices with a flag per position, not a dict of results.
     order = np.lexsort((pairs.query, pairs.distance, pairs.base))
-    removed = bytearray(int(max(pairs.query.max(), pairs.base.max())) + 1)
+    if removed is None:
+        removed = bytearray(int(max(pairs.query.max(), pairs.base.max())) + 1)
     drop, kept, distance = array("q"), array("q"), array("q")
     for lo in range(0, len(order), KEEP_FIRST_SLICE):
         sl = order[lo : lo + KEEP_FIRST_SLICE]

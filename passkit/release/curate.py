@@ -18,8 +18,9 @@ the staged candidates' numbers (position, hashes of key, bytes and creator, pHas
 columns on disk (spill.ColumnStore), read a chunk at a time; in memory is one byte per staged
 candidate (its fate: kept, or the rule that rejected it). Rules that group equal values (repeated
 source ids, exact duplicates, the creator cap) partition the kept rows by hash into buckets on disk
-and sort one bucket at a time; the near-duplicate search holds the kept pHashes (8 bytes each) and
-a fixed working budget. Rejections go to range files by position, for the rejection list.
+and sort one bucket at a time; the near-duplicate search indexes the pHashes a part at a time and
+queries each part's index with the later parts. Rejections go to range files by position, for the
+rejection list.
 
 Pure: the result depends only on the ledger rows (in source order), the staged bytes and the spec.
 """
@@ -49,10 +50,12 @@ from passkit.shards import index_tar
 
 # Stage names in funnel order (the unit stages first, then the release stages above).
 STAGE_ORDER = tuple(str(s) for s in Stage)
-NEAR_DUP_MEMORY = 64 << 20  # the near-duplicate search's working memory (it runs slower, not bigger)
+NEAR_DUP_MEMORY = 16 << 20  # the near-duplicate search's probe temporaries (smaller: more, smaller probes)
 QUALITY_CHUNK = 512  # staged images decoded at once by the quality check of older ledgers
 CHUNK_ROWS = 1 << 18  # staged rows a rule reads at once (2 MB of each 8-byte column)
-BUCKET_ROWS = 1 << 19  # kept rows a grouping rule sorts at once (about 25 MB with its temporaries)
+BUCKET_ROWS = 1 << 18  # kept rows a grouping rule sorts at once (about 12 MB with its temporaries)
+NEAR_DUP_ROWS = 1 << 19  # staged rows whose pHashes one near-duplicate index holds
+PAIR_SPAN = 1 << 20  # staged rows per range file of near-duplicate pairs
 REJECTION_SPAN = 1 << 20  # candidate positions per rejection range file
 KEPT = -1  # the fate of a staged candidate no rule rejected
 
@@ -75,6 +78,8 @@ STAGED_SCHEMA = pa.schema([
 # its detail refers to (`ref`: the staged row it duplicates, the evaluation image or the takedown
 # request; `distance`: Hamming bits). The detail text is made when the rejection is written.
 REJECTION = np.dtype([("pos", "<i8"), ("row", "<i8"), ("ref", "<i8"), ("distance", "<i2"), ("rule", "i1")])
+# A pair of kept pHashes within the near-duplicate threshold: the later staged row, the earlier one.
+PAIR = np.dtype([("j", "<i8"), ("i", "<i8"), ("distance", "<i2")])
 SOURCE_RULE = 0  # its rejections stay in source order among the units' own (see build.py)
 
 
@@ -141,16 +146,10 @@ class Kept:
             if len(sel):
                 yield sel + lo, {c: self.store.read(c, lo, hi)[sel] for c in columns}
 
-    def column(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every kept row and its `name` value, in memory: for a search that needs them all at once."""
-        rows = np.flatnonzero(self.fate == KEPT)
-        values = np.empty(len(rows), self.store.dtypes[name])
-        at = 0
-        for lo, hi in spill.chunks(self.store.rows, CHUNK_ROWS):
-            a, b = np.searchsorted(rows, [lo, hi])
-            values[at : at + b - a] = self.store.read(name, lo, hi)[rows[a:b] - lo]
-            at += b - a
-        return rows, values
+    def part(self, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kept rows among staged rows lo..hi-1, and their `name` values."""
+        sel = np.flatnonzero(self.fate[lo:hi] == KEPT)
+        return sel + lo, self.store.read(name, lo, hi)[sel]
 
     def take(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Column `name` at sorted staged `rows`, read a chunk at a time."""
@@ -373,19 +372,43 @@ def exact_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
 
 
 def near_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
+    """Greedy in source order (dedup.first_kept), over pairs found a part against a part.
+
+    The kept pHashes are indexed NEAR_DUP_ROWS staged rows at a time: each part's index is
+    searched for pairs within the part, then queried with every later part's hashes, so no more
+    than two parts' hashes and one index are in memory. The pairs go to range files by their later
+    row, and are decided range by range in that order, with a flag per staged row for the
+    candidates already dropped."""
     from passkit.filters import dedup
 
     rs = ctx.spec.release
     ctx.curation["near_dup_hamming"] = rs.near_dup_hamming
     if rs.near_dup_hamming is None or not len(kept):
         return
-    rows, hashes = kept.column("phash")
-    pairs = dedup.HashIndex(hashes, rs.near_dup_hamming, budget=NEAR_DUP_MEMORY).self_pairs()
-    del hashes
-    drop, keeper, distance = dedup.first_kept(pairs)  # in the order of `drop`
-    del pairs
-    gone = rows[drop]
-    yield rejections(gone, kept.take("pos", gone), 4, rows[keeper], distance)
+    pairs = RangeSpill(ctx.work / "near-pairs", PAIR, "j", PAIR_SPAN)
+    parts = list(spill.chunks(kept.store.rows, NEAR_DUP_ROWS))
+    for a, (lo, hi) in enumerate(parts):
+        rows_a, hashes_a = kept.part("phash", lo, hi)
+        index = dedup.HashIndex(hashes_a, rs.near_dup_hamming, budget=NEAR_DUP_MEMORY, cache=False)
+        found = index.self_pairs()
+        pairs.add(_pair_records(rows_a[found.base], rows_a[found.query], found.distance))
+        for lo_b, hi_b in parts[a + 1 :]:
+            rows_b, hashes_b = kept.part("phash", lo_b, hi_b)
+            found = index.query(hashes_b)
+            pairs.add(_pair_records(rows_b[found.query], rows_a[found.base], found.distance))
+        del index, found
+    removed = bytearray(kept.store.rows)
+    for lo, hi in spill.chunks(kept.store.rows, PAIR_SPAN):
+        recs = pairs.between(lo, hi)
+        drop, keeper, distance = dedup.first_kept(dedup.Pairs(recs["i"], recs["j"], recs["distance"]), removed)
+        if len(drop):
+            yield rejections(drop, kept.take("pos", drop), 4, keeper, distance)
+
+
+def _pair_records(j: np.ndarray, i: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    out = np.empty(len(j), PAIR)
+    out["j"], out["i"], out["distance"] = j, i, distance
+    return out
 
 
 def creator_cap(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:

@@ -68,6 +68,8 @@ def test_curation_in_small_pieces_gives_the_same_release(tmp_path: Path, monkeyp
     monkeypatch.setattr(curate, "CHUNK_ROWS", 3)  # columns read three rows at a time
     monkeypatch.setattr(curate, "BUCKET_ROWS", 2)  # grouping rules over many buckets on disk
     monkeypatch.setattr(curate, "REJECTION_SPAN", 4)  # rejections in many range files
+    monkeypatch.setattr(curate, "NEAR_DUP_ROWS", 3)  # near-duplicates searched part against part
+    monkeypatch.setattr(curate, "PAIR_SPAN", 4)  # ... and decided in ranges
     monkeypatch.setattr(build, "LOOKUP_ROWS", 2)  # details made two rejections at a time
     small = _build(tmp_path, "small")
     a, b = _files(one), _files(small)
