@@ -125,7 +125,17 @@ def _samples(path: Path, entries: list[Any]) -> Iterator[tuple[str, dict[str, by
 
 
 def check_shard(shared: Shared, job: ShardJob) -> ShardResult:
-    """Check one shard on its own; runs in a worker process or Ray task as well as here."""
+    """Check one shard on its own; runs in a worker process or Ray task as well as here.
+
+    What the check freed goes back to the OS after it: without that, the allocators' leftovers of
+    decoded images and slices made a process's RSS creep up shard after shard (~20 MB in 75 shards)."""
+    try:
+        return _check_shard(shared, job)
+    finally:
+        process.hand_back_freed_memory()
+
+
+def _check_shard(shared: Shared, job: ShardJob) -> ShardResult:
     process.skip_pandas_probe()
     rel, entry = job.rel, job.entry
     sc = ShardScan(shared, rel)
