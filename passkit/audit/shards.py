@@ -344,6 +344,8 @@ def check_shards(ctx: AuditContext) -> None:
 
     for number, res in enumerate(ctx.runner.run(jobs())):
         merge_shard(ctx, number, res)
+        del res
+        process.hand_back_freed_memory()  # results are unpickled on another thread: its arena's leftovers too
         if ctx.on_progress is not None:
             ctx.on_progress(number + 1, n)
 
