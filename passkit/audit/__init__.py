@@ -34,19 +34,22 @@ Layout: each check is a function over one `AuditContext` (context.py), in the mo
 checks: manifest.py (manifest, release files, shard list), index.py, shards.py (shard bytes, tar
 safety; the per-shard check and the merge), samples.py (members, json, JPEG), attribution.py
 (licence, TASL, attribution.csv), rescan.py, sources.py; findings.py holds the codes and the
-report, htmlreport.py the HTML page, parallel.py the executors, keyhash.py the compact key sets.
+report, htmlreport.py the HTML page, parallel.py the executors, keyhash.py the key hashes and the keys
+met in the shards, spill.py the per-sample records on disk.
 `audit()` runs the checks in order, so the findings come out in the same order on every run.
 
-Scale and memory (2 million samples in 2,000 shards): nothing holds the release's rows as Python
-objects. index.parquet is read once in batches: each shard's rows go to a small Arrow file in a
-scratch folder (its slice) and ~28 bytes per row stay in numpy arrays (salted 64-bit key hash,
-shard number, attribution hash; keyhash.py). Each shard is then checked on its own, one sample in
-memory at a time, against its slice only; the checks that span shards (keys unique and sorted
-across the release, index rows no shard holds, attribution.csv) run on the hash arrays, plus ~12
-bytes per sample for the keys met so far. Measured peak RSS of the auditing process: ~215 MiB at
-20,000 samples, ~325 MiB at 200,000, ~550 MiB for the index and attribution.csv passes of
-2,000,000 rows (mostly allocator slack around the batches, and the hash arrays); a worker holds
-one shard's samples and slice (~80-95 MiB).
+Scale and memory: an audit's memory does not grow with the number of samples. Nothing holds the
+release's rows, keys or credit lines, as Python objects or as per-sample arrays. index.parquet is
+read once in batches of 2,048 rows: each shard's rows go to a small Arrow file in a scratch folder
+(its slice), and each row's salted key and attribution hashes to disk by hash range (spill.py,
+keyhash.py). Each shard is then checked on its own, one sample in memory at a time, against its
+slice only. The checks that span shards compare hashes one range at a time: keys in two shards
+(a key above every key met so far is new without a look at the disk, so a release in key order
+never reads them back), index rows no shard holds, attribution.csv (read in chunks of 8,192
+lines). Memory is held per shard and per batch instead; the manifest and a few facts per shard
+(its entry, its slice files) are what grows, ~1 KB a shard. Measured peak RSS of the auditing
+process (2 workers): ~190 MiB at 18,000 samples, ~200 MiB at 180,000 and at 1.8 million; a worker
+~85-110 MiB. `--check-sources` still sorts the index's key column in memory to pick its samples.
 
 Parallel: `workers=N` checks N shards at once in local processes, `executor="ray"` as Ray tasks.
 Each shard's check returns its findings as operations in the order a single pass would make them;

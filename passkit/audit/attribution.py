@@ -4,14 +4,16 @@ attribution.csv against the samples."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from passkit import licenses
 from passkit.audit.context import AuditContext, nonempty
-from passkit.audit.index import smallest
-from passkit.audit.keyhash import ABSENT, NONE, hashes, isin
+from passkit.audit.index import concat_refs, refs, smallest
+from passkit.audit.keyhash import ABSENT, NONE, h64, hashes, isin
+from passkit.audit.spill import Buckets
 
 if TYPE_CHECKING:
     from passkit.audit.shards import ShardScan
@@ -60,13 +62,20 @@ def check_attribution(sc: ShardScan, key: str, meta: dict[str, Any]) -> None:
             )
 
 
+CSV_CHUNK_LINES = 8192  # lines of attribution.csv held as Python strings at a time
+# one line of attribution.csv on disk: salted key hash, line number, credit line hash (ABSENT: no such column)
+CREDIT = np.dtype([("h", "<u8"), ("line", "<i8"), ("attr", "<u8")])
+# a credit line that differs from its sample's: the line, and where the index row is
+DIFFERS = np.dtype([("line", "<i8"), ("row", "<i8"), ("shard", "<i4")])
+
+
 def check_attribution_csv(ctx: AuditContext) -> None:
     """attribution.csv: the credit lines redistributors copy must be the samples' own. Read as the
     release writes it (passkit.release.escape): a cell's formula-guard quote is not part of its value.
 
-    Streamed twice, holding ~20 bytes per line: as a dict of its lines would, the last line of a key
-    counts; keys and credit lines are compared through their salted hashes (keyhash), and only the
-    lines a finding quotes are read back as text.
+    As a dict of its lines would, the last line of a key counts. Keys and credit lines are compared
+    through their salted hashes (keyhash), written to disk by range of key hash (spill.Buckets), and
+    compared with the index's a range at a time; only the lines a finding quotes are read back as text.
     """
     import csv
 
@@ -74,62 +83,77 @@ def check_attribution_csv(ctx: AuditContext) -> None:
     path = ctx.root / "attribution.csv"
     if ix is None or not path.is_file():
         return
-    first = ix.first_rows()
-    index_keys = np.unique(ix.sorted_hash[first[ix.order]])
-    key_h: list[np.ndarray] = []
-    attr_h: list[np.ndarray] = []
-    extra_h: list[np.ndarray] = []
-    extra_top: list[str] = []
-    has_attr = False
+    assert ctx.scratch is not None
+    lines = Buckets(ctx.scratch / "attribution", CREDIT, ix.records.bits)
     try:
-        for keys, creds, has_attr in _csv_chunks(path):
-            kh = hashes(keys, ctx.salt)
-            key_h.append(kh)
-            attr_h.append(hashes(creds, ctx.salt) if has_attr else np.full(len(keys), ABSENT, dtype=np.uint64))
-            out = ~isin(kh, index_keys)
-            if out.any():
-                named = [k for k, o in zip(keys, out, strict=True) if o and k]
-                extra_h.append(hashes(named, ctx.salt))
-                extra_top = smallest([*extra_top, *named], 5)
+        has_attr = _spill_csv(path, ctx.salt, lines)
     except (UnicodeDecodeError, csv.Error) as e:
         ctx.add("attribution_file", f"attribution.csv cannot be read: {e}")
         return
-    kh_all = np.concatenate(key_h) if key_h else np.zeros(0, dtype=np.uint64)
-    # the last line of each key: unique over the reversed lines finds each key's last one
-    uniq, rev_first = np.unique(kh_all[::-1], return_index=True)
-    last = len(kh_all) - 1 - rev_first  # line numbers, one per distinct key hash
-    lacking = ~isin(ix.sorted_hash, uniq) & first[ix.order]
-    n_missing = int(lacking.sum())
-    if n_missing:
-        rows = np.sort(ix.order[lacking])
-        top = smallest((str(row["key"]) for _, row in ix.keys_at(rows)), 5)
-        ctx.add("attribution_file", f"attribution.csv lacks {n_missing} sample(s): {_short_n(top, n_missing)}")
-    n_extra = len(np.unique(np.concatenate(extra_h))) if extra_h else 0
+    unnamed = np.asarray([NONE, h64("", ctx.salt)], dtype=np.uint64)  # keys a finding cannot name
+    lacking: list[np.ndarray] = []
+    extra: list[np.ndarray] = []
+    n_extra = 0
+    differs: list[np.ndarray] = []
+    for i, rows in enumerate(ix.ranges()):
+        cred = lines.load(i)
+        keys, last = _last_lines(cred)
+        lacking.append(refs(rows[~isin(rows["h"], keys)]))
+        out = cred[~isin(cred["h"], rows["h"]) & ~np.isin(cred["h"], unnamed)]
+        n_extra += len(np.unique(out["h"]))
+        extra.append(out["line"])
+        if has_attr:
+            differs.append(_differing(rows, keys, last))
+    missing = concat_refs(lacking)
+    if len(missing):
+        top = smallest((str(row["key"]) for _, row in ix.keys_at(missing)), 5)
+        ctx.add("attribution_file", f"attribution.csv lacks {len(missing)} sample(s): {_short_n(top, len(missing))}")
     if n_extra:
+        top = smallest((key for _, (key, _) in _csv_lines(path, np.sort(np.concatenate(extra)))), 5)
         ctx.add("attribution_file", f"attribution.csv credits {n_extra} key(s) not in the release: "
-                + _short_n(extra_top, n_extra))
-    if not has_attr or not len(last):
+                + _short_n(top, n_extra))
+    bad = np.sort(np.concatenate(differs), order="line") if differs else np.zeros(0, dtype=DIFFERS)
+    if not len(bad):
         return
-    # credit lines that differ from their sample's (the index's attribution, where it has one)
-    line_attr = np.concatenate(attr_h)[last]
-    pos = np.searchsorted(ix.sorted_hash, uniq)
-    pos[pos == len(ix.sorted_hash)] = 0
-    found = ix.sorted_hash[pos] == uniq
-    # the key's row: the first of its equal hashes in file order (order is stable), skipping duplicates
-    row = ix.order[pos]
-    want = np.where(found, ix.attr_hash[row], ABSENT)
-    differs = found & (want != ABSENT) & (want != NONE) & (want != line_attr)
-    bad_lines = np.sort(last[differs])
-    if not len(bad_lines):
-        return
-    line_row = dict(zip(last[differs].tolist(), row[differs].tolist(), strict=True))
-    picked = []
-    for n, (key, cred) in _csv_lines(path, bad_lines):
-        picked.append((str(key), key, cred, line_row[n]))
+    where = dict(zip(bad["line"].tolist(), bad["shard"].tolist(), strict=True))
+    picked = [(str(key), key, cred, where[n]) for n, (key, cred) in _csv_lines(path, bad["line"])]
     picked.sort(key=lambda t: t[0])
-    for _, key, cred, r in picked:
-        shard = ix.shard_names[int(ix.row_shard[r])]
-        ctx.add("attribution_file", f"attribution.csv credit line differs from the sample's: {cred!r}", shard, key)
+    for _, key, cred, sid in picked:
+        ctx.add("attribution_file", f"attribution.csv credit line differs from the sample's: {cred!r}",
+                ix.shard_names[sid], key)
+
+
+def _spill_csv(path: Path, salt: bytes, lines: Buckets) -> bool:
+    """Every line's CREDIT record into `lines`; whether the file has an attribution column."""
+    has_attr = False
+    start = 0
+    for keys, creds, has_attr in _csv_chunks(path):
+        recs = np.zeros(len(keys), dtype=CREDIT)
+        recs["h"] = hashes(keys, salt, len(keys))
+        recs["line"] = np.arange(start, start + len(keys))
+        recs["attr"] = hashes(creds, salt, len(creds)) if has_attr else ABSENT
+        lines.add(recs)
+        start += len(keys)
+    lines.flush()
+    return has_attr
+
+
+def _last_lines(cred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct key hashes of a range's lines (sorted), and the last line of each (a CREDIT record)."""
+    keys, rev_first = np.unique(cred["h"][::-1], return_index=True)
+    return keys, cred[len(cred) - 1 - rev_first]
+
+
+def _differing(rows: np.ndarray, keys: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """DIFFERS records of the lines whose credit is not their index row's attribution (where it has one)."""
+    pos = np.searchsorted(rows["h"], keys)
+    pos[pos == len(rows)] = 0
+    found = rows["h"][pos] == keys if len(rows) else np.zeros(len(keys), dtype=bool)
+    want = np.where(found, rows["attr"][pos] if len(rows) else ABSENT, ABSENT)
+    bad = found & (want != ABSENT) & (want != NONE) & (want != last["attr"])
+    out = np.zeros(int(bad.sum()), dtype=DIFFERS)
+    out["line"], out["row"], out["shard"] = last["line"][bad], rows["row"][pos[bad]], rows["shard"][pos[bad]]
+    return out
 
 
 def _short_n(top: list[str], n: int) -> str:
@@ -137,7 +161,7 @@ def _short_n(top: list[str], n: int) -> str:
     return ", ".join(top[:5]) + (f" and {n - 5} more" if n > 5 else "")
 
 
-def _csv_chunks(path: Any, size: int = 65_536) -> Any:
+def _csv_chunks(path: Any) -> Any:
     """(keys, credit lines, whether there is an attribution column) for each chunk of lines."""
     import csv
 
@@ -155,7 +179,7 @@ def _csv_chunks(path: Any, size: int = 65_536) -> Any:
             has_attr = "attribution" in r
             keys.append(val(r.get("key")))
             creds.append(val(r.get("attribution")))
-            if len(keys) >= size:
+            if len(keys) >= CSV_CHUNK_LINES:
                 yield keys, creds, has_attr
                 keys, creds = [], []
         if keys:

@@ -48,7 +48,7 @@ class AuditContext:
     # --sample: the fraction of shards checked sample by sample (None: all of them)
     sample: float | None = None
     on_progress: Callable[[int, int], None] | None = None
-    scratch: Path | None = None  # a temporary folder for the index slices
+    scratch: Path | None = None  # a temporary folder for the index slices and the hashes spilled to disk
     runner: ShardRunner | None = None  # where shard checks run, started once the manifest is read
     salt: bytes = field(default_factory=new_salt)
     # from the manifest
@@ -60,7 +60,7 @@ class AuditContext:
     # from index.parquet (None: absent or unreadable)
     ix: IndexFacts | None = None
     # from the scan of the shards, merged in shard order
-    seen: SeenKeys = field(default_factory=SeenKeys)  # every sample key's hash, with its first shard
+    seen: SeenKeys | None = None  # every sample key's hash, with its first shard (on disk, from check_shards)
     prev_key: str | None = None
     dead_shards: set[str] = field(default_factory=set)  # listed shards not scanned (absent, unsafe, not sampled)
 

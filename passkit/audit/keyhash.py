@@ -1,23 +1,27 @@
-"""Release-wide checks in a few bytes per sample: keys and texts as salted 64-bit hashes.
+"""Release-wide checks through keys and texts as salted 64-bit hashes, kept on disk (spill.py).
 
-At 2 million samples a Python set or dict of keys costs hundreds of megabytes; a sorted uint64
-array costs 16. The hash is keyed with a salt drawn for each audit, so a release cannot be built
-to make two of its keys collide (a 64-bit blake2b collision costs ~2^32 work only when the salt is
-known); an accidental collision, one in ~10^7 audits of a 2-million-sample release, could hide one
-cross-shard finding. Per-shard checks never use hashes: they compare the strings themselves.
+At 2 million samples a Python set or dict of keys costs hundreds of megabytes; their hashes cost
+8 bytes each, on disk, read back a range at a time. The hash is keyed with a salt drawn for each
+audit, so a release cannot be built to make two of its keys collide (a 64-bit blake2b collision
+costs ~2^32 work only when the salt is known); an accidental collision, one in ~10^7 audits of a
+2-million-sample release, could hide one cross-shard finding. Per-shard checks never use hashes: they compare the strings themselves.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from hashlib import blake2b
+from pathlib import Path
 
 import numpy as np
+
+from passkit.audit.spill import Buckets
 
 ABSENT = 0  # no value to compare (a column the file lacks)
 NONE = 1  # the value is null / None
 EMPTY = np.zeros(0, dtype=np.uint64)
+SEEN = np.dtype([("h", "<u8"), ("shard", "<i4")])  # a key met in the shards: its hash, its first shard
 
 
 def new_salt() -> bytes:
@@ -38,49 +42,56 @@ def hashes(values: Iterable[str | None], salt: bytes, count: int = -1) -> np.nda
 
 def isin(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """Which of `values` are in `sorted_set` (a sorted uint64 array)."""
-    if not len(sorted_set) or not len(values):
-        return np.zeros(len(values), dtype=bool)
-    pos = np.searchsorted(sorted_set, values)
-    pos[pos == len(sorted_set)] = 0
-    return sorted_set[pos] == values
+    return _find(sorted_set, values)[1]
 
 
 class SeenKeys:
-    """Every key hash met so far with the first shard it was met in, as a few sorted runs.
+    """Every key met so far with the first shard it was met in, as hashes on disk (spill.Buckets).
 
-    Runs are merged when the newest is as large as the one before (like a log-structured merge), so
-    adding a shard costs O(shard log n) amortised and a lookup searches at most log2(n) runs.
+    A release's shards hold its keys in order, so a key above every key met so far is new without
+    a look at the disk: only a release out of order reads the ranges its keys' hashes fall in.
     """
 
-    def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, first shard number)
+    def __init__(self, folder: Path, bits: int) -> None:
+        self.buckets = Buckets(folder, SEEN, bits)
+        self.top: str | None = None  # the largest key met so far
+        self.count = 0
 
-    def first_shard(self, h: np.ndarray) -> np.ndarray:
-        """The shard number each hash was first met in, -1 where it was not."""
+    def first_shard(self, keys: Sequence[str], h: np.ndarray) -> np.ndarray:
+        """The shard number each key (with its hash in h) was first met in, -1 where it was not."""
         out = np.full(len(h), -1, dtype=np.int32)
-        for hs, shard in self.runs:
-            pos = np.searchsorted(hs, h)
-            pos[pos == len(hs)] = 0
-            hit = hs[pos] == h
-            out[hit] = shard[pos[hit]]
+        top = self.top
+        if top is None:
+            return out
+        ask = np.flatnonzero(np.fromiter((k <= top for k in keys), dtype=bool, count=len(keys)))
+        where = self.buckets.bucket_of(h[ask])
+        for i in np.unique(where).tolist():
+            recs = self.buckets.load(i)
+            q = ask[where == i]
+            order = np.argsort(recs["h"])
+            pos, hit = _find(recs["h"][order], h[q])
+            out[q[hit]] = recs["shard"][order][pos[hit]]
         return out
 
-    def add(self, h: np.ndarray, shard: int) -> None:
-        """Record hashes not met before (the caller leaves out those first_shard found)."""
-        if not len(h):
-            return
+    def add(self, keys: Sequence[str], h: np.ndarray, shard: int) -> None:
+        """Record a shard's keys: `h` the hashes not met before (those first_shard did not find)."""
+        if len(keys):
+            top = max(keys)
+            self.top = top if self.top is None or top > self.top else self.top
         hs = np.unique(h)
-        self.runs.append((hs, np.full(len(hs), shard, dtype=np.int32)))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
-            (a, sa), (b, sb) = self.runs[-2], self.runs[-1]
-            both = np.concatenate([a, b])
-            order = np.argsort(both, kind="stable")
-            self.runs[-2:] = [(both[order], np.concatenate([sa, sb])[order])]
-
-    def sorted_hashes(self) -> np.ndarray:
-        if not self.runs:
-            return EMPTY
-        return np.sort(np.concatenate([hs for hs, _ in self.runs]))
+        recs = np.zeros(len(hs), dtype=SEEN)
+        recs["h"], recs["shard"] = hs, shard
+        self.buckets.add(recs)
+        self.count += len(hs)
 
     def __len__(self) -> int:
-        return sum(len(hs) for hs, _ in self.runs)
+        return self.count
+
+
+def _find(sorted_set: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found) of each value in a sorted uint64 array."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    pos = np.searchsorted(sorted_set, values)
+    pos[pos == len(sorted_set)] = 0
+    return pos, sorted_set[pos] == values

@@ -60,6 +60,9 @@ def landing_page(fetcher: Fetcher, url: str) -> tuple[str | None, str]:
 
 def recheck_sources(ctx: AuditContext) -> None:
     """Fetch `ctx.check_sources` random samples' source URLs and landing pages again; compare image and licence."""
+    m = ctx.m
+    if not ctx.check_sources or m is None:
+        return  # before the imports: the fetcher and image stack cost ~20 MB an audit without this check never needs
     import random
 
     import pyarrow as pa
@@ -71,9 +74,6 @@ def recheck_sources(ctx: AuditContext) -> None:
     from passkit.fetch import Fetcher
     from passkit.filters.dedup import hamming
 
-    m = ctx.m
-    if not ctx.check_sources or m is None:
-        return
     fetch_spec = ctx.fetch_spec if ctx.fetch_spec is not None else FetchSpec()
     spec = m.get("spec") if isinstance(m.get("spec"), dict) else {}
     fetch = spec.get("fetch")
