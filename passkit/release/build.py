@@ -33,7 +33,6 @@ from passkit.release.curate import KEPT, REJECTION, RULES, SOURCE_RULE, TAKEDOWN
 from passkit.release.keysort import sorted_by_key
 from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
 from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
-from passkit.release.spill import RowLookup
 from passkit.release.tables import (
     INDEX_COLUMNS,
     INDEX_FILE,
@@ -43,6 +42,7 @@ from passkit.release.tables import (
     REJECTED_SCHEMA,
     RowGroupWriter,
 )
+from passkit.spill import RowLookup
 
 # Names other modules import from here (the release's files and tables, the review rule).
 __all__ = [

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,14 +40,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from passkit import process
+from passkit import process, spill
 from passkit.config import PipelineSpec, TakedownSpec
 from passkit.records import Stage, Status
-from passkit.release import spill
 from passkit.release.ledgers import Ledgers
-from passkit.release.spill import ColumnStore, RangeSpill, RowLookup
 from passkit.release.tables import RowGroupWriter
 from passkit.shards import index_tar
+from passkit.spill import ColumnStore, Partitioned, RangeSpill, RowLookup
 
 # Stage names in funnel order (the unit stages first, then the release stages above).
 STAGE_ORDER = tuple(str(s) for s in Stage)
@@ -297,35 +297,24 @@ def groups(kept: Kept, column: str, ctx: Context, skip_zero: bool = False
 
     The rows are partitioned by value into files of about BUCKET_ROWS rows, in source order within
     each, and one bucket is sorted at a time: a group never spans buckets, so ranks are exact."""
-    buckets = max(1, -(-len(kept) // BUCKET_ROWS))
-    folder = ctx.work / f"groups-{column}"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"bucket-{b:05d}.bin" for b in range(buckets)]
-    files = [open(p, "wb") for p in paths]  # noqa: SIM115 (closed below)
-    try:
-        for rows, cols in kept.chunks([column, "pos"]):
-            values = cols[column]
-            if skip_zero:
-                nz = values != 0
-                rows, values, cols["pos"] = rows[nz], values[nz], cols["pos"][nz]
-            recs = np.empty(len(rows), GROUP_RECORD)
-            recs["value"], recs["row"], recs["pos"] = values, rows, cols["pos"]
-            bucket = (values % np.uint64(buckets)).astype(np.int64)
-            order = np.argsort(bucket, kind="stable")
-            cuts = np.searchsorted(bucket[order], np.arange(1, buckets))
-            for b, part in enumerate(np.split(order, cuts)):
-                if len(part):
-                    files[b].write(recs[part].tobytes())
-    finally:
-        for f in files:
-            f.close()
-    for p in paths:
-        recs = np.fromfile(p, GROUP_RECORD)
-        p.unlink()
+    n = max(1, -(-len(kept) // BUCKET_ROWS))
+    buckets = Partitioned(ctx.work / f"groups-{column}", GROUP_RECORD, n,
+                          lambda r: (r["value"] % np.uint64(n)).astype(np.int64))
+    for rows, cols in kept.chunks([column, "pos"]):
+        values = cols[column]
+        if skip_zero:
+            nz = values != 0
+            rows, values, cols["pos"] = rows[nz], values[nz], cols["pos"][nz]
+        recs = np.empty(len(rows), GROUP_RECORD)
+        recs["value"], recs["row"], recs["pos"] = values, rows, cols["pos"]
+        buckets.add(recs)
+    for i in range(n):
+        recs = buckets.load(i)
+        buckets.path(i).unlink(missing_ok=True)
         if len(recs):
             rank, first = later_in_group(recs["value"])
             yield recs["row"], recs["pos"], rank, recs["row"][first]
-    folder.rmdir()
+    shutil.rmtree(buckets.folder)
 
 
 def source_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
@@ -385,7 +374,7 @@ def near_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     ctx.curation["near_dup_hamming"] = rs.near_dup_hamming
     if rs.near_dup_hamming is None or not len(kept):
         return
-    pairs = RangeSpill(ctx.work / "near-pairs", PAIR, "j", PAIR_SPAN)
+    pairs = RangeSpill(ctx.work / "near-pairs", PAIR, "j", PAIR_SPAN, kept.store.rows)
     parts = list(spill.chunks(kept.store.rows, NEAR_DUP_ROWS))
     for a, (lo, hi) in enumerate(parts):
         rows_a, hashes_a = kept.part("phash", lo, hi)
@@ -503,7 +492,8 @@ def curate(found: Scan, spec: PipelineSpec, base: Path | None = None,
     paths; `on_rule(n)` after the first n rules."""
     ctx = Context(spec, base, found.work)
     kept = Kept(found.store)
-    rejected = RangeSpill(found.work / "rejections", REJECTION, "pos", REJECTION_SPAN)
+    last = found.store.read("pos", found.store.rows - 1, found.store.rows)  # the last staged position
+    rejected = RangeSpill(found.work / "rejections", REJECTION, "pos", REJECTION_SPAN, int(last.max(initial=-1)) + 1)
     for i, rule in enumerate(RULES):
         for out in rule(kept, ctx):
             kept.fate[out["row"]] = out["rule"]

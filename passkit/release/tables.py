@@ -18,7 +18,7 @@ from passkit.ledger import LEDGER_SCHEMA
 
 INDEX_FILE = "index.parquet"  # the kept samples, one row each
 REJECTED_FILE = "rejected.parquet"  # every candidate that did not make it, with stage and reason
-ROW_GROUP = 32_768  # rows per row group: ~20 MB of index rows in memory while writing, ~10 MB on disk
+ROW_GROUP = 16_384  # rows per row group: ~15 MB of index rows in memory while writing, ~5 MB on disk
 
 INDEX_COLUMNS = [
     "key", "shard", "sha256", "phash", "width", "height", "bytes", "title", "creator", "creator_url",

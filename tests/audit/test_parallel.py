@@ -244,6 +244,7 @@ def test_audit_memory_does_not_grow_with_the_release(tmp_path: Path, monkeypatch
     import functools
     import tracemalloc
 
+    from passkit import spill as records
     from passkit.audit import attribution, index, manifest, shards, spill
     from passkit.shards import sha256_file
 
@@ -252,7 +253,7 @@ def test_audit_memory_does_not_grow_with_the_release(tmp_path: Path, monkeypatch
     monkeypatch.setattr(shards, "sha256_file", small_reads)
     monkeypatch.setattr(index, "BATCH_ROWS", 128)
     monkeypatch.setattr(attribution, "CSV_CHUNK_LINES", 128)
-    monkeypatch.setattr(spill, "BUFFER_ROWS", 256)
+    monkeypatch.setattr(records, "BUFFER_ROWS", 256)
     monkeypatch.setattr(spill, "BUCKET_ROWS", 256)
     peaks = []
     for n in (400, 2000):

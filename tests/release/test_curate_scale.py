@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from passkit import spill
 from passkit.filters import dedup
 from passkit.release import curate
-from passkit.release.spill import ColumnStore
+from passkit.spill import ColumnStore
 from tests.helpers.staging import make_spec
 
 ROWS = 300_000
@@ -82,6 +83,7 @@ def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(curate, "NEAR_DUP_ROWS", 1 << 16)  # five parts of pHashes
     monkeypatch.setattr(curate, "PAIR_SPAN", 1 << 16)
     monkeypatch.setattr(curate, "NEAR_DUP_MEMORY", 1 << 20)
+    monkeypatch.setattr(spill, "BUFFER_ROWS", 1 << 13)
 
 @pytest.mark.usefixtures("small_pieces")
 def test_rules_decide_as_over_all_rows_in_bounded_memory(tmp_path: Path) -> None:

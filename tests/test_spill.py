@@ -1,4 +1,4 @@
-"""The release's on-disk helpers give back exactly what was put in, in the order promised."""
+"""The on-disk helpers of the release step and the audit give back exactly what was put in, in the order promised."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from passkit.release.spill import ColumnStore, RangeSpill, RowLookup, chunks
+from passkit.spill import ColumnStore, RangeSpill, RowLookup, chunks
 
 
 def test_column_store_reads_any_row_range(tmp_path: Path) -> None:
@@ -24,12 +25,12 @@ def test_column_store_reads_any_row_range(tmp_path: Path) -> None:
 
 def test_range_spill_sorts_each_range_whatever_the_adding_order(tmp_path: Path) -> None:
     dt = np.dtype([("pos", "<i8"), ("v", "<i2")])
-    spill = RangeSpill(tmp_path / "r", dt, "pos", span=4)
+    spill = RangeSpill(tmp_path / "r", dt, "pos", span=4, limit=40)
     rng = np.random.default_rng(0)
     pos = rng.permutation(np.arange(0, 40, 3))
     for part in np.array_split(pos, 3):
         spill.add(np.array(list(zip(part, part % 7, strict=True)), dt))
-    assert spill.count == len(pos)
+    assert spill.added == len(pos)
     got = spill.between(5, 23)
     assert got["pos"].tolist() == [p for p in range(0, 40, 3) if 5 <= p < 23]
     assert (got["v"] == got["pos"] % 7).all()
@@ -43,3 +44,19 @@ def test_row_lookup_follows_the_asked_order_across_row_groups(tmp_path: Path) ->
     got = lookup.take(np.array([9, 0, 4, 4, 7]), ["k", "n"])
     lookup.close()
     assert got == {"k": ["k9", "k0", "k4", "k4", "k7"], "n": [9, 0, 4, 4, 7]}
+
+
+def test_partitioned_keeps_each_parts_records_in_the_order_added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passkit import spill
+
+    monkeypatch.setattr(spill, "BUFFER_ROWS", 5)  # several flushes
+    dt = np.dtype([("v", "<u8"), ("n", "<i8")])
+    parts = spill.Partitioned(tmp_path / "p", dt, 3, lambda r: (r["v"] % np.uint64(3)).astype(np.int64))
+    values = np.random.default_rng(1).integers(0, 1000, 40).astype(np.uint64)
+    for lo in range(0, 40, 7):
+        parts.add(np.array([(v, lo + i) for i, v in enumerate(values[lo : lo + 7])], dt))
+    got = list(parts)
+    assert parts.added == 40 and sum(len(g) for g in got) == 40
+    for i, g in enumerate(got):
+        assert (g["v"] % 3 == i).all()
+        assert g["n"].tolist() == [n for n in range(40) if values[n] % 3 == i]  # the order added

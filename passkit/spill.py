@@ -1,15 +1,16 @@
-"""What the release's passes keep on disk instead of in memory: numeric columns, record ranges and
-the staged candidates' table, each read back a bounded piece at a time.
+"""What the release step and the audit keep on disk instead of in memory: records split into part
+files, numeric columns, and rows of a Parquet file looked up by number, each read back a bounded
+piece at a time.
 
-At PASS scale a release has millions of staged candidates; a Python or numpy structure per candidate
-would make the build's memory grow with the dataset. The curation rules read their columns in
-chunks, write what they decide to range files, and look up keys by row in the staged table, so the
-release step's memory stays the same from thousands of candidates to tens of millions.
+At PASS scale a release has millions of samples; a Python or numpy structure per sample would make
+memory grow with the dataset. Curation reads its columns in chunks and groups equal values one
+part at a time; the audit compares key hashes one hash range at a time; both write what they
+decide to part files. Memory then stays the same from thousands of samples to tens of millions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -70,43 +71,84 @@ class ColumnStore:
         self.close()
 
 
-class RangeSpill:
-    """Records partitioned by a dense integer field (`by`) into one file per `span` values of it,
-    so the records of a range come back together, sorted by that field, with the memory of one
-    range; the order they were added in does not matter."""
+BUFFER_ROWS = 1 << 16  # records a Partitioned holds before writing them to their parts
 
-    def __init__(self, folder: Path, dtype: np.dtype, by: str, span: int):
+
+class Partitioned:
+    """Records of one numpy dtype on disk, one file per part (`part_of` gives each record's part
+    number, 0..parts-1), each file in the order its records were added; a bounded number of them
+    buffered in memory."""
+
+    def __init__(self, folder: Path, dtype: np.dtype, parts: int,
+                 part_of: Callable[[np.ndarray], np.ndarray]):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.dtype, self.by, self.span = np.dtype(dtype), by, int(span)
-        self.count = 0
-        self._cached: tuple[int, np.ndarray] | None = None
-
-    def _path(self, r: int) -> Path:
-        return self.folder / f"range-{r:06d}.bin"
+        self.dtype, self.parts, self.part_of = np.dtype(dtype), int(parts), part_of
+        self.added = 0
+        self._pending: list[np.ndarray] = []
+        self._buffered = 0
 
     def add(self, records: np.ndarray) -> None:
         if not len(records):
             return
-        ranges = records[self.by] // self.span
-        order = np.argsort(ranges, kind="stable")
-        records, ranges = records[order], ranges[order]
-        cuts = np.flatnonzero(np.diff(ranges)) + 1
-        for part in np.split(records, cuts):
-            with open(self._path(int(part[self.by][0] // self.span)), "ab") as f:
-                f.write(part.astype(self.dtype, copy=False).tobytes())
-        self.count += len(records)
+        self._pending.append(np.asarray(records, dtype=self.dtype))
+        self._buffered += len(records)
+        self.added += len(records)
+        if self._buffered >= BUFFER_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the buffered records to their parts' files (stable: a file keeps the order added)."""
+        if not self._pending:
+            return
+        recs = np.concatenate(self._pending)
+        self._pending, self._buffered = [], 0
+        part = np.asarray(self.part_of(recs), dtype=np.int64)
+        order = np.argsort(part, kind="stable")
+        recs, part = recs[order], part[order]
+        bounds = np.searchsorted(part, np.arange(self.parts + 1))
+        for i in np.flatnonzero(np.diff(bounds)).tolist():
+            with open(self.path(i), "ab") as f:
+                f.write(recs[bounds[i] : bounds[i + 1]].tobytes())
+
+    def load(self, i: int) -> np.ndarray:
+        """Part i's records, in the order they were added."""
+        self.flush()
+        path = self.path(i)
+        return np.fromfile(path, dtype=self.dtype) if path.is_file() else np.zeros(0, dtype=self.dtype)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self.parts):
+            yield self.load(i)
+
+    def path(self, i: int) -> Path:
+        return self.folder / f"part-{i:06d}.bin"
+
+
+class RangeSpill(Partitioned):
+    """Records partitioned by a dense integer field (`by`) into one part per `span` values of it,
+    so the records of a range come back together, sorted by that field, with the memory of one
+    range; the order they were added in does not matter."""
+
+    def __init__(self, folder: Path, dtype: np.dtype, by: str, span: int, limit: int):
+        """`limit`: one past the largest value of `by` a record may have."""
+        self.by, self.span = by, int(span)
+        super().__init__(folder, dtype, max(1, -(-int(limit) // self.span)), lambda r: r[by] // self.span)
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def add(self, records: np.ndarray) -> None:
         self._cached = None
+        super().add(records)
 
     def _range(self, r: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != r:
-            path = self._path(r)
-            recs = np.fromfile(path, dtype=self.dtype) if path.exists() else np.zeros(0, self.dtype)
+            recs = self.load(r)
             self._cached = (r, recs[np.argsort(recs[self.by], kind="stable")])
         return self._cached[1]
 
     def between(self, lo: int, hi: int) -> np.ndarray:
         """The records with lo <= `by` < hi, sorted by `by`."""
+        hi = min(hi, self.parts * self.span)
         if hi <= lo:
             return np.zeros(0, self.dtype)
         parts = []
