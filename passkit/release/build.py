@@ -54,6 +54,10 @@ MANIFEST_FILE = "manifest.json"
 STAGED_FILE = ".staged.parquet"  # the first pass's keys and staging offsets, while the release is built
 CURATION_DIR = ".curation"  # the rules' columns, buckets and rejections, while the release is built
 LOOKUP_ROWS = 8192  # rejections whose details are made at once (each staged row group read once)
+# A rule's rejected rows while they wait for their details: the rejection list's columns and the
+# rejection records.
+WAITING_SCHEMA = pa.schema([*REJECTED_SCHEMA, *(pa.field(f"_{name}", pa.from_numpy_dtype(REJECTION[name]))
+                                                for name in REJECTION.names)])
 
 
 @dataclass(slots=True)
@@ -247,9 +251,3 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path, staged: Path
             later[r].path.unlink()
     lookup.close()
     return by_stage, by_reason, removals
-
-
-# A rule's rejected rows while they wait for their details: the rejection list's columns and the
-# rejection records.
-WAITING_SCHEMA = pa.schema([*REJECTED_SCHEMA, *(pa.field(f"_{name}", pa.from_numpy_dtype(REJECTION[name]))
-                                                for name in REJECTION.names)])

@@ -163,8 +163,7 @@ class Kept:
 
 @dataclass(slots=True)
 class Scan:
-    store: ColumnStore  # the staged candidates' numbers (STORE_COLUMNS)
-    staged: Path  # the staged table (STAGED_SCHEMA), row for row with the store
+    store: ColumnStore  # the staged candidates' numbers (STORE_COLUMNS), row for row with the staged table
     work: Path  # where the rules spill
 
 
@@ -214,7 +213,7 @@ def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path, work: Path) -> Scan
                 "blank_detail": [v.detail if v else None for v in verdicts],
             }, schema=STAGED_SCHEMA))
     ledgers.candidates = candidates
-    return Scan(store, staged, work)
+    return Scan(store, work)
 
 
 def _locate(entries: dict[str, Any], key: str, tar: Path) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -93,7 +93,7 @@ def test_rules_decide_as_over_all_rows_in_bounded_memory(tmp_path: Path) -> None
                      takedowns=[{"key": "any", "reason": "asked"}])
     want, named = _expected(store, cap, 6)
     tracemalloc.start()
-    cur = curate.curate(curate.Scan(store, tmp_path / "unused.parquet", tmp_path / "work"), spec)
+    cur = curate.curate(curate.Scan(store, tmp_path / "work"), spec)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert np.array_equal(cur.fate, want)
