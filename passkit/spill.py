@@ -58,7 +58,7 @@ class ColumnStore:
     def read(self, name: str, lo: int, hi: int) -> np.ndarray:
         """Rows lo..hi-1 of column `name`."""
         dt = self.dtypes[name]
-        hi = min(hi, self.rows)
+        lo, hi = max(lo, 0), min(hi, self.rows)
         if hi <= lo:
             return np.zeros(0, dt)
         return np.fromfile(self.path(name), dtype=dt, count=hi - lo, offset=lo * dt.itemsize)

@@ -60,3 +60,9 @@ def test_partitioned_keeps_each_parts_records_in_the_order_added(tmp_path: Path,
     for i, g in enumerate(got):
         assert (g["v"] % 3 == i).all()
         assert g["n"].tolist() == [n for n in range(40) if values[n] % 3 == i]  # the order added
+
+
+def test_an_empty_column_store_reads_as_empty(tmp_path: Path) -> None:
+    with ColumnStore(tmp_path / "c", {"a": np.int64}) as store:
+        pass
+    assert store.rows == 0 and len(store.read("a", -1, 0)) == 0 and len(store.read("a", 0, 10)) == 0

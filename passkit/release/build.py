@@ -101,6 +101,7 @@ def build_release(
     `executor="ray"` (on the Ray already initialised, else on `address`, else a local instance).
     """
     t0 = time.monotonic()
+    process.hand_back_freed_memory()  # what the crawl freed (the source's batches, the ledgers it read)
     ledgers = Ledgers(units_dir, unit_indices, Reviews.of(Path(units_dir).parent))
     release_dir = Path(release_dir)
     tmp = release_dir.with_name(f".{release_dir.name}.partial-{os.getpid()}")

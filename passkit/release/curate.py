@@ -491,7 +491,7 @@ def curate(found: Scan, spec: PipelineSpec, base: Path | None = None,
     paths; `on_rule(n)` after the first n rules."""
     ctx = Context(spec, base, found.work)
     kept = Kept(found.store)
-    last = found.store.read("pos", found.store.rows - 1, found.store.rows)  # the last staged position
+    last = found.store.read("pos", found.store.rows - 1, found.store.rows)  # the last staged position, if any
     rejected = RangeSpill(found.work / "rejections", REJECTION, "pos", REJECTION_SPAN, int(last.max(initial=-1)) + 1)
     for i, rule in enumerate(RULES):
         for out in rule(kept, ctx):

@@ -51,6 +51,14 @@ def test_near_duplicate_goes_and_names_the_keeper(tmp_path: Path) -> None:
     assert audit(rel).ok
 
 
+def test_a_release_with_nothing_staged_is_empty_not_an_error(tmp_path: Path) -> None:
+    items = [Item(f"nc{i}", texture(i), license="cc-by-nc-2.0") for i in range(3)]
+    rel = staged_release(tmp_path, items, max_per_creator=1, takedowns=[{"creator": "x", "reason": "asked"}])
+    m = json.loads((rel / "manifest.json").read_text())
+    assert m["counts"]["kept"] == 0 and m["counts"]["rejected"] == 3
+    assert pq.read_table(rel / "index.parquet").num_rows == 0
+
+
 def test_near_dup_can_be_switched_off(tmp_path: Path) -> None:
     items = basic_items(4) + [Item("copy", near_copy(texture(0)))]
     rel = staged_release(tmp_path, items, near_dup_hamming=None)
