@@ -211,8 +211,21 @@ def _eval(folder: Path, tmp_path: Path, capsys, *extra: str) -> dict:
     return rep
 
 
+# rough tallest-person heights read off the person_dev photos by eye (they are not measured boxes; the
+# test checks the plumbing from label files to the report), and a person box on a no-person photo
+PERSON_DEV_BOXES = {
+    "skimage_astronaut": "0 0.45 0.55 0.8 0.9", "skimage_camera": "0 0.5 0.5 0.5 0.85",
+    "matplotlib_grace_hopper": "0 0.5 0.5 0.8 0.95", "pywt_ascent": "0 0.3 0.3 0.03 0.08\n0 0.6 0.4 0.02 0.05",
+    "skimage_horse": "0 0.5 0.5 0.5 0.5",
+}
+
+
 def test_eval_on_person_dev(person_dev_dir, tmp_path, capsys):
-    rep = _eval(person_dev_dir, tmp_path, capsys)
+    boxes = tmp_path / "boxes"
+    boxes.mkdir()
+    for stem, text in PERSON_DEV_BOXES.items():
+        (boxes / f"{stem}.txt").write_text(text + "\n")
+    rep = _eval(person_dev_dir, tmp_path, capsys, "--boxes", str(boxes))
     assert (rep["images"], rep["positives"], rep["negatives"], rep["errors"]) == (24, 4, 20, 0)
     assert rep["ensemble"]["recall"] == 1.0  # every person photo rejected outright
     names = [d["name"] for d in rep["detectors"]]
@@ -226,6 +239,19 @@ def test_eval_on_person_dev(person_dev_dir, tmp_path, capsys):
     assert rep["ensemble"]["fp"] == fp and rep["ensemble"]["frr"] == pytest.approx(fp / 20, abs=1e-4)
     assert rep["images_per_second"] > 0
     assert {r["detector"] for r in rep["sweep"]} == {*names, "ensemble"}
+    sizes = {r["bucket"]: r for r in rep["by_size"]["buckets"]}
+    assert {k: r["images"] for k, r in sizes.items()} == {"<10%": 1, "10-25%": 0, ">=25%": 3}
+    assert sizes["<10%"]["ensemble"] == sizes[">=25%"]["ensemble"] == 1.0 and sizes["10-25%"]["ensemble"] is None
+    assert rep["by_size"]["conflicts"] == ["images/skimage_horse.png"]
+    ch = rep["threshold_choice"]
+    assert ch["folds"] == 4 and "4 images" in ch["note"]  # 4 person photos: at most 4 folds
+    assert [r["detector"] for r in ch["rows"]] == ["ensemble", *names]
+    assert all(r["fitted"]["frr"] <= 0.10 for r in ch["rows"])
+    assert main(["filter", "eval", str(person_dev_dir), "--boxes", str(boxes), "--png", str(tmp_path / "c.png"),
+                 "--folds", "2", "--frr-budget", "0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "threshold at FRR <= 0.05: fitted on all images vs 2-fold CV" in text
+    assert "recall by tallest person" in text and "1 no-person image(s) have person boxes" in text
 
 
 def test_eval_without_weights_uses_the_stand_ins(person_dev_dir, tmp_path, capsys, monkeypatch):
@@ -238,14 +264,28 @@ def test_eval_without_weights_uses_the_stand_ins(person_dev_dir, tmp_path, capsy
 
 @pytest.mark.slow  # ~30 s on 2 idle cores: 297 photos through the three detectors
 def test_eval_on_person_dev_coco_matches_the_documented_numbers(models_dir, coco_dev_dir, tmp_path, capsys):
-    """The default ensemble on 297 real COCO photos (numbers documented in passkit/filters/people/__init__.py)."""
-    rep = _eval(coco_dev_dir, tmp_path, capsys)
+    """The default ensemble on 297 real COCO photos (numbers documented in passkit/filters/people/__init__.py),
+    with COCO's person boxes converted by scripts/coco_person_boxes.py for recall by person size."""
+    spec = importlib.util.spec_from_file_location("coco_person_boxes", ROOT / "scripts" / "coco_person_boxes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    boxes = tmp_path / "boxes"
+    assert mod.convert(coco_dev_dir / "annotations" / "instances_merged.json", boxes)["with_person"] == 162
+    rep = _eval(coco_dev_dir, tmp_path, capsys, "--boxes", str(boxes))
     assert (rep["positives"], rep["negatives"]) == (162, 135)
     e = rep["ensemble"]
     assert e["recall"] == pytest.approx(0.883, abs=0.01), e
     assert e["recall_with_review"] == pytest.approx(0.920, abs=0.01), e
     assert e["frr"] == pytest.approx(0.074, abs=0.01), e
     assert e["review_rate"] == pytest.approx(0.094, abs=0.015), e
+    assert rep["by_size"]["conflicts"] == []
+    sizes = {r["bucket"]: r for r in rep["by_size"]["buckets"]}
+    assert {k: r["images"] for k, r in sizes.items()} == {"<10%": 39, "10-25%": 27, ">=25%": 96}
+    assert sizes["<10%"]["ensemble"] == pytest.approx(0.538, abs=0.03), sizes  # small people are the misses
+    assert sizes["10-25%"]["ensemble"] >= 0.96 and sizes[">=25%"]["ensemble"] >= 0.97, sizes
+    ens = rep["threshold_choice"]["rows"][0]
+    assert ens["fitted"]["recall"] == pytest.approx(0.883, abs=0.01) and ens["fitted"]["frr"] <= 0.10, ens
+    assert ens["cv"]["recall"] == pytest.approx(0.877, abs=0.015), ens  # 5 folds, seed 0
 
 
 @pytest.mark.slow  # ~60 s on 2 idle cores: yolox_nano runs on 5 crops per photo
