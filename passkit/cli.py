@@ -505,9 +505,12 @@ def _print_choice_and_sizes(rep: Any) -> None:
             f, c = r["fitted"], r.get("cv")
             fit_t = f.get("factor", f.get("threshold"))
             fit_s = "-" if fit_t is None else (f"x{fit_t:.3f}" if "factor" in f else f"{fit_t:.3f}")
+            if "grid" in f:
+                fit_s = " ".join("off" if v is None else f"{v:g}" for v in f["grid"].values())
             cvs = ["", "", "", "", ""]
             if c:
-                ths = ", ".join("-" if v is None else f"{v:.3f}" for v in c["thresholds"])
+                ths = ", ".join("-" if v is None else "/".join("off" if x is None else f"{x:g}" for x in v.values())
+                                if isinstance(v, dict) else f"{v:.3f}" for v in c["thresholds"])
                 cvs = [ths, f"{c['recall']:.3f}", f"{c['recall_with_review']:.3f}", f"{c['frr']:.3f}",
                        f"{c['review_rate']:.3f}"]
             t.add_row(f"[bold]{r['detector']}" if r["detector"] == "ensemble" else r["detector"], fit_s,

@@ -26,6 +26,7 @@ fitted to the very photos it is scored on and flatters the filter.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import random
 import time
@@ -44,6 +45,7 @@ NO_BOX = "no box"  # a person image without a class-0 box in its label file (or 
 # the ensemble sweep scales every detector's threshold by these factors (1.0 = the spec's thresholds)
 ENSEMBLE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.1, 1.25, 1.5, 2.0)
 BATCH = 16
+GRID_MAX = 20_000  # threshold combinations the ensemble grid tries (17 per detector: 4 detectors fit)
 
 
 class EvalError(ValueError):
@@ -355,10 +357,75 @@ def cross_validate(s: list[float], r: list[float], y: list[bool], budget: float,
     return {**_rates(y, verdicts), "thresholds": ts, "fold_recall": fold_recall, "fold_frr": fold_frr}, verdicts
 
 
+def grid_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], budget: float,
+                fold: list[int]) -> dict[str, Any] | None:
+    """Every detector's own threshold chosen together on a grid (SWEEP, the spec's value, or off), the
+    way the default ensemble was tuned, fitted on all items and re-chosen inside each training split;
+    review floors keep the spec's ratio to their threshold. None when the grid exceeds GRID_MAX."""
+    import numpy as np
+
+    names = list(th)
+    cands = [sorted({*SWEEP, th[n]}) + [math.inf] for n in names]
+    if not names or math.prod(len(c) for c in cands) > GRID_MAX:
+        return None
+    ok = [i for i, it in enumerate(items) if it.error is None]
+    y = np.array([items[i].has_person for i in ok])
+    rej = rev = None
+    for n, cs in zip(names, cands, strict=True):
+        s = np.array([items[i].scores.get(n, 0.0) for i in ok])
+        r_n = np.array([[v >= c for v in s] for c in cs])  # (candidates, items)
+        floor = rv.get(n, math.inf) / th[n] if th[n] > 0 else math.inf
+        v_n = np.array([[v >= c * floor for v in s] for c in cs])
+        if rej is None:
+            rej, rev = r_n, v_n
+        else:
+            rej = (rej[:, None, :] | r_n[None, :, :]).reshape(-1, len(ok))
+            rev = (rev[:, None, :] | v_n[None, :, :]).reshape(-1, len(ok))
+    assert rej is not None and rev is not None
+    combos = list(itertools.product(*cands))
+
+    def pick(mask: Any) -> int:
+        tp = rej[:, mask & y].sum(1)
+        fp = rej[:, mask & ~y].sum(1)
+        feasible = fp <= math.floor(budget * int((mask & ~y).sum()) + 1e-9)
+        order = np.lexsort((fp, -tp))  # most recall, then fewest false rejections, then grid order
+        return int(next(i for i in order if feasible[i]))  # the all-off combination is always feasible
+
+    def verdicts(c: int, mask: Any) -> list[str]:
+        return ["person" if a else "review" if b else "clear"
+                for a, b in zip(rej[c, mask], rev[c, mask], strict=True)]
+
+    def named(c: int) -> dict[str, float | None]:
+        return {n: _num(t) for n, t in zip(names, combos[c], strict=True)}
+
+    yl = [bool(v) for v in y]
+    c = pick(np.ones(len(ok), dtype=bool))
+    row: dict[str, Any] = {"detector": "ensemble grid", "fitted": {"grid": named(c), **_rates(yl, verdicts(c, slice(None)))}}
+    if fold:
+        f_arr = np.array(fold)
+        held = [""] * len(ok)
+        chosen: list[dict[str, float | None]] = []
+        fold_recall: list[float] = []
+        fold_frr: list[float] = []
+        for f in range(max(fold) + 1):
+            c = pick(f_arr != f)
+            test = np.flatnonzero(f_arr == f)
+            vs = verdicts(c, f_arr == f)
+            for i, v in zip(test, vs, strict=True):
+                held[i] = v
+            m = _rates([yl[i] for i in test], vs)
+            chosen.append(named(c))
+            fold_recall.append(m["recall"])
+            fold_frr.append(m["frr"])
+        row["cv"] = {**_rates(yl, held), "thresholds": chosen, "fold_recall": fold_recall, "fold_frr": fold_frr}
+    return row
+
+
 def threshold_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], budget: float = 0.10,
                      k: int = 5, seed: int = 0) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The ensemble (every threshold and review floor scaled by one factor) and each detector alone
-    (no review band): the most recall at FRR <= budget, fitted on all items and k-fold cross-validated.
+    """The ensemble (every threshold and review floor scaled by one factor), the ensemble grid (every
+    detector's threshold chosen; see grid_choice) and each detector alone (no review band): the most
+    recall at FRR <= budget, fitted on all items and k-fold cross-validated.
 
     Returns the report block and every item's verdict per row for the size table ("ensemble_fitted",
     "ensemble_cv" held out, each detector's name fitted); items with errors get "error".
@@ -398,6 +465,9 @@ def threshold_choice(items: list[Item], th: dict[str, float], rv: dict[str, floa
                     full[i] = v
                 verdicts["ensemble_cv"] = full
         rows.append(row)
+    grid = grid_choice(items, th, rv, budget, fold)
+    if grid is not None:
+        rows.insert(1, grid)
     out: dict[str, Any] = {"frr_budget": budget, "folds": k, "seed": seed, "rows": rows}
     if k != asked:
         out["note"] = (f"{asked} folds asked, {k or 'no cross-validation'} used: the smaller class has "

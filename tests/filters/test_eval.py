@@ -188,7 +188,7 @@ def test_threshold_choice_scales_the_ensemble_and_cross_validates():
     items.append(Item("bad", True, {}, "error", "decode_error: x"))
     th, rv = {"a": 0.5, "b": 0.25}, {"a": 0.25}
     rep, verdicts = threshold_choice(items, th, rv, budget=0.1, k=4, seed=0)
-    assert rep["folds"] == 4 and [r["detector"] for r in rep["rows"]] == ["ensemble", "a", "b"]
+    assert rep["folds"] == 4 and [r["detector"] for r in rep["rows"]] == ["ensemble", "ensemble grid", "a", "b"]
     ens = rep["rows"][0]
     f = ens["fitted"]["factor"]
     m = metrics(items, {k: v * f for k, v in th.items()}, {k: v * f for k, v in rv.items()})
@@ -197,6 +197,13 @@ def test_threshold_choice_scales_the_ensemble_and_cross_validates():
     assert ens["fitted"]["frr"] <= 0.1
     assert len(ens["cv"]["thresholds"]) == 4 and ens["cv"]["tp"] + ens["cv"]["fn"] == 20
     assert verdicts["ensemble_cv"][-1] == "error" and set(verdicts) == {"ensemble_fitted", "ensemble_cv", "a", "b"}
+    grid = rep["rows"][1]
+    g = {k: math.inf if v is None else v for k, v in grid["fitted"]["grid"].items()}
+    m = metrics(items, g, {"a": g["a"] * 0.5})  # the review floor keeps the spec's ratio 0.25 / 0.5
+    assert (m.tp, m.fp, m.recall_with_review) == (grid["fitted"]["tp"], grid["fitted"]["fp"],
+                                                  grid["fitted"]["recall_with_review"])
+    assert grid["fitted"]["frr"] <= 0.1 and grid["fitted"]["recall"] >= ens["fitted"]["recall"]  # a wider search
+    assert len(grid["cv"]["thresholds"]) == 4 and set(grid["cv"]["thresholds"][0]) == {"a", "b"}
     few, _ = threshold_choice(items[:6], th, rv, k=5)
     assert few["folds"] == 3 and "3 images" in few["note"]
     with pytest.raises(EvalError, match="folds"):
@@ -245,7 +252,7 @@ def test_eval_on_person_dev(person_dev_dir, tmp_path, capsys):
     assert rep["by_size"]["conflicts"] == ["images/skimage_horse.png"]
     ch = rep["threshold_choice"]
     assert ch["folds"] == 4 and "4 images" in ch["note"]  # 4 person photos: at most 4 folds
-    assert [r["detector"] for r in ch["rows"]] == ["ensemble", *names]
+    assert [r["detector"] for r in ch["rows"]] == ["ensemble", "ensemble grid", *names]
     assert all(r["fitted"]["frr"] <= 0.10 for r in ch["rows"])
     assert main(["filter", "eval", str(person_dev_dir), "--boxes", str(boxes), "--png", str(tmp_path / "c.png"),
                  "--folds", "2", "--frr-budget", "0.05"]) == 0
@@ -286,6 +293,10 @@ def test_eval_on_person_dev_coco_matches_the_documented_numbers(models_dir, coco
     ens = rep["threshold_choice"]["rows"][0]
     assert ens["fitted"]["recall"] == pytest.approx(0.883, abs=0.01) and ens["fitted"]["frr"] <= 0.10, ens
     assert ens["cv"]["recall"] == pytest.approx(0.877, abs=0.015), ens  # 5 folds, seed 0
+    grid = rep["threshold_choice"]["rows"][1]  # re-choosing all three thresholds inside each fold
+    assert grid["fitted"]["recall"] == pytest.approx(0.883, abs=0.01) and grid["fitted"]["frr"] <= 0.10, grid
+    assert grid["cv"]["recall"] == pytest.approx(0.883, abs=0.015), grid
+    assert grid["cv"]["recall_with_review"] == pytest.approx(0.932, abs=0.015), grid
 
 
 @pytest.mark.slow  # ~60 s on 2 idle cores: yolox_nano runs on 5 crops per photo
