@@ -448,7 +448,9 @@ def _cmd_filter_eval(args: argparse.Namespace) -> int:
         task = bar.add_task("eval", total=None)
         try:
             rep = evaluate(Path(args.folder), people, image, threads=args.threads,
-                           on_progress=lambda d, t: bar.update(task, completed=d, total=t))
+                           on_progress=lambda d, t: bar.update(task, completed=d, total=t),
+                           boxes=Path(args.boxes) if args.boxes else None, frr_budget=args.frr_budget,
+                           folds=args.folds, seed=args.seed)
         except EvalError as e:
             return _error(e)
     png: Path | None = Path(args.png) if args.png else Path(Path(args.folder).resolve().name + "-people-eval.png")
@@ -481,11 +483,54 @@ def _cmd_filter_eval(args: argparse.Namespace) -> int:
         sw.add_row(r["detector"], str(r.get("threshold", f"x{r.get('factor')}")), f"{r['recall']:.3f}",
                    f"{r['recall_with_review']:.3f}", f"{r['frr']:.3f}", f"{r['precision']:.3f}")
     out.print(sw)
+    _print_choice_and_sizes(rep)
     for s in rep.skipped:
         out.print(f"  skipped {s['name']}: {s['why']}", highlight=False)
     out.print(f"throughput: {rep.images_per_second:.1f} images/s (filter only, {rep.seconds:.1f} s)"
               + (f"; curve written to {png}" if png else ""), highlight=False)
     return 0
+
+
+def _print_choice_and_sizes(rep: Any) -> None:
+    """The eval's fitted vs cross-validated thresholds and its recall by person size, as tables."""
+    ch = rep.threshold_choice
+    if ch:
+        cv = f"{ch['folds']}-fold CV (seed {ch['seed']})" if ch["folds"] else "no CV"
+        t = Table(title=f"threshold at FRR <= {ch['frr_budget']:g}: fitted on all images vs {cv}",
+                  header_style="bold")
+        for c in ("detector", "fitted threshold", "recall", "recall+review", "FRR", "CV thresholds",
+                  "CV recall", "CV recall+review", "CV FRR", "CV review rate"):
+            t.add_column(c, justify="left" if c == "detector" else "right")
+        for r in ch["rows"]:
+            f, c = r["fitted"], r.get("cv")
+            fit_t = f.get("factor", f.get("threshold"))
+            fit_s = "-" if fit_t is None else (f"x{fit_t:.3f}" if "factor" in f else f"{fit_t:.3f}")
+            if "grid" in f:
+                fit_s = " ".join("off" if v is None else f"{v:g}" for v in f["grid"].values())
+            cvs = ["", "", "", "", ""]
+            if c:
+                ths = ", ".join("-" if v is None else "/".join("off" if x is None else f"{x:g}" for x in v.values())
+                                if isinstance(v, dict) else f"{v:.3f}" for v in c["thresholds"])
+                cvs = [ths, f"{c['recall']:.3f}", f"{c['recall_with_review']:.3f}", f"{c['frr']:.3f}",
+                       f"{c['review_rate']:.3f}"]
+            t.add_row(f"[bold]{r['detector']}" if r["detector"] == "ensemble" else r["detector"], fit_s,
+                      f"{f['recall']:.3f}", f"{f['recall_with_review']:.3f}", f"{f['frr']:.3f}", *cvs)
+        out.print(t)
+        if ch.get("note"):
+            out.print(f"  {ch['note']}", highlight=False)
+    if rep.by_size:
+        b = rep.by_size
+        keys = [k for k in b["buckets"][0] if k not in ("bucket", "images")] if b["buckets"] else []
+        t = Table(title=f"recall by tallest person / image height (boxes: {b['boxes']}; ensemble = spec "
+                        "thresholds, _fitted / _cv = chosen at the FRR budget)", header_style="bold")
+        for c in ("size", "person images", *keys):
+            t.add_column(c, justify="left" if c == "size" else "right")
+        for r in b["buckets"]:
+            t.add_row(r["bucket"], str(r["images"]), *("-" if r[k] is None else f"{r[k]:.3f}" for k in keys))
+        out.print(t)
+        if b["conflicts"]:
+            out.print(f"  {len(b['conflicts'])} no-person image(s) have person boxes, e.g. {b['conflicts'][0]}",
+                      highlight=False)
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
@@ -664,6 +709,13 @@ def parser() -> argparse.ArgumentParser:
     fe.add_argument("--items", action="store_true", help="with --json: every image's scores and verdict")
     fe.add_argument("--png", help="where to write the recall/FRR curve (default: <folder>-people-eval.png)")
     fe.add_argument("--threads", type=int, default=None, help="intra-op threads per detector")
+    fe.add_argument("--boxes", help="YOLO labels folder (one .txt per image, 'class cx cy w h', class 0 = "
+                                    "person) for recall by person size (default: FOLDER/labels if present)")
+    fe.add_argument("--frr-budget", type=float, default=0.10,
+                    help="false-rejection budget of the threshold choice (default 0.10)")
+    fe.add_argument("--folds", type=int, default=5,
+                    help="cross-validation folds of the threshold choice, stratified by label (default 5; 0: off)")
+    fe.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
     fe.set_defaults(func=_cmd_filter_eval)
     rv = sub.add_parser("review", help="serve the human review queue of a build's work folder on 127.0.0.1")
     rv.add_argument("workdir", help="the build's work folder, e.g. work/demo (holds units/)")

@@ -12,11 +12,23 @@ Terms (image level, "positive" = has a person):
 - false-rejection rate (FRR): no-person images rejected automatically / no-person images;
 - review rate: images sent to review / all images (the human workload);
 - precision: persons among the automatically rejected images.
+
+Person size: with YOLO-format boxes (a `labels/` folder beside labels.csv, or `boxes=`), recall is
+also reported per size of the tallest person (under 10 %, 10-25 %, 25 % and more of the image
+height), since a tiny background figure and a portrait are not the same privacy risk.
+
+Threshold choice: the threshold that gives the most recall inside a false-rejection budget is
+reported twice: fitted on the whole folder (in-sample, what a sweep shows) and k-fold
+cross-validated (chosen on k-1 folds, scored on the held-out one), because the in-sample number is
+fitted to the very photos it is scored on and flatters the filter.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,9 +39,13 @@ from passkit import images
 from passkit.config import ImageSpec, PeopleSpec
 
 SWEEP = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95)
+# tallest person / image height: [lo, hi) buckets for recall by person size
+SIZE_BUCKETS = (("<10%", 0.0, 0.10), ("10-25%", 0.10, 0.25), (">=25%", 0.25, math.inf))
+NO_BOX = "no box"  # a person image without a class-0 box in its label file (or without a label file)
 # the ensemble sweep scales every detector's threshold by these factors (1.0 = the spec's thresholds)
 ENSEMBLE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.1, 1.25, 1.5, 2.0)
 BATCH = 16
+GRID_MAX = 20_000  # threshold combinations the ensemble grid tries (17 per detector: 4 detectors fit)
 
 
 class EvalError(ValueError):
@@ -43,6 +59,7 @@ class Item:
     scores: dict[str, float] = field(default_factory=dict)
     verdict: str = "clear"  # person | review | clear | error
     error: str | None = None
+    tallest: float | None = None  # tallest person box / image height, when boxes are given
 
 
 @dataclass(slots=True)
@@ -71,6 +88,8 @@ class EvalReport:
     ensemble: Metrics
     per_detector: dict[str, Metrics]  # each detector alone at its own threshold and review band
     sweep: list[dict[str, Any]]  # {"detector": name | "ensemble", "threshold" | "factor", recall, frr, ...}
+    threshold_choice: dict[str, Any] | None  # in-sample vs cross-validated threshold at an FRR budget
+    by_size: dict[str, Any] | None  # recall per tallest-person size, when boxes are given
     seconds: float
     images_per_second: float
     items: list[Item]
@@ -163,6 +182,299 @@ def _short(m: Metrics) -> dict[str, float]:
             "precision": m.precision, "review_rate": m.review_rate}
 
 
+# ----------------------------------------------------------------------------- boxes and person size
+
+
+def parse_yolo(path: Path) -> list[tuple[int, float, float, float, float]]:
+    """Rows `class cx cy w h` (normalised to the image) of one YOLO label file; an error names the line,
+    since a silently skipped box would move an image to the wrong size bucket."""
+    rows: list[tuple[int, float, float, float, float]] = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 5:
+            raise EvalError(f"{path} line {n}: a YOLO box is 'class cx cy w h' (5 fields), got {len(parts)}: "
+                            f"{line.strip()!r}")
+        try:
+            cls = int(parts[0])
+            cx, cy, w, h = (float(v) for v in parts[1:])
+        except ValueError:
+            raise EvalError(f"{path} line {n}: class must be an integer and cx cy w h numbers: "
+                            f"{line.strip()!r}") from None
+        if cls < 0 or not all(math.isfinite(v) for v in (cx, cy, w, h)):
+            raise EvalError(f"{path} line {n}: class must be >= 0 and coordinates finite: {line.strip()!r}")
+        if not (0.0 < w <= 1.0 + 1e-6 and 0.0 < h <= 1.0 + 1e-6 and -1e-6 <= cx <= 1.0 + 1e-6
+                and -1e-6 <= cy <= 1.0 + 1e-6):
+            raise EvalError(f"{path} line {n}: coordinates must be normalised (cx, cy in [0, 1], w, h in (0, 1]); "
+                            f"pixel boxes? {line.strip()!r}")
+        rows.append((cls, cx, cy, w, h))
+    return rows
+
+
+def label_path(boxes: Path, file: str) -> Path:
+    """YOLO's layout: `images/a/b.jpg` has its boxes in `<boxes>/a/b.txt` (a leading images/ is dropped)."""
+    rel = Path(file)
+    if len(rel.parts) > 1 and rel.parts[0] == "images":
+        rel = Path(*rel.parts[1:])
+    return Path(boxes) / rel.with_suffix(".txt")
+
+
+def read_boxes(boxes: Path, files: list[str]) -> dict[str, float | None]:
+    """Tallest person (class 0) height / image height per file; None when it has no person box.
+
+    A missing label file means "no boxes" (YOLO's convention for background images); a folder that
+    matches none of the files is an error, since then the layout, not the photos, is wrong.
+    """
+    boxes = Path(boxes)
+    if not boxes.is_dir():
+        raise EvalError(f"{boxes}: boxes folder not found")
+    out: dict[str, float | None] = {}
+    found = 0
+    for f in files:
+        p = label_path(boxes, f)
+        if not p.is_file():
+            out[f] = None
+            continue
+        found += 1
+        hs = [h for c, _, _, _, h in parse_yolo(p) if c == 0]
+        out[f] = min(1.0, max(hs)) if hs else None
+    if files and not found:
+        raise EvalError(f"{boxes}: no label file for any image (expected e.g. {label_path(boxes, files[0])})")
+    return out
+
+
+def size_bucket(tallest: float | None) -> str:
+    """The SIZE_BUCKETS name of a tallest-person height fraction (NO_BOX for None)."""
+    if tallest is None:
+        return NO_BOX
+    for name, lo, hi in SIZE_BUCKETS:
+        if lo <= tallest < hi:
+            return name
+    return SIZE_BUCKETS[-1][0]
+
+
+def by_size(items: list[Item], verdicts: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Recall of each verdict list (one verdict per item: person | review | clear) per size bucket of
+    the person images; negatives have no size and are left out."""
+    names = [b[0] for b in SIZE_BUCKETS] + [NO_BOX]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        idx = [i for i, it in enumerate(items)
+               if it.error is None and it.has_person and size_bucket(it.tallest) == name]
+        if name == NO_BOX and not idx:
+            continue
+        row: dict[str, Any] = {"bucket": name, "images": len(idx)}
+        for key, vs in verdicts.items():
+            row[key] = round(sum(vs[i] == "person" for i in idx) / len(idx), 4) if idx else None
+            if key.startswith("ensemble"):
+                row[f"{key}_with_review"] = (round(sum(vs[i] in ("person", "review") for i in idx) / len(idx), 4)
+                                             if idx else None)
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- threshold at an FRR budget
+
+
+def choose_threshold(pos: list[float], neg: list[float], budget: float) -> float:
+    """The lowest threshold (reject at score >= t) whose false-rejection rate on `neg` is <= budget:
+    the midpoint between the highest negative score that must stay accepted and the next higher score,
+    so that a held-out photo is not judged by a boundary drawn through a training photo."""
+    allowed = math.floor(budget * len(neg) + 1e-9)
+    ranked = sorted(neg, reverse=True)
+    if allowed >= len(ranked):
+        return min([*pos, *neg], default=0.0)
+    v = ranked[allowed]  # the highest negative that must stay below t
+    above = [s for s in (*pos, *neg) if s > v]
+    return (v + min(above)) / 2 if above else math.inf
+
+
+def _num(t: float) -> float | None:
+    """A threshold for JSON: None where nothing can reach it (inf is not JSON)."""
+    return round(t, 4) if math.isfinite(t) else None
+
+
+def _ratio(scores: dict[str, float], th: dict[str, float]) -> float:
+    """max over detectors of score / threshold: the ensemble rejects at factor f iff this is >= f, so
+    scaling every threshold by f is one threshold on this number."""
+    return max((scores.get(k, 0.0) / max(t, 1e-9) for k, t in th.items()), default=0.0)
+
+
+def _verdicts(s: list[float], r: list[float], t: float) -> list[str]:
+    return ["person" if a >= t else "review" if b >= t else "clear" for a, b in zip(s, r, strict=True)]
+
+
+def _rates(y: list[bool], vs: list[str]) -> dict[str, Any]:
+    pos = sum(y)
+    neg = len(y) - pos
+    tp = sum(1 for a, v in zip(y, vs, strict=True) if a and v == "person")
+    rp = sum(1 for a, v in zip(y, vs, strict=True) if a and v == "review")
+    fp = sum(1 for a, v in zip(y, vs, strict=True) if not a and v == "person")
+    rev = sum(v == "review" for v in vs)
+    return {"recall": round(tp / pos, 4) if pos else 0.0,
+            "recall_with_review": round((tp + rp) / pos, 4) if pos else 0.0,
+            "frr": round(fp / neg, 4) if neg else 0.0,
+            "review_rate": round(rev / len(y), 4) if y else 0.0,
+            "tp": tp, "fp": fp, "fn": pos - tp, "tn": neg - fp}
+
+
+def folds_of(y: list[bool], k: int, seed: int) -> list[int]:
+    """Fold index per item: each label's items shuffled with `seed`, then dealt round-robin, so every
+    fold holds the same share of person and no-person images."""
+    fold = [0] * len(y)
+    rng = random.Random(seed)
+    for label in (True, False):
+        idx = [i for i, v in enumerate(y) if v == label]
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            fold[i] = j % k
+    return fold
+
+
+def cross_validate(s: list[float], r: list[float], y: list[bool], budget: float, fold: list[int]
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """Cross-validation of choose_threshold over the folds `fold` (see folds_of): each fold is scored
+    with the threshold chosen on the others (`s`: reject score, `r`: review score, both against the
+    same threshold); counts are pooled over the held-out folds. Returns the summary and every item's
+    held-out verdict."""
+    k = max(fold, default=-1) + 1
+    verdicts = [""] * len(y)
+    ts: list[float | None] = []
+    fold_recall: list[float] = []
+    fold_frr: list[float] = []
+    for f in range(k):
+        train = [i for i in range(len(y)) if fold[i] != f]
+        test = [i for i in range(len(y)) if fold[i] == f]
+        t = choose_threshold([s[i] for i in train if y[i]], [s[i] for i in train if not y[i]], budget)
+        ts.append(_num(t))
+        vs = _verdicts([s[i] for i in test], [r[i] for i in test], t)
+        for i, v in zip(test, vs, strict=True):
+            verdicts[i] = v
+        m = _rates([y[i] for i in test], vs)
+        fold_recall.append(m["recall"])
+        fold_frr.append(m["frr"])
+    return {**_rates(y, verdicts), "thresholds": ts, "fold_recall": fold_recall, "fold_frr": fold_frr}, verdicts
+
+
+def grid_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], budget: float,
+                fold: list[int]) -> dict[str, Any] | None:
+    """Every detector's own threshold chosen together on a grid (SWEEP, the spec's value, or off), the
+    way the default ensemble was tuned, fitted on all items and re-chosen inside each training split;
+    review floors keep the spec's ratio to their threshold. None when the grid exceeds GRID_MAX."""
+    import numpy as np
+
+    names = list(th)
+    cands = [sorted({*SWEEP, th[n]}) + [math.inf] for n in names]
+    if not names or math.prod(len(c) for c in cands) > GRID_MAX:
+        return None
+    ok = [i for i, it in enumerate(items) if it.error is None]
+    y = np.array([items[i].has_person for i in ok])
+    rej = rev = None
+    for n, cs in zip(names, cands, strict=True):
+        s = np.array([items[i].scores.get(n, 0.0) for i in ok])
+        r_n = np.array([[v >= c for v in s] for c in cs])  # (candidates, items)
+        floor = rv.get(n, math.inf) / th[n] if th[n] > 0 else math.inf
+        v_n = np.array([[v >= c * floor for v in s] for c in cs])
+        if rej is None:
+            rej, rev = r_n, v_n
+        else:
+            rej = (rej[:, None, :] | r_n[None, :, :]).reshape(-1, len(ok))
+            rev = (rev[:, None, :] | v_n[None, :, :]).reshape(-1, len(ok))
+    assert rej is not None and rev is not None
+    combos = list(itertools.product(*cands))
+
+    def pick(mask: Any) -> int:
+        tp = rej[:, mask & y].sum(1)
+        fp = rej[:, mask & ~y].sum(1)
+        feasible = fp <= math.floor(budget * int((mask & ~y).sum()) + 1e-9)
+        order = np.lexsort((fp, -tp))  # most recall, then fewest false rejections, then grid order
+        return int(next(i for i in order if feasible[i]))  # the all-off combination is always feasible
+
+    def verdicts(c: int, mask: Any) -> list[str]:
+        return ["person" if a else "review" if b else "clear"
+                for a, b in zip(rej[c, mask], rev[c, mask], strict=True)]
+
+    def named(c: int) -> dict[str, float | None]:
+        return {n: _num(t) for n, t in zip(names, combos[c], strict=True)}
+
+    yl = [bool(v) for v in y]
+    c = pick(np.ones(len(ok), dtype=bool))
+    row: dict[str, Any] = {"detector": "ensemble grid", "fitted": {"grid": named(c), **_rates(yl, verdicts(c, slice(None)))}}
+    if fold:
+        f_arr = np.array(fold)
+        held = [""] * len(ok)
+        chosen: list[dict[str, float | None]] = []
+        fold_recall: list[float] = []
+        fold_frr: list[float] = []
+        for f in range(max(fold) + 1):
+            c = pick(f_arr != f)
+            test = np.flatnonzero(f_arr == f)
+            vs = verdicts(c, f_arr == f)
+            for i, v in zip(test, vs, strict=True):
+                held[i] = v
+            m = _rates([yl[i] for i in test], vs)
+            chosen.append(named(c))
+            fold_recall.append(m["recall"])
+            fold_frr.append(m["frr"])
+        row["cv"] = {**_rates(yl, held), "thresholds": chosen, "fold_recall": fold_recall, "fold_frr": fold_frr}
+    return row
+
+
+def threshold_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], budget: float = 0.10,
+                     k: int = 5, seed: int = 0) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The ensemble (every threshold and review floor scaled by one factor), the ensemble grid (every
+    detector's threshold chosen; see grid_choice) and each detector alone (no review band): the most
+    recall at FRR <= budget, fitted on all items and k-fold cross-validated.
+
+    Returns the report block and every item's verdict per row for the size table ("ensemble_fitted",
+    "ensemble_cv" held out, each detector's name fitted); items with errors get "error".
+    """
+    ok = [i for i, it in enumerate(items) if it.error is None]
+    y = [items[i].has_person for i in ok]
+    if k < 0 or k == 1:
+        raise EvalError(f"folds must be 0 (no cross-validation) or >= 2, got {k}")
+    asked, smaller = k, min(sum(y), len(y) - sum(y))
+    k = min(k, smaller) if smaller >= 2 else 0  # a fold without a person photo has no recall to score
+    fold = folds_of(y, k, seed) if k else []
+    rows: list[dict[str, Any]] = []
+    verdicts: dict[str, list[str]] = {}
+    cands: list[tuple[str, list[float], list[float]]] = [
+        ("ensemble", [_ratio(items[i].scores, th) for i in ok],
+         [_ratio(items[i].scores, rv) if rv else 0.0 for i in ok])]
+    cands += [(n, [items[i].scores.get(n, 0.0) for i in ok], [0.0] * len(ok)) for n in th]
+    for name, s, r in cands:
+        t = choose_threshold([a for a, b in zip(s, y, strict=True) if b],
+                             [a for a, b in zip(s, y, strict=True) if not b], budget)
+        vs = _verdicts(s, r, t)
+        key = "factor" if name == "ensemble" else "threshold"
+        fit = {key: _num(t), **_rates(y, vs)}
+        row: dict[str, Any] = {"detector": name, "fitted": fit}
+        if name == "ensemble":
+            fit["thresholds"] = {n: round(v * t, 4) for n, v in th.items()} if math.isfinite(t) else None
+        full = ["error"] * len(items)
+        for i, v in zip(ok, vs, strict=True):
+            full[i] = v
+        verdicts["ensemble_fitted" if name == "ensemble" else name] = full
+        if k:
+            cv, held = cross_validate(s, r, y, budget, fold)
+            row["cv"] = cv
+            if name == "ensemble":
+                full = ["error"] * len(items)
+                for i, v in zip(ok, held, strict=True):
+                    full[i] = v
+                verdicts["ensemble_cv"] = full
+        rows.append(row)
+    grid = grid_choice(items, th, rv, budget, fold)
+    if grid is not None:
+        rows.insert(1, grid)
+    out: dict[str, Any] = {"frr_budget": budget, "folds": k, "seed": seed, "rows": rows}
+    if k != asked:
+        out["note"] = (f"{asked} folds asked, {k or 'no cross-validation'} used: the smaller class has "
+                       f"{smaller} images")
+    return out, verdicts
+
+
 def evaluate(
     folder: Path,
     spec: PeopleSpec | None = None,
@@ -170,15 +482,32 @@ def evaluate(
     models_dir: Path | None = None,
     threads: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    boxes: Path | None = None,
+    frr_budget: float = 0.10,
+    folds: int = 5,
+    seed: int = 0,
 ) -> EvalReport:
-    """Run the filter of `spec` (default: the default ensemble) over a labelled folder."""
+    """Run the filter of `spec` (default: the default ensemble) over a labelled folder.
+
+    `boxes`: a YOLO labels folder for recall by person size (default: `folder/labels` when it exists).
+    `frr_budget`, `folds`, `seed`: the threshold choice, fitted and `folds`-fold cross-validated
+    (`folds=0`: fitted only).
+    """
     from passkit.filters.people import PeopleFilter
 
     spec = spec or PeopleSpec()
     image_spec = image_spec or ImageSpec()
+    if not 0.0 <= frr_budget <= 1.0:
+        raise EvalError(f"FRR budget must be in [0, 1], got {frr_budget}")
     rows = read_labels(Path(folder))
-    pf = PeopleFilter(spec, models_dir, threads=threads)
     items = [Item(str(p.relative_to(Path(folder).resolve())), y) for p, y in rows]
+    if boxes is None and (Path(folder) / "labels").is_dir():
+        boxes = Path(folder) / "labels"
+    if boxes is not None:
+        tallest = read_boxes(Path(boxes), [it.file for it in items])
+        for it in items:
+            it.tallest = tallest[it.file]
+    pf = PeopleFilter(spec, models_dir, threads=threads)
     ready: list[tuple[int, Any]] = []
     for i, (p, _) in enumerate(rows):
         try:
@@ -202,6 +531,16 @@ def evaluate(
     rv = dict(pf.reviews)
     per = {n: metrics(items, {n: th[n]}, {n: rv[n]} if n in rv else {}) for n in th}
     ok = [it for it in items if it.error is None]
+    choice, chosen = threshold_choice(items, th, rv, frr_budget, folds, seed)
+    sizes = None
+    if boxes is not None:
+        at_spec = {"ensemble": [_verdict(it.scores, th, rv) if it.error is None else "error" for it in items]}
+        at_spec |= {n: [_verdict(it.scores, {n: th[n]}, {}) if it.error is None else "error" for it in items]
+                    for n in th}
+        at_choice = {k: v for k, v in chosen.items() if k in ("ensemble_fitted", "ensemble_cv")}
+        sizes = {"boxes": str(boxes),
+                 "conflicts": [it.file for it in ok if not it.has_person and it.tallest is not None],
+                 "buckets": by_size(items, at_spec | at_choice)}
     return EvalReport(
         folder=str(folder),
         images=len(items),
@@ -213,6 +552,8 @@ def evaluate(
         ensemble=metrics(items, th, rv),
         per_detector=per,
         sweep=sweep(items, th, rv),
+        threshold_choice=choice,
+        by_size=sizes,
         seconds=round(seconds, 3),
         images_per_second=round(len(ready) / seconds, 2) if seconds else 0.0,
         items=items,
