@@ -430,7 +430,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for n in names:
             for path, st in models.verify(n, base).items():
                 # a mismatch always fails; a missing file fails only when that model was asked for
-                bad += st.startswith("sha256") or (st == "missing" and bool(args.names))
+                bad += st.startswith("sha256") or (st == "missing" and bool(args.names or args.set))
                 colour = {"ok": "green", "missing": "yellow"}.get(st, "red")
                 out.print(f"[{colour}]{st}[/] {n}: {base / path}", highlight=False)
         return 1 if bad else 0

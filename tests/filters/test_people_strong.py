@@ -181,6 +181,7 @@ def test_fetch_without_network_says_so(monkeypatch, tmp_path):
 
 
 def test_cli_fetch_set_strong(hub, pinned, tmp_path, monkeypatch, capsys):
+    assert main(["models", "verify", "--set", "strong", "--dir", str(tmp_path)]) == 1  # asked for, missing
     assert main(["models", "fetch", "--set", "strong", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for name in STRONG:
