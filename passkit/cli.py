@@ -380,11 +380,25 @@ def _cmd_license(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- people filter
 
 
+def _tv_files(m: Any, status: dict[str, str]) -> list[dict[str, str]]:
+    """A torchvision release file as `models list --json` shows files (pinned by torchvision's hash prefix)."""
+    if "tv_weights" not in m.extra:
+        return []
+    e = m.extra
+    return [{"path": e["file"], "sha256_prefix": e["sha256_prefix"], "url": e["url"], "role": "weights",
+             "weights": e["tv_weights"], "status": status[e["file"]]}]
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from passkit import models
 
     base = Path(args.dir).expanduser() if args.dir else models.models_dir()
-    names = args.names or sorted(models.REGISTRY)
+    if args.set and args.set not in models.SETS:
+        return _error(f"unknown set {args.set!r}; known: {', '.join(sorted(models.SETS))}")
+    in_sets = {n for members in models.SETS.values() for n in members}
+    # a plain `fetch` gets the default models only: the sets' files are large (hundreds of MB, for GPUs)
+    everything = sorted(n for n in models.REGISTRY if args.action != "fetch" or n not in in_sets)
+    names = [*args.names, *(models.SETS[args.set] if args.set else ())] or everything
     unknown = [n for n in names if n not in models.REGISTRY]
     if unknown:
         return _error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(models.REGISTRY))}")
@@ -393,7 +407,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
             {"name": n, "task": models.REGISTRY[n].task, "license": models.REGISTRY[n].license,
              "source": models.REGISTRY[n].source, "package": models.REGISTRY[n].package,
              "files": [{"path": f.path, "sha256": f.sha256, "size": f.size, "url": f.url, "role": f.role,
-                        "status": models.verify(n, base)[f.path]} for f in models.REGISTRY[n].files]}
+                        "status": models.verify(n, base)[f.path]} for f in models.REGISTRY[n].files]
+             + _tv_files(models.REGISTRY[n], models.verify(n, base))}
             for n in names
         ]))
         return 0
@@ -404,6 +419,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for n in names:
             m = models.REGISTRY[n]
             pin = m.main.sha256 if m.main else f"{m.package} {models.package_version(m) or 'not installed'}"
+            if "sha256_prefix" in m.extra:
+                pin = f"{m.extra['sha256_prefix']}... (torchvision's prefix); {pin}"
             files = ", ".join(f"{Path(k).name}: {v}" for k, v in models.verify(n, base).items())
             t.add_row(n, m.task, m.license, pin, files or "(inside the package)", m.source)
         out.print(t)
@@ -413,7 +430,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for n in names:
             for path, st in models.verify(n, base).items():
                 # a mismatch always fails; a missing file fails only when that model was asked for
-                bad += st.startswith("sha256") or (st == "missing" and bool(args.names))
+                bad += st.startswith("sha256") or (st == "missing" and bool(args.names or args.set))
                 colour = {"ok": "green", "missing": "yellow"}.get(st, "red")
                 out.print(f"[{colour}]{st}[/] {n}: {base / path}", highlight=False)
         return 1 if bad else 0
@@ -697,6 +714,8 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--mirror", help="fetch from this URL laid out like the models folder instead of the "
                                      "public source URLs")
     mo.add_argument("--json", action="store_true", help="list: machine-readable output")
+    mo.add_argument("--set", help="a named set of models, e.g. strong: torchvision's Faster R-CNN v2 and "
+                                  "Keypoint R-CNN for GPU machines (about 400 MB; not in a plain `fetch`)")
     mo.set_defaults(func=_cmd_models)
     fl = sub.add_parser("filter", help="people filter tools")
     flsub = fl.add_subparsers(dest="filter_command", required=True)

@@ -280,6 +280,8 @@ def find(name: str, base: Path | None = None) -> Path | None:
 def missing(name: str, base: Path | None = None) -> list[str]:
     """Needed files of the model that are absent under the models folder (relative paths)."""
     base = models_dir() if base is None else Path(base)
+    if "tv_weights" in get(name).extra:  # a torchvision release file (passkit.tvweights)
+        return [] if (base / get(name).extra["file"]).is_file() else [get(name).extra["file"]]
     return [f.path for f in get(name).needed if not (base / f.path).is_file()]
 
 
@@ -296,6 +298,10 @@ def identity(name: str) -> str:
 def verify(name: str, base: Path | None = None) -> dict[str, str]:
     """Status of every file of a model: "ok", "missing" or "sha256 mismatch: got <hex>" (for `models verify`)."""
     base = models_dir() if base is None else Path(base)
+    if "tv_weights" in get(name).extra:
+        from passkit import tvweights
+
+        return tvweights.verify(name, base)
     out: dict[str, str] = {}
     for f in get(name).files:
         try:
@@ -365,6 +371,10 @@ def fetch(
     import requests
 
     model = get(name)
+    if "tv_weights" in model.extra:  # through torchvision's weights API, its hash prefix checked
+        from passkit import tvweights
+
+        return tvweights.fetch(name, models_dir() if base is None else Path(base), mirror)
     if not model.files:
         return {"(package)": f"ships inside {model.package}; nothing to fetch"}
     base = models_dir() if base is None else Path(base)
@@ -397,3 +407,52 @@ def fetch(
         if on_file:
             on_file(mf.path)
     return out
+
+
+# ----------------------------------------------------------------------------- strong torchvision detectors
+
+_TV_LICENSE = (
+    "BSD-3-Clause (torchvision code); weights: torchvision publishes no separate licence and says its "
+    "pre-trained models 'may have their own licenses or terms and conditions derived from the dataset used "
+    "for training' (COCO 2017: annotations CC BY 4.0, images under their Flickr licences)"
+)
+
+
+def _tv_entry(name: str, detector: str, enum: str, url: str, recipe: str, notes: str, **extra: str) -> Model:
+    """A torchvision release file kept in `<models>/torchvision/` and pinned by the sha256 prefix that
+    torchvision puts in its file name (see passkit.tvweights)."""
+    file = "torchvision/" + url.rsplit("/", 1)[1]
+    prefix = file.rsplit("-", 1)[1].removesuffix(".pth")
+    return Model(
+        name=name, task="person", detector=detector, license=_TV_LICENSE,
+        source=f"{url} (torchvision.models.detection.{enum}; recipe {recipe})",
+        package="torchvision", notes=notes,
+        extra={"tv_weights": enum, "url": url, "file": file, "sha256_prefix": prefix, **extra},
+    )
+
+
+for _m in (
+    _tv_entry(
+        "faster_rcnn_v2", "torchvision_strong:FasterRCNNV2Detector",
+        "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth",
+        "https://github.com/pytorch/vision/pull/5763",
+        "Faster R-CNN ResNet-50 FPN v2, 91 COCO classes; score = the person class (label 1)",
+        builder="fasterrcnn_resnet50_fpn_v2", coco_map="46.7 (box, torchvision's model card)", size_mb="167.1",
+    ),
+    _tv_entry(
+        "keypoint_rcnn", "torchvision_strong:KeypointRCNNDetector",
+        "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1",
+        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+        "https://github.com/pytorch/vision/tree/main/references/detection#keypoint-r-cnn",
+        "Keypoint R-CNN ResNet-50 FPN, trained on COCO people only; score = its person box score",
+        builder="keypointrcnn_resnet50_fpn", coco_map="54.6 (person box), 65.0 (keypoints), torchvision's model card",
+        size_mb="226.1",
+    ),
+):
+    REGISTRY[_m.name] = _m
+
+# named sets for `passkit models fetch --set NAME`
+SETS: dict[str, tuple[str, ...]] = {
+    "strong": ("faster_rcnn_v2", "keypoint_rcnn"),
+}

@@ -24,6 +24,9 @@ Detectors (the names specs use):
 - ``yolo_fastest_body`` (`yolo_fastest_body.py`): people, Yolo-Fastest 1.1 body (Darknet) through
   `cv2.dnn`; score = obj * p(body) (OpenCV zeroes scores under ~0.2, so the score is 0 or >= 0.2).
 - ``torchvision`` (`torchvision_coco.py`): a torchvision COCO detector from a local weights file.
+- ``faster_rcnn_v2``, ``keypoint_rcnn`` (`torchvision_strong.py`): people, torchvision's large COCO
+  detectors for GPU machines (`passkit models fetch --set strong`); score = the person class's.
+  Tested on random-init weights only: no recall measured.
 
 Default ensemble (`PeopleSpec`), chosen with `passkit filter eval` on person_dev (24 sample photos)
 and person_dev_coco (297 real COCO photos: 162 with a person, 135 without), images resized to 512 px:
