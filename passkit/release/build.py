@@ -31,7 +31,7 @@ from passkit.records import Status
 from passkit.release import documents, manifest
 from passkit.release.curate import KEPT, REJECTION, RULES, SOURCE_RULE, TAKEDOWN_RULE, Curated, curate, scan
 from passkit.release.keysort import sorted_by_key
-from passkit.release.ledgers import Ledgers, Reviews, apply_reviews
+from passkit.release.ledgers import TRIM_UNITS, Ledgers, Reviews, apply_reviews
 from passkit.release.shardwrite import LOCATION_COLUMNS, PARALLEL_MIN_SAMPLES, balanced_sizes, write_shards
 from passkit.release.tables import (
     INDEX_COLUMNS,
@@ -128,8 +128,9 @@ def build_release(
     with ray_session(workers, address) if executor == "ray" else nullcontext(), \
             RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index, \
             closing(sorted_by_key(spill, cur.fate == KEPT, LOCATION_COLUMNS, tmp / ".sort")) as ordered:
-        for done in write_shards(ordered, n_kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
-                                 workers=workers, executor=executor, parallel_from=parallel_from):
+        for done in process.handing_back(write_shards(
+                ordered, n_kept, spec.release.shard_max_samples, units_dir, tmp, spec.name,
+                workers=workers, executor=executor, parallel_from=parallel_from)):
             index.write(done.index)
             shards.extend(done.shards)
             step("shards", len(shards), total)
@@ -218,7 +219,7 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path, staged: Path
         return t.select(REJECTED_COLUMNS)
 
     with RowGroupWriter(path, REJECTED_SCHEMA) as out:
-        for u in ledgers.units([*REJECTED_COLUMNS, "status"]):
+        for u in process.handing_back(ledgers.units([*REJECTED_COLUMNS, "status"]), TRIM_UNITS):
             t, start, n = u.table, u.start, u.table.num_rows
             recs = cur.rejected.between(start, start + n)
             local, rule = recs["pos"] - start, recs["rule"]
@@ -242,7 +243,7 @@ def write_rejected(ledgers: Ledgers, cur: Curated, path: Path, staged: Path
         for r in sorted(later):
             later[r].close()
             part = open_parquet(later[r].path)
-            for batch in part.iter_batches(batch_size=LOOKUP_ROWS):
+            for batch in process.handing_back(part.iter_batches(batch_size=LOOKUP_ROWS)):
                 recs = np.empty(batch.num_rows, REJECTION)
                 for name in REJECTION.names:
                     recs[name] = batch.column(f"_{name}").to_numpy()

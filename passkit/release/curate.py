@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from passkit import process, spill
 from passkit.config import PipelineSpec, TakedownSpec
 from passkit.records import Stage, Status
-from passkit.release.ledgers import Ledgers
+from passkit.release.ledgers import TRIM_UNITS, Ledgers
 from passkit.release.tables import RowGroupWriter
 from passkit.shards import index_tar
 from passkit.spill import ColumnStore, Partitioned, RangeSpill, RowLookup
@@ -182,7 +182,7 @@ def scan(ledgers: Ledgers, spec: PipelineSpec, staged: Path, work: Path) -> Scan
     candidates = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
             RowGroupWriter(staged, STAGED_SCHEMA) as out, ColumnStore(work / "columns", STORE_COLUMNS) as store:
-        for u in ledgers.units(SCAN_COLUMNS):
+        for u in process.handing_back(ledgers.units(SCAN_COLUMNS), TRIM_UNITS):
             candidates += u.table.num_rows
             kept_mask = pc.equal(u.table.column("status"), str(Status.KEPT))
             where = np.flatnonzero(kept_mask.to_numpy(zero_copy_only=False))

@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from passkit import process
 from passkit.parquetio import open_parquet
 from passkit.shards import sha256_file
 
 DOCUMENTS = ("ATTRIBUTION.md", "attribution.csv", "attribution.html", "LICENSES.md", "README.md", "report.html")
 BATCH_ROWS = 4096  # rows per record batch: a few MB of Python objects at a time, whatever the release's size
+TRIM_BATCHES = 64  # batches read between two hand-backs of freed memory (process.handing_back)
 # The distinct-creator count keeps 16-byte digests, not the names: 32 MB for 2 million distinct creators.
 # Two names share a digest with probability n²/2¹²⁹ (1e-26 at 2 million), so the count is exact in practice.
 _DIGEST = 16
@@ -42,7 +44,7 @@ def iter_rows(path: Path, columns: list[str], batch_rows: int = BATCH_ROWS) -> I
     time. A column the file lacks (a release of an older passkit) is left out of the dicts."""
     pf = open_parquet(path)
     have = [c for c in columns if c in pf.schema_arrow.names]
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=have):
+    for batch in process.handing_back(pf.iter_batches(batch_size=batch_rows, columns=have), TRIM_BATCHES):
         values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
         names = batch.schema.names
         for row in zip(*values, strict=True):
@@ -125,7 +127,9 @@ def summarize_index(path: Path, detectors: list[str], batch_rows: int = BATCH_RO
     pf = open_parquet(path)
     have = set(pf.schema_arrow.names)
     text = [c for c in CSV_COLUMNS if c in have]
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=[c for c in (*CSV_COLUMNS, "scores") if c in have]):
+    for batch in process.handing_back(
+            pf.iter_batches(batch_size=batch_rows, columns=[c for c in (*CSV_COLUMNS, "scores") if c in have]),
+            TRIM_BATCHES):
         col = {c: batch.column(c) for c in batch.schema.names}
 
         def values(name: str, col: dict[str, Any] = col, n: int = batch.num_rows) -> list[Any]:

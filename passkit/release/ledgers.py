@@ -26,6 +26,7 @@ REVIEW_COLUMNS = ("key", "status", "stage", "reason", "detail")
 REVIEW_STATS = ("queued", "verified_no_person", "confirmed_person", "pending",
                 "spot_sampled", "spot_checked", "spot_found_person")
 NO_DETECTORS = {"detectors": [], "skipped": []}
+TRIM_UNITS = 256  # units a pass reads between two hand-backs of freed memory (process.handing_back)
 
 
 def apply_reviews(rows: list[dict[str, Any]], work_dir: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
