@@ -196,8 +196,8 @@ class DetectorSpec(_Model):
     sha256: str | None = Field(None, description="torchvision: expected sha256 of `weights` (checked)")
     runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
         "auto",
-        description="ONNX detectors: auto takes OpenVINO on the CPU where it is installed (pip install "
-        "passkit[openvino]: same scores, faster) and ONNX Runtime otherwise or on the GPU",
+        description="ONNX detectors: auto takes the runtime measured faster for the detector (OpenVINO on the "
+        "CPU where it is installed, pip install passkit[openvino]: same scores) and ONNX Runtime otherwise or on the GPU",
     )
     input_size: int | None = Field(
         None, ge=128, le=1280, multiple_of=32,

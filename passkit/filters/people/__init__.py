@@ -49,9 +49,10 @@ and person_dev_coco (297 real COCO photos: 162 with a person, 135 without), imag
 - without weights: MTCNN >= 0.90 and HOG >= 0.50 stand in (`fallback_for`): person_dev recall 1.0
   (HOG alone catches pywt ascent), FRR 0.05; COCO recall 0.475, FRR 0.074. Install the weights.
 
-Runtimes: the ONNX detectors run on OpenVINO (CPU) where it is installed (`pip install
-'passkit[openvino]'`: same scores to 1e-4, faster; benchmarks/onnx_runtimes.py) and on ONNX Runtime
-otherwise or on the GPU; a detector's `runtime` setting pins one.
+Runtimes: each ONNX detector runs on the runtime measured faster for it (benchmarks/onnx_runtimes.py):
+OpenVINO (CPU, `pip install 'passkit[openvino]'`, same scores to 1e-4) for picodet_s_416,
+retinaface_mnet025 and a reshaped yolox_nano, ONNX Runtime for yolox_nano at 416, when OpenVINO is
+missing and on the GPU; a detector's `runtime` setting pins one.
 
 Threads: nothing here changes the process-wide thread settings of torch or OpenCV. ONNX Runtime
 sessions get `threads` intra-op threads (default: `torch.get_num_threads()` at construction), so

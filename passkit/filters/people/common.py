@@ -230,10 +230,12 @@ def onnx_model(
     runtime: str = "auto",
     shape: tuple[int, ...] | None = None,
     name: str = "",
+    prefer: str = "openvino",
 ) -> OnnxModel:
-    """An ONNX detector's graph on the runtime asked for. "auto": OpenVINO on the CPU when it is
-    installed (faster, same scores), ONNX Runtime otherwise and for "cuda"; `shape`, when not the
-    graph's own input shape, needs OpenVINO (ONNX Runtime cannot reshape a static input)."""
+    """An ONNX detector's graph on the runtime asked for. "auto": the detector's `prefer`red runtime on
+    the CPU (the faster one measured by benchmarks/onnx_runtimes.py; scores are the same), OpenVINO
+    whenever `shape` is set (ONNX Runtime cannot reshape a static input), ONNX Runtime when OpenVINO
+    is not installed and for "cuda"."""
     if runtime not in ("auto", *RUNTIMES):
         raise PeopleFilterError(f"detector {name!r}: unknown runtime {runtime!r}; use auto, {', '.join(RUNTIMES)}")
     if runtime == "openvino":
@@ -248,7 +250,7 @@ def onnx_model(
     if runtime == "onnxruntime":
         return _ort_model(path, threads, device, shape, name)
     gpu = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in ort_providers("auto"))
-    if not gpu and have_openvino():
+    if not gpu and have_openvino() and (prefer == "openvino" or shape is not None):
         return _ov_model(path, threads, shape, name)
     return _ort_model(path, threads, device, shape, name)
 

@@ -49,7 +49,8 @@ class RetinaFaceDetector(Detector):
 
     def __init__(self, path: Path, threads: int, device: str = "cpu", runtime: str = "auto"):
         super().__init__(models.identity(self.name), models.get(self.name).main.sha256)  # type: ignore[union-attr]
-        self.model = onnx_model(path, threads, device, runtime, None, self.name)
+        # OpenVINO: as fast as ONNX Runtime on one thread, 1.3x on two
+        self.model = onnx_model(path, threads, device, runtime, None, self.name, prefer="openvino")
         self.runtime, self.providers = self.model.runtime, self.model.providers
         self.priors = priors(self.size)
 
