@@ -150,6 +150,8 @@ class ImageSpec(_Model):
 
 # every detector in the models registry (a light module: the spec validates without importing the filter)
 DetectorName = Literal[tuple(models.REGISTRY)]  # type: ignore[valid-type]
+# detectors whose graph runs at any input size (fully convolutional, decode outside the graph)
+RESHAPABLE = ("yolox_nano",)
 
 
 class DetectorSpec(_Model):
@@ -192,6 +194,27 @@ class DetectorSpec(_Model):
         None, description="torchvision: detection model builder, e.g. fasterrcnn_mobilenet_v3_large_fpn"
     )
     sha256: str | None = Field(None, description="torchvision: expected sha256 of `weights` (checked)")
+    runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="ONNX detectors: auto takes the runtime measured faster for the detector (OpenVINO on the "
+        "CPU where it is installed, pip install passkit[openvino]: same scores) and ONNX Runtime otherwise or on the GPU",
+    )
+    input_size: int | None = Field(
+        None, ge=128, le=1280, multiple_of=32,
+        description="yolox_nano: the square network input in pixels (default 416, the graph's own); "
+        "another size reshapes the graph, which needs OpenVINO",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
+        """`runtime` and `input_size` appear in the canonical spec only when set, so specs from before
+        they existed keep their hashes."""
+        data = handler(self)
+        if data.get("runtime") == "auto":
+            del data["runtime"]
+        if data.get("input_size") is None:
+            data.pop("input_size", None)
+        return data
 
     @model_validator(mode="after")
     def _review_below_threshold(self) -> DetectorSpec:
@@ -202,6 +225,11 @@ class DetectorSpec(_Model):
             )
         if self.name == "torchvision" and not self.weights:
             raise ValueError("detector torchvision needs `weights: /path/to/file.pth` (and `arch`)")
+        if self.input_size is not None and self.name not in RESHAPABLE:
+            raise ValueError(
+                f"detector {self.name}: input_size is a setting of {', '.join(RESHAPABLE)} only (the other "
+                "graphs fix their input size)"
+            )
         if self.tile_threshold is not None and self.tiles < 2:
             raise ValueError(f"detector {self.name}: tile_threshold needs tiles >= 2")
         if self.tile_review is not None and (self.tile_threshold is None or self.tile_review >= self.tile_threshold):

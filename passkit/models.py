@@ -83,6 +83,9 @@ def _gh(repo: str, commit: str, path: str) -> str:
 _YOLOX_REPO, _YOLOX_COMMIT = "Kazuhito00/YOLOX-ONNX-TFLite-Sample", "3d4f1119d0694200671c08069ecb847aa0d8495a"
 _YF_REPO, _YF_COMMIT = "dog-qiuqiu/Yolo-Fastest", "96a2900d163196c396e73f3fdab04ca4dd9a2f70"
 _YUNET_REPO, _YUNET_COMMIT = "ShiqiYu/libfacedetection.train", "0047ac24afb1a50a0c6105001c89d1b5b805dbf1"
+_PICO_REPO, _PICO_COMMIT = "hpc203/picodet-onnxruntime", "dfe4d6cd0a18cd4126ee381e81df8a0b1e6ad97b"
+_PADDLE_REPO, _PADDLE_COMMIT = "PaddlePaddle/PaddleDetection", "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc"
+_RETINA_REPO, _RETINA_COMMIT = "kgzhwang/Pytorch_Retinaface", "6e724185520256cfa136feb4910203b1f55c5274"
 
 REGISTRY: dict[str, Model] = {
     m.name: m
@@ -166,6 +169,63 @@ REGISTRY: dict[str, Model] = {
                 ),
             ),
             extra={"input": "cv2.FaceDetectorYN at native size, BGR"},
+        ),
+        Model(
+            name="picodet_s_416",
+            task="person",
+            detector="picodet:PicoDetDetector",
+            license="Apache-2.0 (PaddleDetection); provenance not byte-verified: the export repository has no "
+            "LICENSE and PaddleDetection publishes no checksum, so the file is taken to be PaddleDetection's "
+            "Apache-2.0 release picodet_s_416_coco.onnx",
+            source=f"https://github.com/{_PICO_REPO} @ {_PICO_COMMIT} (coco/picodet_s_416_coco.onnx), "
+            "Paddle2ONNX export of PaddleDetection's PP-PicoDet-S 416 (legacy, 2021.10)",
+            files=(
+                ModelFile(
+                    "picodet_s_416_coco/picodet_s_416_coco.onnx",
+                    "cdab77bdde16e4f76bec734c4e5791801d1739e4c7ec1995e0e110e04300d0c2",
+                    4_040_573,
+                    _gh(_PICO_REPO, _PICO_COMMIT, "coco/picodet_s_416_coco.onnx"),
+                ),
+                ModelFile(
+                    "picodet_s_416_coco/coco.names",
+                    "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84",
+                    625,
+                    _gh(_PICO_REPO, _PICO_COMMIT, "coco/coco.names"),
+                    "labels",
+                ),
+                ModelFile(
+                    "picodet_s_416_coco/LICENSE-PaddleDetection.txt",
+                    "c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4",
+                    11_357,
+                    _gh(_PADDLE_REPO, _PADDLE_COMMIT, "LICENSE"),
+                    "license",
+                ),
+            ),
+            extra={"input": "1x3x416x416 RGB, plain cubic resize, ImageNet mean/std", "coco_map": "30.7"},
+        ),
+        Model(
+            name="retinaface_mnet025",
+            task="face",
+            detector="retinaface:RetinaFaceDetector",
+            license="MIT (biubug6/Pytorch_Retinaface)",
+            source=f"https://github.com/{_RETINA_REPO} @ {_RETINA_COMMIT} (FaceDetector.onnx), ONNX export "
+            "of the mobilenet0.25_Final.pth release checkpoint of biubug6/Pytorch_Retinaface",
+            files=(
+                ModelFile(
+                    "retinaface_mnet025/FaceDetector.onnx",
+                    "e0e19bad8494b3f7a7edb39a90194ff055923e13a3453569a454386f857fe538",
+                    1_729_306,
+                    _gh(_RETINA_REPO, _RETINA_COMMIT, "FaceDetector.onnx"),
+                ),
+                ModelFile(
+                    "retinaface_mnet025/LICENSE-Pytorch_Retinaface-MIT.txt",
+                    "41034e3430e3b7fd63031bcc6f9dd9740fa910328f3168208ca032807f026147",
+                    1_057,
+                    _gh(_RETINA_REPO, _RETINA_COMMIT, "LICENSE.MIT"),
+                    "license",
+                ),
+            ),
+            extra={"input": "1x3x640x640 BGR minus (104, 117, 123), top-left letterbox padded with 0"},
         ),
         Model(
             name="yolo_fastest_body",

@@ -77,7 +77,7 @@ def test_cli_list_verify_fetch(mirror, models_dir, tmp_path, capsys):
     assert main(["models", "list", "--json", "--dir", str(models_dir)]) == 0
     listing = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert set(listing) == {"yolox_nano", "yunet", "yolo_fastest_body", "mtcnn", "hog", "torchvision",
-                            *models.SETS["strong"]}
+                            "picodet_s_416", "retinaface_mnet025", *models.SETS["strong"]}
     assert {f["status"] for f in listing["yolox_nano"]["files"]} == {"ok"}
     assert listing["yolox_nano"]["files"][0]["url"].startswith("https://raw.githubusercontent.com/")
     assert main(["models", "verify", "nope"]) == 2

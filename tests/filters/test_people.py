@@ -116,7 +116,7 @@ def full_results(full, full_boxes) -> dict[str, PeopleResult]:
 
 
 def test_registry_is_data_driven():
-    assert set(models.REGISTRY) == {*ALL, "torchvision", *models.SETS["strong"]}
+    assert set(models.REGISTRY) == {*ALL, "torchvision", "picodet_s_416", "retinaface_mnet025", *models.SETS["strong"]}
     for name, m in models.REGISTRY.items():
         assert m.name == name and m.license and m.source
         if m.package is None:

@@ -19,7 +19,10 @@ Detectors (the names specs use):
 - ``hog`` (`hog.py`): whole people, OpenCV's Dalal-Triggs HOG + linear SVM (coefficients inside
   OpenCV, so it needs no download); a weak, texture-sensitive stand-in for a user without downloaded
   weights (its image size and margin -> score map: see hog.py).
-- ``yolox_nano`` (`yolox_nano.py`): people (COCO class 0), YOLOX-nano ONNX on onnxruntime; score = obj * cls_person.
+- ``yolox_nano`` (`yolox_nano.py`): people (COCO class 0), YOLOX-nano ONNX; score = obj * cls_person.
+  `input_size` (default 416) runs the graph at another square size, through OpenVINO's reshape.
+- ``picodet_s_416`` (`picodet.py`): people (COCO class 0), PP-PicoDet-S 416 ONNX; score = cls_person.
+- ``retinaface_mnet025`` (`retinaface.py`): faces, RetinaFace MobileNet-0.25 ONNX; score = face probability.
 - ``yunet`` (`yunet.py`): faces, YuNet-n through `cv2.FaceDetectorYN`; score = YuNet's face score.
 - ``yolo_fastest_body`` (`yolo_fastest_body.py`): people, Yolo-Fastest 1.1 body (Darknet) through
   `cv2.dnn`; score = obj * p(body) (OpenCV zeroes scores under ~0.2, so the score is 0 or >= 0.2).
@@ -48,6 +51,11 @@ and person_dev_coco (297 real COCO photos: 162 with a person, 135 without), imag
   included), at ~3x the yolox_nano cost; see `pipelines/people-high-recall.yaml`.
 - without weights: MTCNN >= 0.90 and HOG >= 0.50 stand in (`fallback_for`): person_dev recall 1.0
   (HOG alone catches pywt ascent), FRR 0.05; COCO recall 0.475, FRR 0.074. Install the weights.
+
+Runtimes: each ONNX detector runs on the runtime measured faster for it (benchmarks/onnx_runtimes.py):
+OpenVINO (CPU, `pip install 'passkit[openvino]'`, same scores to 1e-4) for picodet_s_416,
+retinaface_mnet025 and a reshaped yolox_nano, ONNX Runtime for yolox_nano at 416, when OpenVINO is
+missing and on the GPU; a detector's `runtime` setting pins one.
 
 Threads: nothing here changes the process-wide thread settings of torch or OpenCV. ONNX Runtime
 sessions get `threads` intra-op threads (default: `torch.get_num_threads()` at construction), so

@@ -1,7 +1,9 @@
 """What every people detector shares: the `Detector` base, errors, box lists and NMS, the tile grid,
-and the runtime helpers that put a detector on the CPU or the GPU (ONNX Runtime, torch, OpenCV).
+and the runtime helpers that put a detector on the CPU or the GPU (ONNX Runtime, OpenVINO, torch, OpenCV).
+An ONNX detector runs through `onnx_model`, on OpenVINO where it is installed (same scores, faster on
+the CPU) and on ONNX Runtime otherwise.
 
-Nothing here imports torch, OpenCV or ONNX Runtime at module level: a detector pays for its runtime
+Nothing here imports torch, OpenCV, ONNX Runtime or OpenVINO at module level: a detector pays for its runtime
 only when it is built.
 """
 
@@ -142,6 +144,115 @@ def _cv2_cuda() -> bool:
         return cv2.cuda.getCudaEnabledDeviceCount() > 0
     except (AttributeError, cv2.error):
         return False
+
+
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def have_openvino() -> bool:
+    """True when the openvino package can be imported (the optional `passkit[openvino]` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+class OnnxModel:
+    """One ONNX graph on ONNX Runtime or OpenVINO (CPU) behind one call, so a detector's pre- and
+    post-processing do not depend on the runtime. `run` returns the outputs in the graph's order."""
+
+    def __init__(self, runtime: str, run: Any, input_shape: tuple[int, ...], providers: list[str]):
+        self.runtime = runtime
+        self._run = run
+        self.input_shape = input_shape
+        self.providers = providers
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._run(x)
+
+
+def _ort_model(path: Path, threads: int, device: str, shape: tuple[int, ...] | None, name: str) -> OnnxModel:
+    sess = _ort_session(path, threads, device)
+    inp = sess.get_inputs()[0]
+    declared = tuple(int(d) if isinstance(d, int) else -1 for d in inp.shape)
+    if shape is not None and any(d not in (-1, s) for d, s in zip(declared, shape, strict=True)):
+        raise DetectorUnavailable(
+            f"detector {name!r}: onnxruntime cannot run input {list(shape)}: the graph fixes its input at "
+            f"{list(declared)}. Install OpenVINO (pip install 'passkit[openvino]'), which reshapes the graph, "
+            "or leave input_size at the default"
+        )
+    in_name = inp.name
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return sess.run(None, {in_name: x})
+
+    return OnnxModel("onnxruntime", run, shape or declared, list(sess.get_providers()))
+
+
+_OV_CORE: Any = None  # one OpenVINO Core per process: it holds the plugin and its thread pools
+
+
+def _ov_model(path: Path, threads: int, shape: tuple[int, ...] | None, name: str) -> OnnxModel:
+    global _OV_CORE
+    import openvino as ov
+
+    if _OV_CORE is None:
+        _OV_CORE = ov.Core()
+    model = _OV_CORE.read_model(str(path))
+    if shape is not None and tuple(model.inputs[0].get_partial_shape().to_shape()) != shape:
+        try:
+            model.reshape(list(shape))
+        except RuntimeError as e:
+            raise DetectorUnavailable(f"detector {name!r}: OpenVINO cannot reshape its graph to {list(shape)}: {e}") from None
+    config = {
+        "INFERENCE_NUM_THREADS": max(1, threads),
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        # f32, not the bf16 OpenVINO picks on CPUs with AVX512-BF16/AMX: scores must match onnxruntime's
+        "INFERENCE_PRECISION_HINT": "f32",
+        "ENABLE_CPU_PINNING": False,  # workers share the cores with other processes
+    }
+    compiled = _OV_CORE.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    n_out = len(compiled.outputs)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        request.infer({0: x})
+        return [request.get_output_tensor(i).data.copy() for i in range(n_out)]
+
+    in_shape = tuple(compiled.inputs[0].get_shape())
+    return OnnxModel("openvino", run, in_shape, ["OpenVINO:CPU"])
+
+
+def onnx_model(
+    path: Path,
+    threads: int,
+    device: str = "cpu",
+    runtime: str = "auto",
+    shape: tuple[int, ...] | None = None,
+    name: str = "",
+    prefer: str = "openvino",
+) -> OnnxModel:
+    """An ONNX detector's graph on the runtime asked for. "auto": the detector's `prefer`red runtime on
+    the CPU (the faster one measured by benchmarks/onnx_runtimes.py; scores are the same), OpenVINO
+    whenever `shape` is set (ONNX Runtime cannot reshape a static input), ONNX Runtime when OpenVINO
+    is not installed and for "cuda"."""
+    if runtime not in ("auto", *RUNTIMES):
+        raise PeopleFilterError(f"detector {name!r}: unknown runtime {runtime!r}; use auto, {', '.join(RUNTIMES)}")
+    if runtime == "openvino":
+        if device == "cuda":
+            raise PeopleFilterError(f"detector {name!r}: runtime openvino runs on the CPU; set people.device: cpu")
+        if not have_openvino():
+            raise DetectorUnavailable(
+                f"detector {name!r}: runtime openvino is not installed: pip install 'passkit[openvino]', "
+                "or set its runtime to auto or onnxruntime"
+            )
+        return _ov_model(path, threads, shape, name)
+    if runtime == "onnxruntime":
+        return _ort_model(path, threads, device, shape, name)
+    gpu = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in ort_providers("auto"))
+    if not gpu and have_openvino() and (prefer == "openvino" or shape is not None):
+        return _ov_model(path, threads, shape, name)
+    return _ort_model(path, threads, device, shape, name)
 
 
 def _ort_session(path: Path, threads: int, device: str = "cpu") -> Any:
