@@ -64,16 +64,18 @@ def test_openvino_and_onnxruntime_give_the_same_scores(arrays, name):
 @need_openvino
 def test_raw_outputs_agree(arrays):
     """Below the rounding of box lists: every raw output of every graph within 1e-4."""
+    missing = [name for name in ONNX_DETECTORS if not _have(name)]
+    if missing:
+        pytest.skip(f"detector weights ({', '.join(missing)}) not found in {MODELS}; set {models.ENV_VAR}=/path/to/models")
     for name in ONNX_DETECTORS:
-        if not _have(name):
-            continue
         ort, ov = build(name, "onnxruntime"), build(name, "openvino")
         x = ort.preprocess(arrays[0])[0]
         for o1, o2 in zip(ort.model.run(x), ov.model.run(x), strict=True):
             assert o1.shape == o2.shape and float(np.abs(o1 - o2).max()) <= 1e-4, name
 
 
-@pytest.mark.skipif(not _have("yolox_nano"), reason=f"yolox_nano weights not found in {MODELS}")
+@pytest.mark.skipif(not _have("yolox_nano"), reason=f"detector weights (yolox_nano) not found in {MODELS}; "
+                    f"set {models.ENV_VAR}=/path/to/models")
 def test_auto_runtime_takes_the_faster_and_falls_back(monkeypatch):
     """auto: each detector's measured faster runtime (yolox_nano at 416: ONNX Runtime; PicoDet: OpenVINO),
     OpenVINO for a reshaped input, ONNX Runtime when OpenVINO is missing."""
