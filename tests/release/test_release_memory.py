@@ -120,8 +120,9 @@ def test_release_step_memory_is_flat(tmp_path: Path) -> None:
     dicts, about 3 KiB each: 1.3 GiB here, some 60 GiB at 20M candidates), while kept samples cost
     time (images to copy) but, streamed, no memory. So many candidates and few kept ones make any
     growth show at its cheapest: synthesis and build take about 30 s on 2 cores. Why this bound: the
-    streaming step peaks near 390 MiB here as at 200,000 candidates (interpreter, pyarrow, DuckDB,
-    one Parquet row group, the document templates); a row-holding step exceeds 768 MiB by far."""
+    streaming step peaks near 250-290 MiB here as at 200,000 candidates (interpreter, pyarrow,
+    DuckDB, one Parquet row group, the document templates); a row-holding step exceeds 768 MiB by
+    far. Growth with the kept samples is guarded by tests/release/test_curate_scale.py."""
     root = tmp_path / "mem"
     scale.synthesise(root, scale.Plan(MEMORY_CANDIDATES, MEMORY_KEPT, unit_size=1024, workers=1), processes=2)
     m = scale.build_once(root, tmp_path / "build.log")
