@@ -142,14 +142,14 @@ class Kept:
     def chunks(self, columns: list[str]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """(staged rows, their `columns`) of the kept candidates, CHUNK_ROWS staged rows at a time."""
         for lo, hi in spill.chunks(self.store.rows, CHUNK_ROWS):
-            sel = np.flatnonzero(self.fate[lo:hi] == KEPT)
-            if len(sel):
-                yield sel + lo, {c: self.store.read(c, lo, hi)[sel] for c in columns}
+            rows, cols = self.part(columns, lo, hi)
+            if len(rows):
+                yield rows, cols
 
-    def part(self, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """The kept rows among staged rows lo..hi-1, and their `name` values."""
+    def part(self, columns: list[str], lo: int, hi: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The kept rows among staged rows lo..hi-1, and their `columns`."""
         sel = np.flatnonzero(self.fate[lo:hi] == KEPT)
-        return sel + lo, self.store.read(name, lo, hi)[sel]
+        return sel + lo, {c: self.store.read(c, lo, hi)[sel] for c in columns}
 
     def take(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Column `name` at sorted staged `rows`, read a chunk at a time."""
@@ -376,13 +376,13 @@ def near_duplicates(kept: Kept, ctx: Context) -> Iterator[np.ndarray]:
     pairs = RangeSpill(ctx.work / "near-pairs", PAIR, "j", PAIR_SPAN, kept.store.rows)
     parts = list(spill.chunks(kept.store.rows, NEAR_DUP_ROWS))
     for a, (lo, hi) in enumerate(parts):
-        rows_a, hashes_a = kept.part("phash", lo, hi)
-        index = dedup.HashIndex(hashes_a, rs.near_dup_hamming, budget=NEAR_DUP_MEMORY, cache=False)
+        rows_a, cols_a = kept.part(["phash"], lo, hi)
+        index = dedup.HashIndex(cols_a.pop("phash"), rs.near_dup_hamming, budget=NEAR_DUP_MEMORY, cache=False)
         found = index.self_pairs()
         pairs.add(_pair_records(rows_a[found.base], rows_a[found.query], found.distance))
         for lo_b, hi_b in parts[a + 1 :]:
-            rows_b, hashes_b = kept.part("phash", lo_b, hi_b)
-            found = index.query(hashes_b)
+            rows_b, cols_b = kept.part(["phash"], lo_b, hi_b)
+            found = index.query(cols_b["phash"])
             pairs.add(_pair_records(rows_b[found.query], rows_a[found.base], found.distance))
         del index, found
     removed = bytearray(kept.store.rows)
