@@ -45,7 +45,7 @@ NO_BOX = "no box"  # a person image without a class-0 box in its label file (or 
 # the ensemble sweep scales every detector's threshold by these factors (1.0 = the spec's thresholds)
 ENSEMBLE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.1, 1.25, 1.5, 2.0)
 BATCH = 16
-GRID_MAX = 20_000  # threshold combinations the ensemble grid tries (17 per detector: 4 detectors fit)
+GRID_MAX = 20_000  # threshold combinations the ensemble grid tries (3 detectors: 27 each, 4: 11)
 
 
 class EvalError(ValueError):
@@ -295,6 +295,12 @@ def _num(t: float) -> float | None:
     return round(t, 4) if math.isfinite(t) else None
 
 
+def _num_up(t: float) -> float | None:
+    """A chosen threshold for a spec: rounded up to 4 decimals, so the rounding never admits a score
+    the choice kept out; None where nothing can reach it."""
+    return math.ceil(t * 10_000 - 1e-6) / 10_000 if math.isfinite(t) else None
+
+
 def _ratio(scores: dict[str, float], th: dict[str, float]) -> float:
     """max over detectors of score / threshold: the ensemble rejects at factor f iff this is >= f, so
     scaling every threshold by f is one threshold on this number."""
@@ -357,50 +363,83 @@ def cross_validate(s: list[float], r: list[float], y: list[bool], budget: float,
     return {**_rates(y, verdicts), "thresholds": ts, "fold_recall": fold_recall, "fold_frr": fold_frr}, verdicts
 
 
+def grid_candidates(pos: list[float], neg: list[float], budget: float) -> list[float]:
+    """The thresholds worth trying for one detector of an OR ensemble: for each count of negatives it
+    may let through (up to the budget alone), the midpoint between the highest negative kept out and
+    the next higher score, as choose_threshold draws it (inf: nothing is higher); any other threshold
+    with the same false rejections only loses recall. Drawn from the training photos only,
+    so cross-validation scores photos that did not place the boundaries."""
+    allowed = math.floor(budget * len(neg) + 1e-9)
+    ranked = sorted(set(neg), reverse=True)
+    everything = sorted(set(pos) | set(neg))
+    out: list[float] = []
+    for v in ranked[: allowed + 1]:
+        above = [x for x in everything if x > v]
+        out.append((v + above[0]) / 2 if above else math.inf)
+    if len(ranked) <= allowed:  # the detector alone may reject every negative: its lowest score works too
+        out.append(min(everything, default=0.0))
+    return sorted(set(out))
+
+
+def _thinned(values: list[float], n: int) -> list[float]:
+    """At most n of the sorted values, evenly spread, the lowest kept."""
+    if len(values) <= n:
+        return values
+    return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
+
+
 def grid_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], budget: float,
                 fold: list[int]) -> dict[str, Any] | None:
-    """Every detector's own threshold chosen together on a grid (SWEEP, the spec's value, or off), the
-    way the default ensemble was tuned, fitted on all items and re-chosen inside each training split;
-    review floors keep the spec's ratio to their threshold. None when the grid exceeds GRID_MAX."""
+    """Every detector's own threshold chosen together on a grid, the way the default ensemble was
+    tuned: each detector's candidates (grid_candidates, or off) come from the photos it is fitted on,
+    fitted on all items and re-chosen inside each training split, so the held-out score is honest;
+    review floors keep the spec's ratio to their threshold. None when there is no detector."""
     import numpy as np
 
     names = list(th)
-    cands = [sorted({*SWEEP, th[n]}) + [math.inf] for n in names]
-    if not names or math.prod(len(c) for c in cands) > GRID_MAX:
+    if not names:
         return None
     ok = [i for i, it in enumerate(items) if it.error is None]
     y = np.array([items[i].has_person for i in ok])
-    rej = rev = None
-    for n, cs in zip(names, cands, strict=True):
-        s = np.array([items[i].scores.get(n, 0.0) for i in ok])
-        r_n = np.array([[v >= c for v in s] for c in cs])  # (candidates, items)
-        floor = rv.get(n, math.inf) / th[n] if th[n] > 0 else math.inf
-        v_n = np.array([[v >= c * floor for v in s] for c in cs])
-        if rej is None:
-            rej, rev = r_n, v_n
-        else:
-            rej = (rej[:, None, :] | r_n[None, :, :]).reshape(-1, len(ok))
-            rev = (rev[:, None, :] | v_n[None, :, :]).reshape(-1, len(ok))
-    assert rej is not None and rev is not None
-    combos = list(itertools.product(*cands))
+    score = {n: np.array([items[i].scores.get(n, 0.0) for i in ok]) for n in names}
+    per = max(2, int(GRID_MAX ** (1 / len(names))))  # candidates per detector, 'off' included
 
-    def pick(mask: Any) -> int:
+    def fit(mask: Any) -> tuple[tuple[float, ...], Any, Any]:
+        cands = []
+        for n in names:
+            s = score[n][mask]
+            c = [t for t in grid_candidates(list(s[y[mask]]), list(s[~y[mask]]), budget) if math.isfinite(t)]
+            cands.append(_thinned(c, per - 1) + [math.inf])
+        rej = rev = None
+        for n, cs in zip(names, cands, strict=True):
+            s = score[n]
+            r_n = s[None, :] >= np.array(cs)[:, None]  # (candidates, items)
+            floor = rv.get(n, math.inf) / th[n] if th[n] > 0 else math.inf
+            v_n = s[None, :] >= np.array(cs)[:, None] * floor
+            if rej is None:
+                rej, rev = r_n, v_n
+            else:
+                rej = (rej[:, None, :] | r_n[None, :, :]).reshape(-1, len(ok))
+                rev = (rev[:, None, :] | v_n[None, :, :]).reshape(-1, len(ok))
+        assert rej is not None and rev is not None
         tp = rej[:, mask & y].sum(1)
         fp = rej[:, mask & ~y].sum(1)
         feasible = fp <= math.floor(budget * int((mask & ~y).sum()) + 1e-9)
         order = np.lexsort((fp, -tp))  # most recall, then fewest false rejections, then grid order
-        return int(next(i for i in order if feasible[i]))  # the all-off combination is always feasible
+        c = int(next(i for i in order if feasible[i]))  # the all-off combination is always feasible
+        combo = next(itertools.islice(itertools.product(*cands), c, None))
+        return combo, rej[c], rev[c]
 
-    def verdicts(c: int, mask: Any) -> list[str]:
-        return ["person" if a else "review" if b else "clear"
-                for a, b in zip(rej[c, mask], rev[c, mask], strict=True)]
+    def verdicts(rej: Any, rev: Any, mask: Any) -> list[str]:
+        return ["person" if a else "review" if b else "clear" for a, b in zip(rej[mask], rev[mask], strict=True)]
 
-    def named(c: int) -> dict[str, float | None]:
-        return {n: _num(t) for n, t in zip(names, combos[c], strict=True)}
+    def named(combo: tuple[float, ...]) -> dict[str, float | None]:
+        return {n: _num_up(t) for n, t in zip(names, combo, strict=True)}
 
     yl = [bool(v) for v in y]
-    c = pick(np.ones(len(ok), dtype=bool))
-    row: dict[str, Any] = {"detector": "ensemble grid", "fitted": {"grid": named(c), **_rates(yl, verdicts(c, slice(None)))}}
+    combo, rej, rev = fit(np.ones(len(ok), dtype=bool))
+    row: dict[str, Any] = {"detector": "ensemble grid",
+                           "fitted": {"grid": named(combo), **_rates(yl, verdicts(rej, rev, slice(None)))}}
     if fold:
         f_arr = np.array(fold)
         held = [""] * len(ok)
@@ -408,13 +447,13 @@ def grid_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], b
         fold_recall: list[float] = []
         fold_frr: list[float] = []
         for f in range(max(fold) + 1):
-            c = pick(f_arr != f)
+            combo, rej, rev = fit(f_arr != f)
             test = np.flatnonzero(f_arr == f)
-            vs = verdicts(c, f_arr == f)
+            vs = verdicts(rej, rev, f_arr == f)
             for i, v in zip(test, vs, strict=True):
                 held[i] = v
             m = _rates([yl[i] for i in test], vs)
-            chosen.append(named(c))
+            chosen.append(named(combo))
             fold_recall.append(m["recall"])
             fold_frr.append(m["frr"])
         row["cv"] = {**_rates(yl, held), "thresholds": chosen, "fold_recall": fold_recall, "fold_frr": fold_frr}
