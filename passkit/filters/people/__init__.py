@@ -83,7 +83,7 @@ from passkit.filters.people.common import (
     tile_grid,
 )
 from passkit.filters.people.detectors import DETECTORS, build_detector, detector_class
-from passkit.filters.people.ensemble import PeopleFilter, PeopleResult, tile_key
+from passkit.filters.people.ensemble import PeopleFilter, PeopleResult, image_score, tile_key
 from passkit.filters.people.hog import HOG_MARGIN0, HOG_SIDE
 
 __all__ = [
@@ -102,6 +102,7 @@ __all__ = [
     "_to_rgb_array",
     "build_detector",
     "detector_class",
+    "image_score",
     "ort_providers",
     "tile_grid",
     "tile_key",

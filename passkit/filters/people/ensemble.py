@@ -29,10 +29,10 @@ from passkit.filters.people.detectors import build_detector
 
 @dataclass(slots=True)
 class PeopleResult:
-    scores: dict[str, float]  # detector name -> top person/face score in [0, 1] (0.0 when nothing found)
+    scores: dict[str, float]  # detector name -> image score in [0, 1] (top box, or noisy-OR of boxes; 0.0: none)
     boxes: dict[str, list[list[float]]] = field(default_factory=dict)  # [[x0, y0, x1, y1, score], ...]
-    fired: list[str] = field(default_factory=list)  # detectors whose top score >= their threshold
-    review: list[str] = field(default_factory=list)  # detectors whose top score is in [review, threshold)
+    fired: list[str] = field(default_factory=list)  # detectors whose image score >= their threshold
+    review: list[str] = field(default_factory=list)  # detectors whose image score is in [review, threshold)
 
     @property
     def has_person(self) -> bool:
@@ -57,6 +57,16 @@ def tile_key(name: str) -> str:
     return f"{name}@tiles"
 
 
+def image_score(boxes: list[list[float]], how: str = "top") -> float:
+    """A detector's image score from its boxes (best first). noisy_or treats the boxes as independent
+    chances that the image shows a person: three people at 0.15 give 0.39, where the top is 0.15."""
+    if not boxes:
+        return 0.0
+    if how == "noisy_or":
+        return float(1.0 - np.prod([1.0 - float(b[4]) for b in boxes]))
+    return float(boxes[0][4])
+
+
 def _merged(bl: list[list[float]]) -> list[list[float]]:
     """Boxes gathered from the whole image and its tiles, after non-maximum suppression."""
     if not bl:
@@ -71,9 +81,10 @@ def _merged(bl: list[list[float]]) -> list[list[float]]:
 class PeopleFilter:
     """The detector ensemble of a `PeopleSpec`, models loaded once. Build one per worker process.
 
-    Rule: an image is rejected when any detector's top score reaches its threshold; otherwise it goes
-    to human review when any top score lies in that detector's review band `[review, threshold)`;
-    otherwise it is released. Detectors with `tiles: n` also look at an n x n grid of overlapping
+    Rule: an image is rejected when any detector's image score reaches its threshold; otherwise it goes
+    to human review when any image score lies in that detector's review band `[review, threshold)`;
+    otherwise it is released. A detector's image score is its best box's score, or with `image_score:
+    noisy_or` the noisy-OR of its boxes (a crowd of faint detections counts as evidence). Detectors with `tiles: n` also look at an n x n grid of overlapping
     tiles (their boxes mapped back to the image), so people a few percent of the frame tall fill
     more of the network's input. Detectors with `fallback_for` run only when every detector they
     stand in for was skipped for missing weights (MTCNN and HOG for a user without downloads).
@@ -94,6 +105,7 @@ class PeopleFilter:
         self.thresholds: dict[str, float] = {}
         self.reviews: dict[str, float] = {}
         self.tiles: dict[str, int] = {}
+        self.aggregate: dict[str, str] = {}  # score name -> "top" | "noisy_or"
         self.split: set[str] = set()  # detectors whose tile detections are scored apart, as '<name>@tiles'
         self.skipped: list[tuple[str, str]] = []
         self.standby: list[tuple[str, str]] = []  # fallbacks not needed: what they stand in for is active
@@ -131,6 +143,7 @@ class PeopleFilter:
             if d.name in built:
                 self.detectors.append(built[d.name])
                 self.thresholds[d.name] = d.threshold
+                self.aggregate[d.name] = self.aggregate[tile_key(d.name)] = d.image_score
                 if d.review is not None:
                     self.reviews[d.name] = d.review
                 self.tiles[d.name] = d.tiles
@@ -172,6 +185,8 @@ class PeopleFilter:
             }
             if det.name in self.reviews:
                 entry["review"] = self.reviews[det.name]
+            if self.aggregate.get(det.name, "top") != "top":
+                entry["image_score"] = self.aggregate[det.name]
             if self.tiles.get(det.name, 1) > 1:
                 entry["tiles"] = self.tiles[det.name]
             if det.name in self.split:
@@ -223,7 +238,7 @@ class PeopleFilter:
 
     def combine(self, boxes: dict[str, list[list[float]]]) -> PeopleResult:
         """One image's boxes per detector -> scores, fired, review (the ensemble rule)."""
-        scores = {name: (float(b[0][4]) if b else 0.0) for name, b in boxes.items()}
+        scores = {name: image_score(b, self.aggregate.get(name, "top")) for name, b in boxes.items()}
         fired = [name for name in boxes if scores[name] >= self.thresholds[name]]
         review = [
             name for name in boxes
