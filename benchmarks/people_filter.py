@@ -121,7 +121,7 @@ def detector_rates(ims: list[Any]) -> dict[str, float]:
     _set_threads(1)
     arrays = [_to_rgb_array(im) for im in ims]
     out: dict[str, float] = {}
-    for name in ("yolox_nano", "yolo_fastest_body", "yunet", "mtcnn", "hog"):
+    for name in ("yolox_nano", "picodet_s_416", "yunet", "yolo_fastest_body", "retinaface_mnet025", "mtcnn", "hog"):
         pf = PeopleFilter(PeopleSpec(detectors=[DetectorSpec(name=name, threshold=0.5, required=False)]),
                           threads=1)
         if not pf.detectors:
@@ -162,14 +162,14 @@ def main() -> None:
 
     default = PeopleSpec().model_dump(mode="json")
     # the people section of pipelines/people-high-recall.yaml
-    tiled = load_spec(ROOT / "pipelines" / "people-high-recall.yaml").people.model_dump(mode="json")
+    high_recall = load_spec(ROOT / "pipelines" / "people-high-recall.yaml").people.model_dump(mode="json")
     no_weights = {"detectors": [{"name": "mtcnn", "threshold": 0.9}, {"name": "hog", "threshold": 0.5}]}
     concurrent = {**default, "concurrent": True}
     results: dict[str, float] = {}
     cpu_bound: dict[str, float] = {}
     print(f"ensembles ({args.workers} worker processes; load average before: {os.getloadavg()[0]:.1f}):")
     configs = [("default", default), ("default, detectors in concurrent threads", concurrent),
-               ("high recall (people-high-recall.yaml)", tiled), ("no weights (mtcnn + hog)", no_weights)]
+               ("high recall (people-high-recall.yaml)", high_recall), ("no weights (mtcnn + hog)", no_weights)]
     for label, people in configs[: 2 if args.only_default else None]:
         rates, cpu_rates = ensemble_rate(people, ims, args.workers)
         results[label], cpu_bound[label] = statistics.median(rates), statistics.median(cpu_rates)

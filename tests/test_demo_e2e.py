@@ -61,7 +61,7 @@ def demo(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo")
     shutil.copytree(ROOT / "pipelines", d / "pipelines")
     p = run(["build", "pipelines/demo.yaml"], cwd=d)
-    # the default ensemble is yolox_nano + yolo_fastest_body + yunet when the weights
+    # the default ensemble is yolox_nano + picodet_s_416 + yunet when the weights
     # are installed (PASSKIT_MODELS, as `make test` sets), and MTCNN + HOG stand in when they are not
     assert f"people detectors that ran: {DEMO_DETECTORS[0]}" in p.stdout
     return d / "releases" / "demo-1.0.0"
@@ -90,6 +90,9 @@ def test_every_catalog_entry_ends_as_promised(demo: Path):
     assert m["counts"]["candidates"] == len(expected())
     assert m["counts"]["kept"] == sum(1 for v in expected().values() if v == "kept")
     assert {d["name"] for d in m["detectors"]} == set(DEMO_DETECTORS)
+    # the default ensemble (or its stand-ins without weights) is a measured one: the manifest says how well
+    pm = m["people_measurement"]
+    assert pm["status"] == "measured" and pm["cv"]["recall"] > 0.4 and "person_dev_coco" in pm["dataset"], pm
 
 
 def test_people_rejections_keep_scores_and_duplicate_appears_once(demo: Path):

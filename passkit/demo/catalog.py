@@ -109,13 +109,6 @@ CATALOG: tuple[Entry, ...] = (
         description="skimage.data.cell: quantitative phase image, CC0 (Müller et al., Optics Express 2018).",
     ),
     Entry(
-        "demo-rocket", "rocket.jpg", "skimage:data/rocket.jpg", "Launch of DSCOVR on Falcon 9",
-        "pdm", "1.0", "SpaceX", "kept", ("rocket", "launch", "falcon", "space"),
-        creator_url="https://www.flickr.com/photos/spacexphotos/",
-        landing_url="https://www.flickr.com/photos/spacexphotos/16511594820/", provider=_SK,
-        description="skimage.data.rocket: captured by SpaceX and released into the public domain.",
-    ),
-    Entry(
         "demo-hubble-deep-field", "hubble_deep_field.jpg", "skimage:data/hubble_deep_field.jpg",
         "Hubble eXtreme Deep Field", "pdm", "1.0", "NASA", "kept", ("hubble", "galaxies", "space", "stars"),
         landing_url="http://hubblesite.org/newscenter/archive/releases/2012/37/image/a/", provider=_SK,
@@ -212,7 +205,9 @@ CATALOG: tuple[Entry, ...] = (
 # Left out on purpose: moon, page, motorcycle (scikit-image) and aero (PyWavelets) state no licence;
 # retina and ihc are human tissue (a policy edge case); coins is "no known copyright restrictions",
 # not a licence; horse (CC0 clipart silhouette, no person) makes the yolox_nano person detector fire
-# (0.51 against a 0.30 threshold), so its outcome would depend on which detector weights are installed.
+# (0.51 against a 0.50 threshold), and PicoDet scores rocket (skimage.data.rocket, SpaceX, public
+# domain: a launch plume) 0.65 against 0.612, so their outcomes would depend on which detector weights
+# are installed (both are false rejections, counted in person_dev's measured false-rejection rate).
 
 BY_ID: dict[str, Entry] = {e.id: e for e in CATALOG}
 

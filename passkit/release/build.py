@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from passkit import process
 from passkit.config import PipelineSpec
 from passkit.executors.ray import ray_session
+from passkit.filters.people import measured
 from passkit.parquetio import open_parquet
 from passkit.records import Status
 from passkit.release import documents, manifest
@@ -159,6 +160,7 @@ def build_release(
     )
     m["curation"] = cur.curation
     m["review"] = review
+    m["people_measurement"] = measured.lookup(det["detectors"])
     step("documents", 0, 1)
     written = documents.write_all(tmp, m, tmp / INDEX_FILE, tmp / REJECTED_FILE)
     step("documents", 1, 1)
