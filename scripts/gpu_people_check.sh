@@ -102,12 +102,12 @@ def quality(res: list) -> str:
     return f"; vs labels: {tp}/{sum(labels)} people found, {fp}/{len(labels) - sum(labels)} false alarms"
 
 both = {}
-for name in ("yolox_nano", "yolo_fastest_body", "yunet", "mtcnn"):
+for name in ("yolox_nano", "picodet_s_416", "yolo_fastest_body", "yunet", "mtcnn"):
     for device in ("cpu", "cuda"):
         spec = PeopleSpec(device=device, detectors=[DetectorSpec(name=name, threshold=0.5, required=False)])
         both[name, device] = row(name, spec)[1]
 print("CPU vs CUDA agreement (same images, threshold 0.5):")
-for name in ("yolox_nano", "yolo_fastest_body", "yunet", "mtcnn"):
+for name in ("yolox_nano", "picodet_s_416", "yolo_fastest_body", "yunet", "mtcnn"):
     a, b = both.get((name, "cpu")), both.get((name, "cuda"))
     if not a or not b:
         print(f"  {name:<18} not run on both devices")

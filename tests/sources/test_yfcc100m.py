@@ -115,6 +115,9 @@ def test_pass_pipeline_spec_loads():
     spec = load_spec(ROOT / "pipelines" / "pass-yfcc100m.yaml")
     assert spec.source.kind == "yfcc100m" and spec.source.max_per_creator == 80
     assert spec.license.policy == "cc-by" and spec.people.enabled
+    from passkit.config import PeopleSpec
+
+    assert spec.people.detectors == PeopleSpec().detectors  # the measured default, spelled out
 
 
 _STREAM = textwrap.dedent(
