@@ -414,8 +414,10 @@ def grid_choice(items: list[Item], th: dict[str, float], rv: dict[str, float], b
         for n, cs in zip(names, cands, strict=True):
             s = score[n]
             r_n = s[None, :] >= np.array(cs)[:, None]  # (candidates, items)
-            floor = rv.get(n, math.inf) / th[n] if th[n] > 0 else math.inf
-            v_n = s[None, :] >= np.array(cs)[:, None] * floor
+            if n in rv and th[n] > 0:  # the review floor keeps the spec's ratio to the threshold
+                v_n = s[None, :] >= np.array(cs)[:, None] * (rv[n] / th[n])
+            else:
+                v_n = np.zeros_like(r_n)
             if rej is None:
                 rej, rev = r_n, v_n
             else:
