@@ -20,7 +20,7 @@ What is checked (codes in `CODES`):
   index.parquet has exactly the samples found, in the right shards, with the same attribution;
 - keys listed in the manifest's removals are absent, and so is any image whose sha256 a removal
   records (the same photo re-added under another key); the other files in manifest["files"] match
-  their sha256 and size;
+  their sha256 and size, and croissant.json describes the same shards and tables (sha256, size);
 - every JPEG decodes completely (not just its header);
 - optional, `rescan=True`: the people detectors the manifest names run again on every image
   (`people_detected`); `check_sources=N`: N random samples' source URLs are fetched again and their
@@ -74,6 +74,7 @@ from typing import Any
 from passkit import process
 from passkit.audit.attribution import check_attribution_csv
 from passkit.audit.context import INDEX, MANIFEST, AuditContext
+from passkit.audit.croissant import check_croissant
 from passkit.audit.findings import CODES, AuditReport, AuditStats, Collector, Finding
 from passkit.audit.htmlreport import render_html, write_html
 from passkit.audit.index import INDEX_COMPARED, INDEX_REQUIRED, check_index, check_index_rows
@@ -109,6 +110,7 @@ __all__ = [
 CHECKS: tuple[Callable[[AuditContext], None], ...] = (
     start_shard_checks,
     check_release_files,
+    check_croissant,
     check_shard_list,
     check_index,
     check_shards,

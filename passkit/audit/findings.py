@@ -61,6 +61,9 @@ CODES: dict[str, str] = {
     "index_shard": "index.parquet names another shard for the sample",
     "index_sha256": "the .jpg sha256 differs from index.parquet's sha256",
     "index_mismatch": "index.parquet's attribution fields differ from the sample's json",
+    "index_license_spdx": "index.parquet's license_spdx is not the SPDX id of its licence",
+    "croissant_invalid": "croissant.json does not parse as a JSON-LD object",
+    "croissant_mismatch": "croissant.json names other files, sha256s or sizes than the manifest",
 }
 
 
