@@ -164,6 +164,20 @@ def test_audit_names_the_sample_after_a_license_edit(demo: Path, tmp_path: Path)
     assert any(f.get("key") == victim for f in findings), findings
 
 
+def test_demo_release_has_a_valid_croissant_description(demo: Path):
+    pytest.importorskip("mlcroissant", reason="pip install -e '.[dev]' installs mlcroissant")
+    from tests.release.test_croissant import validate
+
+    m = json.loads((demo / "manifest.json").read_text())
+    assert "croissant.json" in m["files"]
+    p = validate(demo / "croissant.json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((demo / "croissant.json").read_text())
+    assert doc["version"] == "1.0.0" and doc["rai:dataCollectionType"] == ["Web API"]
+    assert {d["contentUrl"] for d in doc["distribution"] if d["@type"] == "cr:FileObject"} >= {
+        s["path"] for s in m["shards"]}
+
+
 def test_plain_webdataset_reads_the_release(demo: Path):
     import webdataset as wds
 
