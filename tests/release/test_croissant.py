@@ -92,7 +92,7 @@ def test_croissant_names_every_shard_and_table_with_its_checksum(release: Path) 
     doc, m = _doc(release), load_manifest(release)
     ctx = Context()
     ctx.conforms_to = CroissantVersion.V_1_1
-    assert CONTEXT == {**make_context(ctx), "prov": "http://www.w3.org/ns/prov#"}  # mlcroissant's own, no warning
+    assert {**make_context(ctx), "prov": "http://www.w3.org/ns/prov#"} == CONTEXT  # mlcroissant's own, no warning
     assert doc["conformsTo"][0] == "http://mlcommons.org/croissant/1.1"
     assert (doc["name"], doc["version"]) == (m["name"], m["version"])
     assert doc["datePublished"] == doc["dateCreated"] == m["created"] == "2026-01-01T00:00:00Z"
