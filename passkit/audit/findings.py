@@ -102,7 +102,7 @@ class AuditStats:
 
 @dataclass(slots=True)
 class AuditReport:
-    release_dir: Path
+    release_dir: Path | str  # a folder, or the URL of a release audited where it is stored
     findings: list[Finding] = field(default_factory=list)
     stats: AuditStats = field(default_factory=AuditStats)
     name: str | None = None
