@@ -1,4 +1,4 @@
-"""A release at a URL (s3://, gs://, hf://, http(s)://: anything passkit.stream.storage reads), audited
+"""A release at a URL (s3://, gs://, hf://, http(s)://: anything passkit.remote reads), audited
 as a folder is.
 
 Every check reads local files, so the small files come first into the audit's scratch folder: the

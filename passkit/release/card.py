@@ -34,8 +34,9 @@ def _license_header(ids: list[str]) -> dict[str, Any]:
     or LICENSES.md when several such licences are in the release."""
     known = [lic for i in ids if (lic := _registry(i)) is not None]
     others = sorted({lic.spdx: lic for lic in known if lic.hub_id is None}.items())
-    hub = sorted({lic.hub_id for lic in known if lic.hub_id} | ({"other"} if others or len(known) < len(ids) else set()))
-    hub = hub or ["other"]
+    hub = sorted({lic.hub_id for lic in known if lic.hub_id})
+    if others or len(known) < len(ids) or not hub:  # "other" sorts after every cc id
+        hub.append("other")
     out: dict[str, Any] = {"license": hub[0] if len(hub) == 1 else hub}
     if "other" in hub:
         if len(others) == 1 and len(known) == len(ids):

@@ -118,9 +118,12 @@ SAMPLE_FIELDS: tuple[tuple[str, str, str, str | list[str] | None, str], ...] = (
 
 def write_croissant(release_dir: Path, manifest: dict[str, Any], index: IndexSummary) -> str:
     """Write croissant.json into `release_dir` (after the shards, tables and attribution.csv); returns its name."""
+    import pyarrow.parquet as pq
+
     d = Path(release_dir)
+    columns = set(pq.read_schema(d / "index.parquet").names)  # an older release's index may lack a few
     doc = croissant(manifest, index, {name: _entry(d / name) for name in (*TABLES, "attribution.csv")
-                                      if (d / name).is_file()})
+                                      if (d / name).is_file()}, columns)
     (d / CROISSANT_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
     return CROISSANT_FILE
@@ -130,9 +133,11 @@ def _entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def croissant(manifest: dict[str, Any], index: IndexSummary, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The Croissant document of a release, from its manifest, its index summary and the sha256 and size of
-    the table files (`files`: name -> {sha256, bytes})."""
+def croissant(manifest: dict[str, Any], index: IndexSummary, files: dict[str, dict[str, Any]],
+              columns: set[str] | None = None) -> dict[str, Any]:
+    """The Croissant document of a release, from its manifest, its index summary, the sha256 and size of
+    the table files (`files`: name -> {sha256, bytes}) and the columns index.parquet has (None: all of
+    SAMPLE_FIELDS')."""
     shards = [s for s in manifest.get("shards") or [] if isinstance(s, dict)]
     lics = _licences(index)
     spec = manifest.get("spec") or {}
@@ -162,7 +167,7 @@ def croissant(manifest: dict[str, Any], index: IndexSummary, files: dict[str, di
         "isAccessibleForFree": True,
         "keywords": ["self-supervised learning", "images", "creative commons", "no people", "webdataset", "passkit"],
         "distribution": _distribution(shards, files),
-        "recordSet": [_samples(), _images(), _licence_records(lics)],
+        "recordSet": [_samples(columns), _images(), _licence_records(lics)],
         "prov:wasGeneratedBy": {
             "@type": "prov:Activity",
             "prov:label": f"passkit {manifest.get('passkit_version', '')} build of {manifest['release']}".replace("  ", " "),
@@ -231,9 +236,11 @@ def _file_object(rel: str, fmt: str, sha256: Any, size: Any, description: str) -
     return obj
 
 
-def _samples() -> dict[str, Any]:
+def _samples(columns: set[str] | None) -> dict[str, Any]:
     fields = []
     for column, name, dtype, prop, what in SAMPLE_FIELDS:
+        if columns is not None and column not in columns:
+            continue
         f: dict[str, Any] = {
             "@type": "cr:Field",
             "@id": f"samples/{name}",

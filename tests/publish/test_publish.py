@@ -56,6 +56,12 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             pytest.fail(f"moto_server did not start on {endpoint}")
         time.sleep(0.05)
+    # The audit's fork server starts before the credentials are set, as in a long-lived process (and as in
+    # a run of the whole suite): its workers must still read the bucket with this process's settings.
+    from multiprocessing import forkserver, get_all_start_methods
+
+    if "forkserver" in get_all_start_methods():
+        forkserver.ensure_running()
     nothing = tmp_path_factory.mktemp("aws") / "none"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true",

@@ -196,3 +196,23 @@ def test_rai_reports_the_review_and_spot_checks() -> None:
     doc = croissant({"name": "x", "version": "1.0.0", "release": "x-1.0.0", "created": "2026-01-01T00:00:00Z", **m},
                     IndexSummary(), {})
     assert doc["license"] == [] and doc["rai:machineAnnotationTools"] == [f"yolox_nano (weights yolox_nano.onnx, sha256 {'ab' * 32})"]
+
+
+def test_a_release_from_before_license_spdx_gets_documents_that_still_load(release: Path, tmp_path: Path) -> None:
+    # A takedown of an older release regenerates its documents from an index without license_spdx:
+    # croissant.json describes only the columns there, attribution.csv derives the SPDX id from `license`.
+    import csv
+
+    from passkit.release.attribution import write_csv
+    from passkit.release.croissant import write_croissant
+    from passkit.release.documents import iter_rows, summarize_index
+
+    rel = Path(shutil.copytree(release, tmp_path / "r"))
+    pq.write_table(pq.read_table(rel / "index.parquet").drop_columns(["license_spdx"]), rel / "index.parquet")
+    write_croissant(rel, load_manifest(rel), summarize_index(rel / "index.parquet", []))
+    records = list(mlc.Dataset(jsonld=str(rel / "croissant.json")).records("samples"))
+    assert len(records) == 7 and "samples/license_spdx" not in records[0] and records[0]["samples/license_url"]
+    write_csv(rel / "attribution.csv", iter_rows(rel / "index.parquet", ["key", "license"]))
+    with open(rel / "attribution.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["license_spdx"] for r in rows} == {"CC-BY-2.0", "CC-BY-4.0", "CC0-1.0"}
