@@ -178,6 +178,23 @@ def test_demo_release_has_a_valid_croissant_description(demo: Path):
         s["path"] for s in m["shards"]}
 
 
+def test_demo_release_published_to_s3_audits_and_streams(demo: Path, tmp_path: Path):
+    # `make demo`'s release, published to a moto S3 server on 127.0.0.1, audited and streamed there
+    from passkit.stream import loader
+    from tests.helpers.s3 import moto_s3
+
+    with moto_s3(tmp_path):
+        url = "s3://releases/demo-1.0.0"
+        run(["publish", str(demo), url], cwd=tmp_path)
+        report = json.loads(run(["audit", url, "--json"], cwd=tmp_path).stdout)
+        assert report["ok"] is True and report["release"] == url
+        m = json.loads((demo / "manifest.json").read_text())
+        seen = sum(len(metas) for _, metas in loader(url, batch_size=4, cache_dir=tmp_path / "cache"))
+        assert seen == m["counts"]["kept"]
+        again = run(["publish", str(demo), url, "--json"], cwd=tmp_path)
+        assert json.loads(again.stdout)["uploaded"] == []
+
+
 def test_plain_webdataset_reads_the_release(demo: Path):
     import webdataset as wds
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,58 +24,17 @@ from passkit.audit import audit
 from passkit.publish import PublishError, publish
 from passkit.publish.targets import FsspecTarget
 from tests.helpers import ROOT
+from tests.helpers.s3 import moto_s3
 from tests.helpers.staging import Item, basic_items, staged_release, texture
 
 s3fs = pytest.importorskip("s3fs", reason="pip install -e '.[dev]' installs s3fs")
-MOTO = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 for the module, with fake credentials in the environment; its endpoint."""
-    if not Path(MOTO).exists():
-        pytest.skip("moto_server not installed: pip install -e '.[dev]' installs moto[server]")
-    port = _free_port()
-    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as c:
-            if c.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"moto_server did not start on {endpoint}")
-        time.sleep(0.05)
-    # The audit's fork server starts before the credentials are set, as in a long-lived process (and as in
-    # a run of the whole suite): its workers must still read the bucket with this process's settings.
-    from multiprocessing import forkserver, get_all_start_methods
-
-    if "forkserver" in get_all_start_methods():
-        forkserver.ensure_running()
-    nothing = tmp_path_factory.mktemp("aws") / "none"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_CONFIG_FILE": str(nothing), "AWS_SHARED_CREDENTIALS_FILE": str(nothing)}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir("releases")
-        try:
-            yield endpoint
-        finally:
-            s3fs.S3FileSystem.clear_instance_cache()
-            proc.terminate()
-            proc.wait(timeout=10)
+    """A moto S3 server on 127.0.0.1 for the module (bucket `releases`), fake credentials in the environment."""
+    with moto_s3(tmp_path_factory.mktemp("aws")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
