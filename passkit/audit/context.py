@@ -29,7 +29,7 @@ class AuditContext:
     out in the same order on every run.
     """
 
-    root: Path
+    root: Path  # the release folder; for a release at a URL, the scratch folder its small files were staged in
     report: AuditReport
     out: Collector
     max_member: int = DEFAULT_MAX_MEMBER
@@ -49,6 +49,9 @@ class AuditContext:
     sample: float | None = None
     on_progress: Callable[[int, int], None] | None = None
     scratch: Path | None = None  # a temporary folder for the index slices and the hashes spilled to disk
+    # a release at a URL: the URL, and what its shards/ holds ((name, is a folder); None: it cannot be listed)
+    remote: str | None = None
+    shard_listing: list[tuple[str, bool]] | None = None
     runner: ShardRunner | None = None  # where shard checks run, started once the manifest is read
     salt: bytes = field(default_factory=new_salt)
     # from the manifest

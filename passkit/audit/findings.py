@@ -61,6 +61,9 @@ CODES: dict[str, str] = {
     "index_shard": "index.parquet names another shard for the sample",
     "index_sha256": "the .jpg sha256 differs from index.parquet's sha256",
     "index_mismatch": "index.parquet's attribution fields differ from the sample's json",
+    "index_license_spdx": "index.parquet's license_spdx is not the SPDX id of its licence",
+    "croissant_invalid": "croissant.json does not parse as a JSON-LD object",
+    "croissant_mismatch": "croissant.json names other files, sha256s or sizes than the manifest",
 }
 
 
@@ -99,7 +102,7 @@ class AuditStats:
 
 @dataclass(slots=True)
 class AuditReport:
-    release_dir: Path
+    release_dir: Path | str  # a folder, or the URL of a release audited where it is stored
     findings: list[Finding] = field(default_factory=list)
     stats: AuditStats = field(default_factory=AuditStats)
     name: str | None = None

@@ -26,11 +26,13 @@ import numpy as np
 from passkit.audit.context import INDEX, AuditContext
 from passkit.audit.keyhash import ABSENT, h64, hashes, isin
 from passkit.audit.spill import Buckets, bits_for
+from passkit.licenses import spdx_of
 from passkit.parquetio import open_parquet
 
 # index.parquet columns compared with the json (present ones only; key, shard, sha256 are required).
 INDEX_COMPARED = ("title", "creator", "landing_url", "license", "license_url", "attribution")
 INDEX_REQUIRED = ("key", "shard", "sha256")
+SPDX = "license_spdx"  # checked against `license` as the index is read
 ROW = "_row"  # a slice's column: the row's number in index.parquet
 # Arrow's allocator (mimalloc) keeps the pages a batch freed: small batches, handed back after each one,
 # hold the index pass to ~120 MB over the imports (8,192 rows, kept: ~170 MB; 65,536: ~290 MB).
@@ -170,12 +172,16 @@ def _scan(path: Path, folder: Path, salt: bytes, add: Callable[..., None]) -> tu
         raise _Unusable
     compared = [c for c in INDEX_COMPARED if c in names]
     cols = [*INDEX_REQUIRED, *compared]
+    spdx = [SPDX] if SPDX in names and "license" in names else []  # read to be checked, kept out of the slices
     folder.mkdir(parents=True, exist_ok=True)
     ix = IndexFacts(folder, salt, compared, Buckets(folder / "hashes", INDEXED, bits_for(pf.metadata.num_rows)))
     opts = ipc.IpcWriteOptions(compression="zstd")
     pool = pa.default_memory_pool()
-    for b, batch in enumerate(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols, use_threads=False)):
+    for b, batch in enumerate(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols + spdx, use_threads=False)):
         pool.release_unused()
+        if spdx:
+            _check_spdx(batch, add)
+            batch = batch.select(cols)
         recs = _records(batch, ix, salt, "attribution" in compared)
         ix.records.add(recs)
         table = pa.Table.from_batches([batch]).append_column(ROW, pa.array(recs["row"]))
@@ -189,6 +195,22 @@ def _scan(path: Path, folder: Path, salt: bytes, add: Callable[..., None]) -> tu
     ix.records.flush()
     ix.shard_names = list(ix.shard_ids)
     return ix, _duplicates(ix)
+
+
+def _check_spdx(batch: Any, add: Callable[..., None]) -> None:
+    """license_spdx must be the SPDX id of the row's licence (tools read it instead of `license`)."""
+    import pyarrow as pa
+
+    pairs = pa.table({"license": batch.column("license"), SPDX: batch.column(SPDX)})
+    distinct = pairs.group_by(["license", SPDX]).aggregate([]).to_pylist()
+    wrong = {(p["license"], p[SPDX]) for p in distinct if p[SPDX] != spdx_of(p["license"])}
+    if not wrong:
+        return
+    for key, shard, lic, got in zip(*(batch.column(c).to_pylist() for c in ("key", "shard", "license", SPDX)),
+                                    strict=True):
+        if (lic, got) in wrong:
+            add("index_license_spdx", f"{INDEX} gives licence {lic!r} the SPDX id {got!r}, not {spdx_of(lic)!r}",
+                shard, key)
 
 
 def _records(batch: Any, ix: IndexFacts, salt: bytes, attribution: bool) -> np.ndarray:

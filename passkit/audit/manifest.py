@@ -36,7 +36,7 @@ def check_manifest(ctx: AuditContext) -> None:
     """Read and validate manifest.json into `ctx.m` (left None when there is none to read)."""
     path = ctx.root / MANIFEST
     if not path.is_file():
-        ctx.add("manifest_missing", f"no {MANIFEST} in {ctx.root}")
+        ctx.add("manifest_missing", f"no {MANIFEST} in {ctx.remote or ctx.root}")
         return
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
@@ -112,11 +112,13 @@ def check_shard_list(ctx: AuditContext) -> None:
         listed.add(rel)
         ctx.shards.append((rel, entry))
 
-    folder = ctx.root / "shards"
-    if not folder.is_dir():
-        return
-    for p in sorted(folder.iterdir()):
-        rel = f"shards/{p.name}"
+    if ctx.remote is not None:
+        found = ctx.shard_listing or []  # None: a store that cannot list (HTTP), checked no further
+    else:
+        folder = ctx.root / "shards"
+        found = sorted((p.name, p.is_dir()) for p in folder.iterdir()) if folder.is_dir() else []
+    for name, is_dir in found:
+        rel = f"shards/{name}"
         if rel not in listed:
-            kind = "folder" if p.is_dir() else "file"
+            kind = "folder" if is_dir else "file"
             ctx.add("shard_unlisted", f"{kind} {rel} is not listed in the manifest", shard=rel)

@@ -23,11 +23,30 @@ IN_FLIGHT_PER_WORKER = 4
 _SHARED: Shared | None = None  # in a local worker: the audit's Shared, set once by the initializer
 
 
-def _init_worker(shared: Shared) -> None:
+# The environment variables storage backends read their credentials and endpoints from.
+STORE_ENV = ("AWS_", "BOTO_", "GOOGLE_", "GCSFS_", "HF_", "HUGGING_FACE_", "AZURE_", "FSSPEC_")
+
+
+def _store_env() -> dict[str, str]:
+    """This process's storage settings, as they are now: the fork server the workers come from may have
+    started before they were set (a long-lived process, a notebook), and a worker must read the release
+    with the same credentials as the audit that started it. Handed over in memory, never printed."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k.startswith(STORE_ENV)}
+
+
+def _init_worker(shared: Shared, env: dict[str, str] | None = None) -> None:
     global _SHARED
     _SHARED = shared
+    import os
+
     from passkit import process
 
+    if env is not None:
+        for k in [k for k in os.environ if k.startswith(STORE_ENV) and k not in env]:
+            del os.environ[k]
+        os.environ.update(env)
     process.skip_pandas_probe()
 
 
@@ -73,8 +92,9 @@ class ShardRunner:
             import threading
             from concurrent.futures import ProcessPoolExecutor
 
+            env = _store_env() if self.shared.remote is not None else None
             self.pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_worker,
-                                            initargs=(self.shared,))
+                                            initargs=(self.shared, env))
             # starting a process waits for the fork server's imports: wait in a thread, not here
             self.starting = threading.Thread(target=self._warm, daemon=True)
             self.starting.start()

@@ -44,6 +44,7 @@ class Shared:
     salt: bytes
     detectors: Any = None  # --rescan: the manifest's detectors (None: no rescan)
     models_dir: str | None = None
+    remote: str | None = None  # the release's URL: each shard is downloaded for its check
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +138,30 @@ def check_shard(shared: Shared, job: ShardJob) -> ShardResult:
 
 def _check_shard(shared: Shared, job: ShardJob) -> ShardResult:
     process.skip_pandas_probe()
+    if shared.remote is None:
+        return _check_file(shared, job, Path(shared.root) / job.rel)
+    import tempfile
+
+    from passkit.remote import download, join
+
+    # one shard on disk at a time per worker, in the worker's own temporary folder (a Ray node's too)
+    with tempfile.TemporaryDirectory(prefix="passkit-audit-shard-") as tmp:
+        path = Path(tmp) / Path(job.rel).name
+        try:
+            download(join(shared.remote, job.rel), path)
+        except FileNotFoundError:
+            path.unlink(missing_ok=True)  # absent from the store: reported as shard_missing
+        except Exception as e:  # the store's own errors (network, permissions): that shard cannot be checked
+            sc = ShardScan(shared, job.rel)
+            sc.add("shard_unreadable", f"{job.rel} could not be downloaded from {shared.remote}: {type(e).__name__}: {e}")
+            return ShardResult(job.rel, sc.ops, dead=True)
+        return _check_file(shared, job, path)
+
+
+def _check_file(shared: Shared, job: ShardJob, path: Path) -> ShardResult:
     rel, entry = job.rel, job.entry
     sc = ShardScan(shared, rel)
     res = ShardResult(rel, sc.ops)
-    path = Path(shared.root) / rel
     if not path.is_file():
         sc.add("shard_missing", f"{rel} is listed in the manifest but absent")
         res.dead = True
@@ -311,7 +332,7 @@ def start_shard_checks(ctx: AuditContext) -> None:
         else:
             detectors = ctx.m.get("detectors")
     shared = Shared(str(ctx.root), ctx.max_member, ctx.out.limit, ctx.policy, ctx.removed, ctx.removed_sha,
-                    ctx.salt, detectors, models)
+                    ctx.salt, detectors, models, ctx.remote)
     ctx.runner = ShardRunner(shared, ctx.workers, ctx.executor, ctx.address)
     ctx.runner.start()
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from passkit.licenses import http_url
+from passkit.licenses import http_url, spdx_of
 from passkit.release.escape import FORMULA_PREFIX, csv_cell, markdown_text
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 CSV_COLUMNS = [
     "key", "title", "creator", "creator_url", "landing_url", "source_url", "provider",
-    "license", "license_name", "license_url", "attribution", "modification",
+    "license", "license_spdx", "license_name", "license_url", "attribution", "modification",
 ]
 
 PAGE_SIZE = 5_000  # credits per attribution page: about 3 MB of HTML for typical Flickr metadata
@@ -90,6 +90,13 @@ def write_markdown(path: Path, release: str, rows: Iterable[dict[str, Any]], sum
         f.writelines(f"- `{r['key']}`: {_md(r['attribution'])}\n" for r in rows)
 
 
+def _cell(row: dict[str, Any], column: str) -> str:
+    """A row's value for attribution.csv; an index written before license_spdx existed gets it from `license`."""
+    if column == "license_spdx" and not row.get(column):
+        return spdx_of(row.get("license")) or ""
+    return row.get(column) or ""
+
+
 def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """attribution.csv, row by row, in the bytes escape.write_csv gives a list of the same rows.
 
@@ -100,7 +107,7 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     framed = csv.writer(buf, lineterminator="\r\n")
     with open(path, "w", newline="", encoding="utf-8") as f:
         plain = csv.writer(f, lineterminator="\n")
-        for values in itertools.chain([CSV_COLUMNS], ([csv_cell(r.get(c) or "") for c in CSV_COLUMNS] for r in rows)):
+        for values in itertools.chain([CSV_COLUMNS], ([csv_cell(_cell(r, c)) for c in CSV_COLUMNS] for r in rows)):
             if not any("\r" in v for v in values):
                 plain.writerow(values)
                 continue

@@ -2,7 +2,7 @@
 
 The card follows "Datasheets for Datasets" (Gebru et al.): motivation, composition, collection,
 filtering with the release's real numbers, attribution and removal requests. The YAML header is
-what the Hugging Face Hub reads (license, size category, tasks, data files).
+what the Hugging Face Hub reads (license with the Hub's ids, size category, tasks, data files).
 """
 
 from __future__ import annotations
@@ -20,12 +20,6 @@ from passkit.release.report import funnel
 if TYPE_CHECKING:
     from passkit.release.documents import IndexSummary, RejectedSummary
 
-# Licence ids the Hugging Face Hub knows (others are written as "other" with a link to LICENSES.md).
-HF_LICENSES = frozenset({
-    "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0",
-    "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0",
-    "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cc0-1.0",
-})
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
 
@@ -35,12 +29,31 @@ def size_category(n: int) -> str:
 
 
 def _license_header(ids: list[str]) -> dict[str, Any]:
-    hf = sorted({i if i in HF_LICENSES else "other" for i in ids}) or ["other"]
-    out: dict[str, Any] = {"license": hf[0] if len(hf) == 1 else hf}
-    if "other" in hf:
-        out["license_name"] = "mixed-cc"
-        out["license_link"] = "LICENSES.md"
+    """The card's licence keys: the Hub's ids (a list when several); `other` for licences the Hub has
+    no id for, with license_name (the SPDX id, lower case) and license_link (the licence's own URL),
+    or LICENSES.md when several such licences are in the release."""
+    known = [lic for i in ids if (lic := _registry(i)) is not None]
+    others = sorted({lic.spdx: lic for lic in known if lic.hub_id is None}.items())
+    hub = sorted({lic.hub_id for lic in known if lic.hub_id})
+    if others or len(known) < len(ids) or not hub:  # "other" sorts after every cc id
+        hub.append("other")
+    out: dict[str, Any] = {"license": hub[0] if len(hub) == 1 else hub}
+    if "other" in hub:
+        if len(others) == 1 and len(known) == len(ids):
+            spdx, lic = others[0]
+            out["license_name"] = spdx.lower()
+            out["license_link"] = lic.url
+        else:
+            out["license_name"] = "mixed-cc"
+            out["license_link"] = "LICENSES.md"
     return out
+
+
+def _registry(license_id: str) -> licenses.License | None:
+    try:
+        return licenses.by_id(license_id)
+    except licenses.LicenseError:
+        return None
 
 
 class _Markdown(str):
@@ -90,8 +103,8 @@ def write_licenses(path: Path, manifest: dict[str, Any], index: IndexSummary) ->
         if lic.no_derivatives:
             duties.append("no derivatives")
         text = "deed" if lic.id.startswith("pdm") else "legal code"
-        rows.append([lic.name, f"`{lid}`", n, f"[{text}]({lic.url})", "; ".join(duties)])
-    lines += _table(["licence", "id", "images", "text", "what reuse requires"], rows)
+        rows.append([lic.name, f"`{lid}`", f"`{lic.spdx}`", n, f"[{text}]({lic.url})", "; ".join(duties)])
+    lines += _table(["licence", "id", "SPDX id", "images", "text", "what reuse requires"], rows)
     mod = index.modification if index.rows else manifest.get("image", {}).get("modification", "")
     lines += [
         "",

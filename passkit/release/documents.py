@@ -2,7 +2,8 @@
 
 `write_all` writes ATTRIBUTION.md, attribution.csv and attribution.html (attribution.py; above
 attribution.PAGE_SIZE samples attribution.html is an index of attribution/page-NNNNN.html pages),
-LICENSES.md and the dataset card README.md (card.py) and report.html (report.py). The builder and a
+LICENSES.md and the dataset card README.md (card.py), report.html (report.py) and the Croissant
+metadata croissant.json (croissant.py). The builder and a
 takedown call it the same way, so documents always agree with the samples they describe.
 Deterministic: the same inputs give the same bytes (no clock, no random ids).
 
@@ -31,7 +32,8 @@ from passkit import process
 from passkit.parquetio import open_parquet
 from passkit.shards import sha256_file
 
-DOCUMENTS = ("ATTRIBUTION.md", "attribution.csv", "attribution.html", "LICENSES.md", "README.md", "report.html")
+DOCUMENTS = ("ATTRIBUTION.md", "attribution.csv", "attribution.html", "LICENSES.md", "README.md", "report.html",
+             "croissant.json")
 BATCH_ROWS = 4096  # rows per record batch: a few MB of Python objects at a time, whatever the release's size
 TRIM_BATCHES = 64  # batches read between two hand-backs of freed memory (process.handing_back)
 # The distinct-creator count keeps 16-byte digests, not the names: 32 MB for 2 million distinct creators.
@@ -178,7 +180,7 @@ def summarize_rejected(path: Path, detectors: list[str], batch_rows: int = BATCH
 def write_all(release_dir: Path, manifest: dict[str, Any], index_path: Path, rejected_path: Path) -> list[str]:
     """Write the documents into `release_dir` (shards, index.parquet and rejected.parquet must already be
     written); returns their names relative to it, pages of attribution.html included."""
-    from passkit.release import attribution, card, report
+    from passkit.release import attribution, card, croissant, report
 
     d = Path(release_dir)
     detectors = [str(x["name"]) for x in manifest.get("detectors") or []]
@@ -198,6 +200,7 @@ def write_all(release_dir: Path, manifest: dict[str, Any], index_path: Path, rej
         card.write_licenses(d / "LICENSES.md", manifest, index)
         card.write_card(d / "README.md", manifest, index, rejected)
         report.write_report(d / "report.html", d, manifest, index, rejected, thumbs=thumbs.result())
+    croissant.write_croissant(d, manifest, index)  # after the tables and attribution.csv, whose sha256 it names
     return [*DOCUMENTS, *pages]
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from passkit.executors.ordered import in_order
 from passkit.ledger import unit_paths
+from passkit.licenses import spdx_of
 from passkit.release.tables import INDEX_COLUMNS, INDEX_SCHEMA
 from passkit.shards import write_tar
 
@@ -111,7 +112,8 @@ def write_job(job: Job, units_dir: str, out_dir: str, name: str) -> JobResult:
                     meta_bytes = read(r["unit"], r["json_offset"], r["json_size"])
                     meta = json.loads(meta_bytes)
                     row = {c: meta.get(c) for c in INDEX_COLUMNS}
-                    row.update(shard=rel, scores=sorted((meta.get("scores") or {}).items()))
+                    row.update(shard=rel, scores=sorted((meta.get("scores") or {}).items()),
+                               license_spdx=spdx_of(meta.get("license")))
                     for c in INDEX_COLUMNS:
                         index[c].append(row[c])
                     yield f"{r['key']}.jpg", read(r["unit"], r["jpg_offset"], r["jpg_size"])

@@ -22,7 +22,7 @@ ROW_GROUP = 16_384  # rows per row group: ~15 MB of index rows in memory while w
 
 INDEX_COLUMNS = [
     "key", "shard", "sha256", "phash", "width", "height", "bytes", "title", "creator", "creator_url",
-    "landing_url", "source_url", "provider", "license", "license_name", "license_url", "attribution",
+    "landing_url", "source_url", "provider", "license", "license_spdx", "license_name", "license_url", "attribution",
     "modification", "source", "source_id", "query", "scores",
 ]
 REJECTED_COLUMNS = [
@@ -33,7 +33,9 @@ REJECTED_COLUMNS = [
 
 def _index_schema() -> pa.Schema:
     ledger = {f.name: f.type for f in LEDGER_SCHEMA}
-    types = {**ledger, "shard": pa.string(), "source_url": pa.string(), "modification": pa.string()}
+    # license_spdx is the SPDX id of `license` (licenses.License.spdx), made when the index is written
+    types = {**ledger, "shard": pa.string(), "source_url": pa.string(), "modification": pa.string(),
+             "license_spdx": pa.string()}
     return pa.schema([(c, types[c]) for c in INDEX_COLUMNS])
 
 

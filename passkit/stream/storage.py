@@ -19,78 +19,29 @@ shard raises UnsafeTarError before any content byte is used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import tarfile
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from passkit.atomic import atomic_path
+from passkit.remote import download, is_remote, local_path, read_bytes
+from passkit.remote import join as join  # the loader reads it from here
+from passkit.remote import open_remote as open_remote  # and callers before passkit.remote existed
 from passkit.shards.reader import DEFAULT_MAX_MEMBER, UnsafeTarError, _member_problem
 
-REMOTE_TIMEOUT = 60.0
+# Where a release's bytes come from (local paths and URLs) lives in passkit.remote, which the audit
+# and `passkit publish` share without importing the loader (torch); the loader imports it from here.
 CHUNK = 1 << 20
 
 
 class ShardIntegrityError(ValueError):
     """A shard whose bytes do not match the manifest (sha256 or size)."""
-
-
-def is_remote(location: str | os.PathLike[str]) -> bool:
-    """True for URLs with a scheme other than file:// (a Windows drive letter is not a scheme)."""
-    s = str(location)
-    scheme, sep, _ = s.partition("://")
-    return bool(sep) and len(scheme) > 1 and scheme != "file"
-
-
-def local_path(location: str | os.PathLike[str]) -> Path:
-    s = str(location)
-    return Path(s[len("file://") :]) if s.startswith("file://") else Path(s)
-
-
-def join(base: str, rel: str) -> str:
-    """`base/rel` for a folder path or a URL."""
-    if is_remote(base):
-        return base.rstrip("/") + "/" + rel.lstrip("/")
-    return str(local_path(base) / rel)
-
-
-@contextlib.contextmanager
-def open_remote(url: str) -> Iterator[IO[bytes]]:
-    """A readable binary stream for an http(s) URL (requests) or any other fsspec URL."""
-    if url.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            r = requests.get(url, stream=True, timeout=REMOTE_TIMEOUT)
-        except requests.RequestException as e:
-            raise OSError(f"cannot fetch {url}: {e}") from e
-        with r:
-            if r.status_code != 200:
-                raise OSError(f"cannot fetch {url}: HTTP {r.status_code}; check the release URL")
-            r.raw.decode_content = True
-            yield r.raw
-        return
-    try:
-        import fsspec
-    except ImportError as e:  # pragma: no cover - fsspec comes with datasets
-        raise ImportError(f"reading {url} needs fsspec (pip install fsspec, plus s3fs/gcsfs for s3/gs)") from e
-    with fsspec.open(url, "rb") as f:
-        yield f
-
-
-def read_bytes(location: str) -> bytes:
-    """Whole content of a local path or a URL (manifest, index, a shard without a cache)."""
-    if not is_remote(location):
-        return local_path(location).read_bytes()
-    with open_remote(location) as f:
-        return f.read()
 
 
 def _check(data_hash: str, size: int, want_sha: str | None, want_bytes: int | None, what: str) -> None:
@@ -138,13 +89,7 @@ def fetch_to_cache(url: str, cache_dir: Path, sha256: str | None, size: int | No
             if dest.is_file() and (size is None or dest.stat().st_size == size):
                 return dest
             with atomic_path(dest) as tmp:  # a shard that fails its check never takes dest's name
-                h, n = hashlib.sha256(), 0
-                with open_remote(url) as src, open(tmp, "wb") as out:
-                    while block := src.read(CHUNK):
-                        h.update(block)
-                        out.write(block)
-                        n += len(block)
-                _check(h.hexdigest(), n, sha256, size, url)
+                _check(*download(url, tmp), sha256, size, url)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return dest

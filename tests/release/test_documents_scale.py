@@ -65,7 +65,8 @@ def make_release(d: Path, n: int = N, n_rejected: int = N_REJECTED, n_shards: in
         "title": titles, "creator": creators, "creator_url": creator_urls, "landing_url": landing,
         "source_url": [f"https://live.staticflickr.com/{i}.jpg" for i in range(n)],
         "provider": ["flickr" if i % 5 else "wikimedia" for i in range(n)],
-        "license": [x[0] for x in lic], "license_name": [x[1] for x in lic], "license_url": [x[2] for x in lic],
+        "license": [x[0] for x in lic], "license_spdx": [x[0].upper() for x in lic],
+        "license_name": [x[1] for x in lic], "license_url": [x[2] for x in lic],
         "attribution": [f'"{t}" by {c} is licensed under {x[1]}. To view a copy of this license, visit {x[2]}. '
                         f"Source: {u}" for t, c, x, u in zip(titles, creators, lic, landing, strict=True)],
         "modification": [MOD] * n, "source": ["flickr"] * n, "source_id": [str(i) for i in range(n)],
