@@ -93,6 +93,10 @@ def test_every_catalog_entry_ends_as_promised(demo: Path):
     # the default ensemble (or its stand-ins without weights) is a measured one: the manifest says how well
     pm = m["people_measurement"]
     assert pm["status"] == "measured" and pm["cv"]["recall"] > 0.4 and "person_dev_coco" in pm["dataset"], pm
+    # and the documents a reader sees say it: the dataset card and croissant.json's RAI analysis
+    said = f"{pm['cv']['recall']:.1%} of photos with a person rejected outright"
+    assert said in (demo / "README.md").read_text()
+    assert said in json.loads((demo / "croissant.json").read_text())["rai:dataAnnotationAnalysis"]
 
 
 def test_people_rejections_keep_scores_and_duplicate_appears_once(demo: Path):

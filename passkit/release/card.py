@@ -195,6 +195,8 @@ def write_card(path: Path, manifest: dict[str, Any], index: IndexSummary, reject
         "",
         *([f"- `{d['name']}` threshold {d['threshold']} ({d.get('weights')})" for d in dets] or ["- none ran"]),
         "",
+        _measured_line(manifest.get("people_measurement") or {}),
+        "",
         "Release-wide rules: "
         + "; ".join(filter(None, [
             f"near-duplicates within Hamming distance {cur['near_dup_hamming']} of a 64-bit pHash removed"
@@ -237,3 +239,10 @@ def write_card(path: Path, manifest: dict[str, Any], index: IndexSummary, reject
         "and thumbnails of kept samples.",
     ]
     Path(path).write_text("\n".join(L) + "\n", encoding="utf-8")
+
+
+def _measured_line(m: dict[str, Any]) -> str:
+    """How well the people filter was measured (the manifest's people_measurement), in one paragraph."""
+    from passkit.release.croissant import people_measured_text
+
+    return "How well: " + people_measured_text(m)

@@ -357,7 +357,7 @@ def rai(manifest: dict[str, Any]) -> dict[str, Any]:
             "(passkit review), and kept images can be spot-checked by humans."),
         "rai:machineAnnotationTools": [f"{d['name']} (weights {d.get('weights')}"
                                        + (f", sha256 {d['sha256']})" if d.get("sha256") else ")") for d in dets],
-        "rai:dataAnnotationAnalysis": (
+        "rai:dataAnnotationAnalysis": people_measured_text(manifest.get("people_measurement") or {}) + " " + (
             "Human review of the people filter (the manifest's review counts): "
             + ", ".join(f"{k} {review[k]}" for k in sorted(review)) + "." if review else
             "No human review of the people filter was recorded for this release."),
@@ -366,7 +366,8 @@ def rai(manifest: dict[str, Any]) -> dict[str, Any]:
             "miss some people (see the limitations). Image metadata (EXIF, GPS, XMP, ICC) is removed. The "
             "release does keep personal data the licences require: each creator's name and page as their "
             "source credits them, in the attribution fields and files."),
-        "rai:dataLimitations": _limitations(dets, spot_checked, spot_found),
+        "rai:dataLimitations": _limitations(dets, spot_checked, spot_found,
+                                            (manifest.get("people_measurement") or {}).get("status") == "measured"),
         "rai:dataBiases": (
             f"Only openly licensed images from the `{kind}` source, under the policy `{policy.get('name', '?')}`: "
             "what that source's photographers chose to share and license, without people. "
@@ -402,9 +403,27 @@ def _curation(cur: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _limitations(dets: list[dict[str, Any]], spot_checked: int, spot_found: int) -> str:
-    text = ("The people filter is automatic and misses some people (small, occluded or turned away): its recall "
-            "on this release's own images is not recorded in the manifest, and no filter reaches 100 %. ")
+def people_measured_text(m: dict[str, Any]) -> str:
+    """The people filter's measured recall, as the manifest records it (matched to the ensemble that ran)."""
+    if m.get("status") == "off":
+        return "No people detector ran for this release."
+    if m.get("status") != "measured":
+        return ("The people filter's ensemble has no recorded measurement (its detectors, weights or "
+                "thresholds differ from every measured one): its recall is unknown.")
+    cv, small = m.get("cv") or {}, (m.get("by_size") or {}).get("<10%")
+    return (f"People filter measured on {m.get('dataset')}, thresholds chosen for a false-rejection budget of "
+            f"{m.get('frr_budget'):.0%} and cross-validated ({cv.get('folds')} folds): {cv.get('recall'):.1%} of "
+            f"photos with a person rejected outright, {cv.get('recall_with_review'):.1%} counting the human "
+            f"review queue, {cv.get('frr'):.1%} of photos without people rejected"
+            + (f"; people under 10 % of the photo's height: {small:.0%} rejected outright" if small is not None
+               else "") + f" (reproduce: {m.get('command')}).")
+
+
+def _limitations(dets: list[dict[str, Any]], spot_checked: int, spot_found: int, measured: bool) -> str:
+    text = ("The people filter is automatic and misses some people (small, occluded or turned away): "
+            + ("its recall was measured on a labelled set (see the annotation analysis), not on this release's "
+               "own images" if measured else "its recall was not measured")
+            + ", and no filter reaches 100 %. ")
     if spot_checked:
         text += (f"Humans spot-checked {spot_checked} kept image(s) and found a person in {spot_found} "
                  f"({spot_found / spot_checked:.1%}); those were removed. ")
