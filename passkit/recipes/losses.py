@@ -103,3 +103,28 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, nor
         target = (target - mean) / (var + 1e-6).sqrt()
     per_patch = (pred - target).pow(2).mean(-1)
     return (per_patch * mask).sum() / mask.sum()
+
+
+def quality_weights(fg1: torch.Tensor, fg2: torch.Tensor, bg1: torch.Tensor, bg2: torch.Tensor,
+                    gamma: float = 1.0) -> torch.Tensor:
+    """GenView's per-pair weights: w = B * softmax(gamma * (cos(fg1, fg2) - cos(bg1, bg2))), detached.
+
+    fg*, bg* [B, D]: each view's foreground and background features (passkit.views.foreground.pooled).
+    A pair whose foregrounds agree more than its backgrounds is a better positive and weighs more; the
+    weights average to 1, so the loss keeps its scale, and carry no gradient, so the scoring network
+    is never trained through them.
+    """
+    quality = F.cosine_similarity(fg1.float(), fg2.float(), dim=-1) - F.cosine_similarity(bg1.float(), bg2.float(), dim=-1)
+    return (quality.shape[0] * F.softmax(gamma * quality, dim=0)).detach()
+
+
+def weighted_info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
+                      weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """info_nce with each query's term multiplied by its weight [B] (mean of w_i * l_i); without
+    weights it is info_nce."""
+    if weights is None:
+        return info_nce(pos, neg, temperature)
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    per = F.cross_entropy(logits, labels, reduction="none")
+    return (per * weights.to(per)).mean(), logits

@@ -104,3 +104,48 @@ def test_masked_mse_is_the_mean_over_masked_patches() -> None:
     assert float(masked_mse(pred, target, mask, norm_pix=False)) == pytest.approx((1 + 9) / 2)
     # norm_pix: each patch normalised by its own statistics; a constant patch becomes 0
     assert float(masked_mse(pred, target, mask, norm_pix=True)) == pytest.approx(0.0)
+
+
+def test_quality_weights_by_hand() -> None:
+    from passkit.recipes.losses import quality_weights
+
+    # pair 0: foregrounds equal (cos 1), backgrounds orthogonal (cos 0): quality 1
+    # pair 1: foregrounds orthogonal (0), backgrounds equal (1): quality -1
+    # pair 2: both equal: quality 0
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    fg1 = torch.stack([e1, e1, e1])
+    fg2 = torch.stack([2 * e1, e2, e1])
+    bg1 = torch.stack([e1, e2, e2])
+    bg2 = torch.stack([e2, 3 * e2, e2])
+    gamma = 2.0
+    w = quality_weights(fg1, fg2, bg1, bg2, gamma=gamma)
+    z = math.exp(2) + math.exp(-2) + 1
+    want = [3 * math.exp(2) / z, 3 * math.exp(-2) / z, 3 / z]
+    assert w.tolist() == pytest.approx(want, rel=1e-6)
+    assert float(w.mean()) == pytest.approx(1.0)
+
+
+def test_quality_weights_are_detached_and_flat_at_gamma_zero() -> None:
+    from passkit.recipes.losses import quality_weights
+
+    torch.manual_seed(0)
+    f1, f2, b1, b2 = (torch.randn(6, 4, requires_grad=True) for _ in range(4))
+    w = quality_weights(f1, f2, b1, b2, gamma=5.0)
+    assert not w.requires_grad and w.grad_fn is None
+    assert float(w.mean()) == pytest.approx(1.0, rel=1e-6)
+    assert float(w.std()) > 0.1  # random pairs differ in quality
+    assert torch.allclose(quality_weights(f1, f2, b1, b2, gamma=0.0), torch.ones(6))
+
+
+def test_weighted_info_nce_by_hand() -> None:
+    from passkit.recipes.losses import weighted_info_nce
+
+    torch.manual_seed(0)
+    pos, neg = torch.randn(4, 1), torch.randn(4, 5)
+    w = torch.tensor([0.5, 1.5, 1.0, 1.0])
+    loss, logits = weighted_info_nce(pos, neg, 0.2, w)
+    per = [F.cross_entropy(logits[i : i + 1], torch.zeros(1, dtype=torch.long)) for i in range(4)]
+    assert float(loss) == pytest.approx(float(sum(wi * p for wi, p in zip(w, per, strict=True)) / 4), rel=1e-6)
+    plain, _ = info_nce(pos, neg, 0.2)
+    assert float(weighted_info_nce(pos, neg, 0.2, torch.ones(4))[0]) == pytest.approx(float(plain), rel=1e-6)
+    assert float(weighted_info_nce(pos, neg, 0.2)[0]) == pytest.approx(float(plain))
