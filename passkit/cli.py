@@ -304,6 +304,27 @@ def _cmd_takedown(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_views_generate(args: argparse.Namespace) -> int:
+    from passkit.views.derive import GenViewError, generate_views
+    from passkit.views.unclip import GenViewUnavailable
+
+    with Progress(TextColumn("generating views"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("views", total=None)
+        try:
+            res = generate_views(Path(args.release), Path(args.model), device=args.device, version=args.version,
+                                 out_dir=Path(args.out) if args.out else None, seed=args.seed, steps=args.steps,
+                                 batch_size=args.batch_size, fit_images=args.fit_images,
+                                 models_dir=os.environ.get("PASSKIT_MODELS"),
+                                 on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (GenViewError, GenViewUnavailable, FileNotFoundError) as e:
+            return _error(e)
+    out.print(f"{res.path}: {res.generated} variation(s) released in {res.shards} shard(s), {res.rejected} rejected "
+              f"by the people filter, {res.resumed_shards} source shard(s) resumed from an earlier run, "
+              f"{res.seconds:.1f} s; check it with `passkit audit {res.path}`", highlight=False)
+    return 0
+
+
 def _cmd_diff(args: argparse.Namespace) -> int:
     from passkit.release.diff import diff
 
@@ -786,6 +807,22 @@ def parser() -> argparse.ArgumentParser:
                     help="cross-validation folds of the threshold choice, stratified by label (default 5; 0: off)")
     fe.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
     fe.set_defaults(func=_cmd_filter_eval)
+    vw = sub.add_parser("views", help="generated views of a release (GenView)")
+    vsub = vw.add_subparsers(dest="views_command", required=True)
+    vg = vsub.add_parser("generate", help="write <name>-genview-<version>: one AI-generated variation of each sample, "
+                                          "credited to the original and people-filtered again")
+    vg.add_argument("release", help="the source release folder")
+    vg.add_argument("--model", required=True, help="a local diffusers StableUnCLIPImg2ImgPipeline folder "
+                                                   "(e.g. stable-diffusion-2-1-unclip)")
+    vg.add_argument("--device", default="cpu", help="torch device (default cpu; cuda runs fp16)")
+    vg.add_argument("--version", help="version of the derived release (default: the source's)")
+    vg.add_argument("--out", help="write the derived release here instead of beside the source")
+    vg.add_argument("--seed", type=int, default=0, help="run seed; each sample's seed derives from it and its key")
+    vg.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    vg.add_argument("--batch-size", type=int, default=8, help="images per generation batch (default 8)")
+    vg.add_argument("--fit-images", type=int, default=1024,
+                    help="images the foreground's principal direction is fitted on (default 1024)")
+    vg.set_defaults(func=_cmd_views_generate)
     rv = sub.add_parser("review", help="serve the human review queue of a build's work folder on 127.0.0.1")
     rv.add_argument("workdir", help="the build's work folder, e.g. work/demo (holds units/)")
     rv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
