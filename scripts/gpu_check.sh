@@ -7,6 +7,7 @@
 #   3. SwAV (ResNet-50), DINO (ViT-S/16) and MAE (ViT-B/16, and the medical ViT-S preset): a few
 #      bf16 steps each with 8-bit AdamW/SGD on synthetic 224 px images: images/s, loss start -> end, RankMe;
 #      then tests/recipes/test_swav.py, test_dino.py and test_mae.py (the Trainer picks CUDA when there is one).
+#   4. GenView: seconds per generated view with `passkit views generate` (GENVIEW_MODEL: a local unCLIP folder).
 # Each section runs on its own (under `timeout`): a failure prints its error and the next section still runs.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine
@@ -171,6 +172,37 @@ for name, make, bs, opt in runs:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+PY
+
+# GenView generation: per-image time of Stable unCLIP img2img variations (the real checkpoint when
+# GENVIEW_MODEL names its local folder, else the tiny random-weight pipeline the tests build, which times only
+# the mechanics) on a small release made by the test helpers, through `passkit views generate`.
+section genview "$PY" - <<'PY'
+import os, tempfile, time
+from pathlib import Path
+import torch
+from tests.helpers.staging import basic_items, staged_release
+from tests.helpers.unclip import build_tiny_unclip
+from passkit.views.derive import generate_views
+
+class NoPeople:  # the people filter's own timing is not this section's question
+    def describe(self):
+        return [{"name": "none", "threshold": 1.0, "weights": "none", "sha256": None}]
+    def score(self, images):
+        from passkit.filters.people.ensemble import PeopleResult
+        return [PeopleResult({"none": 0.0}) for _ in images]
+
+dry = os.environ.get("DRY") == "1"
+device = "cuda" if torch.cuda.is_available() and not dry else "cpu"
+n = 4 if dry else 16
+with tempfile.TemporaryDirectory() as tmp:
+    model = Path(os.environ["GENVIEW_MODEL"]) if os.environ.get("GENVIEW_MODEL") else build_tiny_unclip(Path(tmp) / "tiny")
+    src = staged_release(Path(tmp), basic_items(n))
+    t0 = time.perf_counter()
+    res = generate_views(src, model, device=device, steps=2 if dry else 20, batch_size=8, fit_images=n, people=NoPeople())
+    dt = time.perf_counter() - t0
+    print(f"genview {model.name} on {device}: {res.generated} variations, {dt / max(res.generated, 1):.2f} s/image "
+          f"(model load and principal fit included)", flush=True)
 PY
 
 section pytest-recipes "$PY" -m pytest -q -p no:cacheprovider tests/recipes/test_swav.py tests/recipes/test_dino.py tests/recipes/test_mae.py
