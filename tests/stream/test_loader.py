@@ -245,12 +245,12 @@ def test_handler_can_skip_undecodable_samples(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- fast decode
 
 
-def photo(w: int, h: int, mode: str = "RGB", quality: int = 92) -> bytes:
+def photo(w: int, h: int, mode: str = "RGB", quality: int = 92, subsampling: int = -1) -> bytes:
     y, x = np.mgrid[0:h, 0:w]
     px = np.stack([(np.sin(x / 23.0) + np.cos(y / 17.0)) * 60 + 128, x * 255.0 / w, y * 255.0 / h], -1)
     im = Image.fromarray(px.clip(0, 255).astype(np.uint8))
     buf = io.BytesIO()
-    im.convert(mode).save(buf, "JPEG", quality=quality)
+    im.convert(mode).save(buf, "JPEG", quality=quality, subsampling=subsampling)
     return buf.getvalue()
 
 
@@ -270,6 +270,33 @@ def test_crop_resize_matches_torchvision(box, flip) -> None:
     ref = reference(data, box, (64, 48), flip)
     assert ours.shape == ref.shape == (3, 48, 64) and ours.dtype == torch.uint8
     assert (ours.float() - ref.float()).abs().mean() < 3.0
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2, "L"])
+def test_cropped_decode_gives_the_whole_decodes_pixels(monkeypatch: pytest.MonkeyPatch, subsampling) -> None:
+    if decode._turbo() is None:
+        pytest.skip("no libturbojpeg 3 here (pip install turbojpeg)")
+    data = photo(1203, 901, "L") if subsampling == "L" else photo(1203, 901, subsampling=subsampling)
+    boxes = [(0, 0, 1203, 901), (17.5, 33, 700, 500), (300, 200, 420, 330), (1000, 10, 1203, 901),
+             (5, 880, 260, 901), (600, 1, 1202, 250)]
+    outs = [(64, 48), (224, 224), (30, 90)]
+    crops = [(b, o, f) for b in boxes for o in outs for f in (False, True)]
+    ours = [decode.crop_resize(data, b, o, flip=f) for b, o, f in crops]
+    assert decode.decode_region(data, (1203, 901), 2, boxes[2]) is not None
+    monkeypatch.setattr(decode, "_turbo", lambda: None)  # the whole image at the same DCT scale
+    assert decode.decode_region(data, (1203, 901), 2, boxes[2]) is None
+    whole = [decode.crop_resize(data, b, o, flip=f) for b, o, f in crops]
+    assert all(torch.equal(a, b) for a, b in zip(ours, whole, strict=True))
+
+
+def test_cropped_decode_refuses_what_it_cannot_read() -> None:
+    if decode._turbo() is None:
+        pytest.skip("no libturbojpeg 3 here (pip install turbojpeg)")
+    cmyk, rgb = photo(200, 150, "CMYK"), photo(200, 150)
+    assert decode.decode_region(cmyk, (200, 150), 1, (10, 10, 100, 100)) is None
+    assert decode.decode_region(rgb, (201, 150), 1, (10, 10, 100, 100)) is None  # not the header's size
+    assert decode.decode_region(rgb[: len(rgb) // 2], (200, 150), 1, (10, 10, 100, 100)) is None  # truncated
+    assert decode.decode_region(b"not a jpeg", (200, 150), 1, (10, 10, 100, 100)) is None
 
 
 def test_reduction_never_upscales() -> None:
@@ -343,6 +370,7 @@ def test_hf_dataset_from_a_release_url(release: Path, http_server, tmp_path: Pat
 
 def test_pillow_draft_fallback_without_simplejpeg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode, "simplejpeg", None)
+    monkeypatch.setattr(decode, "_turbo", lambda: None)
     assert decode.backend() == "pillow-draft"
     data = photo(1200, 900)
     assert decode.jpeg_size(data) == (1200, 900)
