@@ -45,9 +45,7 @@ _lib: ctypes.CDLL | None = None
 _where: str | None = None
 
 
-def candidates() -> Iterator[str]:
-    """Where libturbojpeg is looked for, in order (see the module doc); passkit.stream.decode
-    looks in the same places for its TurboJPEG 3 functions."""
+def _candidates() -> Iterator[str]:
     env = os.environ.get("PASSKIT_TURBOJPEG", "").strip()
     if env:
         if env.lower() not in ("0", "off", "no", "false"):
@@ -88,7 +86,7 @@ def _load() -> ctypes.CDLL | None:
         return _lib
     with _lock:
         if not _loaded:
-            for path in candidates():
+            for path in _candidates():
                 try:
                     lib = ctypes.CDLL(path)
                     _bind(lib)  # AttributeError: too old (no YUV planes API)
