@@ -388,18 +388,20 @@ def build_catalog(release: Release, pool: ShardPool, apply_removals: bool = True
 
 def open_shards(shard_counts: Sequence[int], buffer_size: int) -> int:
     """How many shards a worker keeps open (their member tables parsed): enough that the samples
-    a shuffle buffer holds back never find their shard closed and scanned again.
+    a shuffle buffer holds back rarely find their shard closed and scanned again.
 
-    A buffer of B samples keeps a few of them for up to about B ln B steps, so a worker reads from
-    the shards of the last B ln B samples at once: with the default 8, a buffer of 1000 over
-    shards of 500 samples opened each shard 4-5 times a pass, and scanning a shard's tar headers
-    again costs as much as decoding 15 of its images. The tables held stay about B ln B samples'
-    worth whatever the shard size; the count is capped for the file descriptors.
+    Every sample waits in a buffer of B samples for a geometric time of mean B, so the last of N
+    samples leaves about B ln N samples after it came in, and a worker reads from the shards of
+    that many samples at once. With the former fixed 8, a buffer of 1000 over shards of 500
+    samples opened each shard 3-5 times a pass, and scanning a shard's tar headers again costs
+    as much as decoding 15 of its images. The member tables held stay about B ln N samples' worth
+    whatever the shard size; the count is capped for the file descriptors.
     """
     sizes = [c for c in shard_counts if c > 0]
     if buffer_size < 2 or not sizes:
         return 8
-    span = buffer_size * math.log(buffer_size) / (sum(sizes) / len(sizes))
+    n = sum(sizes)
+    span = min(buffer_size, n) * math.log(n) / (n / len(sizes))
     return int(min(256, max(8, math.ceil(span) + 4)))
 
 

@@ -347,6 +347,43 @@ def test_jpeg_transforms_accept_pil_images_and_views() -> None:
     assert decode.RandomResizedCrop(8, then=lambda x: x.float() / 255)(data).dtype == torch.float32
 
 
+def test_each_shard_is_opened_once_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passkit.stream import storage
+
+    rel = fresh_release(tmp_path, n=100, shard_max=2)  # 50 shards, a buffer of 10 samples
+    opened: list[str] = []
+    real = storage.OpenShard.from_file.__func__
+
+    def counting(cls, path, *args):
+        opened.append(str(path))
+        return real(cls, path, *args)
+
+    monkeypatch.setattr(storage.OpenShard, "from_file", classmethod(counting))
+    dl = loader(rel, 4, shuffle=True, seed=3, buffer_size=10, transform=decode.RandomResizedCrop(8))
+    assert dl.dataset.pool.max_open < 50  # not simply every shard
+    for epoch in range(3):
+        opened.clear()
+        dl.set_epoch(epoch)
+        assert sum(len(m) for _, m in dl) == 100
+        # the buffer's late samples find their shard still open, but for the odd straggler (a
+        # fixed 8 open shards reopened 17 of them here)
+        assert len(set(opened)) == 50 and len(opened) <= 52
+
+
+def test_workers_come_from_a_fork_server(release: Path) -> None:
+    import multiprocessing
+
+    from passkit.stream.loader import _installed
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform: workers are spawned")
+    assert loader(release, 4, num_workers=2, **AUG).multiprocessing_context.get_start_method() == "forkserver"
+    chosen = loader(release, 4, num_workers=2, multiprocessing_context="spawn", **AUG)
+    assert chosen.multiprocessing_context.get_start_method() == "spawn"
+    # preloaded only from the interpreter's own library folders, never from a checkout on sys.path
+    assert _installed("json") and _installed("numpy") and not _installed(__name__)
+
+
 def test_views_through_the_loader(release: Path) -> None:
     views, metas = next(iter(loader(release, 4, transform=decode.Views([decode.RandomResizedCrop(16)] * 2))))
     assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2 and len(metas) == 4
