@@ -26,7 +26,9 @@ Each run is a full pass in fresh workers; runs alternate between the pipelines (
 - the steady state: images/s from the first batch's arrival to the last's;
 - the whole pass in images/s, and images per CPU-second (this process and every process below
   it, workers and fork server included), which other jobs on the machine disturb less;
-- the 1-minute load average before and after.
+- the 1-minute load average before and after (this benchmark's own processes count in it), and
+  how many CPUs the machine's other processes kept busy during the pass (/proc/stat's busy time
+  less this benchmark's).
 Then the median [min-max] of each, each run's pair ratio, and the machine's CPU model. The last
 line is `ratio passkit/webdataset: X.XX`: the medians of the steady-state images/s (wall-clock).
 """
@@ -203,6 +205,17 @@ def cpu_model() -> str:
     return f"{name}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs"
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat), NaN where unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
+
+
 def load_average() -> float:
     """The 1-minute load average (other jobs on the machine), -1 where the OS has none."""
     try:
@@ -283,12 +296,14 @@ class Pass:
     steady: float  # images/s from the first batch's arrival to the last's
     cpu: float  # CPU seconds of this process and its descendants
     load: tuple[float, float]  # 1-minute load average when the pass started and ended
+    others: float  # CPUs the machine's other processes kept busy during the pass, on average
 
 
 def timed_pass(make: Any) -> Pass:
     """One full pass; building the loader (manifest and index reading) counts as part of the time
     to the first batch, and the steady state is what follows it."""
     load0 = load_average()
+    busy0 = busy_seconds()
     tree = TreeCPU()
     t0 = time.perf_counter()
     dl = make()
@@ -306,7 +321,9 @@ def timed_pass(make: Any) -> Pass:
     del images, dl
     gc.collect()
     steady = (n - first_n) / (last - first) if last > first else float("nan")
-    return Pass(n, first, wall, steady, tree.total(), (load0, load_average()))
+    cpu = tree.total()
+    others = max(0.0, (busy_seconds() - busy0 - cpu) / wall)
+    return Pass(n, first, wall, steady, cpu, (load0, load_average()), others)
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -344,9 +361,10 @@ def main(argv: list[str] | None = None) -> float:
 
             r = timed_pass(make)
             results[name].append(r)
-            console.print(f"run {run + 1}/{args.runs} {name:>10}: {r.images} images in {r.wall:6.2f} s, first batch "
-                          f"{r.first:5.2f} s, steady {r.steady:6.1f} img/s, whole pass {r.images / r.wall:6.1f} img/s, "
-                          f"{r.images / r.cpu:6.1f} img/CPU-s; load {r.load[0]:.2f}->{r.load[1]:.2f}")
+            console.print(f"run {run + 1}/{args.runs} {name:>10}: {r.images} images, first batch {r.first:5.2f} s, "
+                          f"steady {r.steady:6.1f} img/s, pass {r.wall:6.2f} s = {r.images / r.wall:6.1f} img/s, "
+                          f"{r.images / r.cpu:6.1f} img/CPU-s; load {r.load[0]:.2f}->{r.load[1]:.2f}, "
+                          f"others {r.others:.2f} CPUs")
 
     table = Table(title=escape(f"{args.runs} interleaved runs: median [min-max]"))
     for col in ("pipeline", "images", "steady img/s", "first batch (s)", "whole pass img/s", "img/CPU-s"):
