@@ -1,7 +1,7 @@
 """passkit.stream.loader vs webdataset's default pipeline, on the same shards.
 
-    .venv/bin/python benchmarks/loader_vs_webdataset.py                 # 5,000 images, 3 runs each
-    .venv/bin/python benchmarks/loader_vs_webdataset.py --images 1000 --runs 3   # quicker
+    .venv/bin/python benchmarks/loader_vs_webdataset.py                 # 5,000 images, 5 runs each
+    .venv/bin/python benchmarks/loader_vs_webdataset.py --images 1000 --runs 5   # quicker
 
 The data: `--images` JPEGs of 640-1600 px (longer side, random aspect 3:4..16:9, quality 85-95),
 cut from the photos that scikit-image and scikit-learn ship (real photo statistics, not noise),
@@ -15,26 +15,40 @@ Both pipelines do the same work per sample: decode the JPEG, RandomResizedCrop(2
 - webdataset: `WebDataset(urls).shuffle(1000).decode("pil").to_tuple("jpg", "json")`, torchvision
   v2 RandomResizedCrop + RandomHorizontalFlip + PILToTensor, `.batched(...)`, in a DataLoader;
 - passkit: `passkit.stream.loader(..., transform=decode.RandomResizedCrop(224), shuffle=True)`
-  (crop chosen from the JPEG header, reduced-scale DCT decode, then crop + resize).
+  (crop chosen from the JPEG header, only the crop's part decoded at reduced DCT scale, then
+  resized), the loader's defaults otherwise (shuffle buffer of 1000, workers from a fork server).
 
-Each run is a full pass in fresh workers (time to first batch counts from building the loader); runs alternate between the pipelines; the medians of
-`--runs` runs are reported, with the time to first batch (iterator creation to first batch).
-Also reported: images per CPU-second (main process + workers), a ratio that stays meaningful when
-other jobs share the machine. The last line is `ratio passkit/webdataset: X.XX` (wall-clock images/s).
+Each run is a full pass in fresh workers; runs alternate between the pipelines (`--runs` each,
+5 by default), so drift in the machine's speed reaches both. Per run it reports:
+- the time to the first batch, from building the loader (manifest and index reading included);
+  run 1 is each pipeline's first pass in this process (webdataset's imports torchvision, passkit's
+  starts the fork server, which imports torch), later runs reuse what run 1 loaded;
+- the steady state: images/s from the first batch's arrival to the last's;
+- the whole pass in images/s, and images per CPU-second (this process and every process below
+  it, workers and fork server included), which other jobs on the machine disturb less;
+- the 1-minute load average before and after (this benchmark's own processes count in it), and
+  how many CPUs the machine's other processes kept busy during the pass (/proc/stat's busy time
+  less this benchmark's).
+Then the median [min-max] of each, each run's pair ratio, and the machine's CPU model. The last
+line is `ratio passkit/webdataset: X.XX`: the medians of the steady-state images/s (wall-clock).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import io
 import json
+import os
+import platform
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -44,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -52,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from passkit.shards import sha256_file, write_tar  # noqa: E402
 
-console = Console()
+console = Console(width=150)
 
 
 # ----------------------------------------------------------------------------- data
@@ -179,31 +194,141 @@ def passkit_loader(root: Path, batch_size: int, workers: int, epoch: int) -> Any
     return dl
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children (the DataLoader workers,
-    joined when a pass ends)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def cpu_model() -> str:
+    """The CPU's model name and how many this process may use (rates only compare on one machine)."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs"
 
 
-def timed_pass(make: Any) -> tuple[int, float, float, float]:
-    """(images, seconds to first batch, seconds in all, CPU seconds) for one full pass; building the
-    loader (manifest and index reading) counts as part of the time to first batch."""
-    c0 = cpu_seconds()
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat), NaN where unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
+
+
+def load_average() -> float:
+    """The 1-minute load average (other jobs on the machine), -1 where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return -1.0
+
+
+class TreeCPU:
+    """User + system CPU seconds of this process and of every process below it, over one pass.
+
+    RUSAGE_CHILDREN counts only children this process waited for: passkit's DataLoader workers
+    are forked from a fork server (this process's child, their parent), so they are sampled from
+    /proc while they live instead -- webdataset's forked workers the same way, so both pipelines
+    are counted alike. A worker's last few milliseconds, after the last batch, go uncounted.
+    """
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.proc = Path("/proc").is_dir()
+        self.base: dict[tuple[int, int], float] = {}
+        self.seen: dict[tuple[int, int], float] = {}
+        self.me0 = self._self()
+        if self.proc:
+            self.base = self._descendants()
+
+    @staticmethod
+    def _self() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return me.ru_utime + me.ru_stime
+
+    def _stat(self, pid: int) -> tuple[int, int, float] | None:
+        """(parent pid, start time, CPU seconds) of a process, None when it is gone."""
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / self.tick
+
+    def _descendants(self) -> dict[tuple[int, int], float]:
+        kids: dict[int, list[tuple[int, int, float]]] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and (st := self._stat(int(entry.name))) is not None:
+                kids.setdefault(st[0], []).append((int(entry.name), st[1], st[2]))
+        out, todo = {}, [os.getpid()]
+        while todo:
+            for pid, start, cpu in kids.get(todo.pop(), []):
+                out[(pid, start)] = cpu
+                todo.append(pid)
+        return out
+
+    def sample(self, rescan: bool = False) -> None:
+        """Record the CPU time of the processes below this one (all of them when `rescan`)."""
+        if not self.proc:
+            return
+        if rescan:
+            self.seen.update(self._descendants())
+            return
+        for pid, start in list(self.seen):
+            st = self._stat(pid)
+            if st is not None and st[1] == start:
+                self.seen[(pid, start)] = st[2]
+
+    def total(self) -> float:
+        """CPU seconds since this object was made: this process, and what its descendants used."""
+        if not self.proc:
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return self._self() - self.me0 + kids.ru_utime + kids.ru_stime  # reaped children only
+        self.sample(rescan=True)
+        return self._self() - self.me0 + sum(cpu - self.base.get(key, 0.0) for key, cpu in self.seen.items())
+
+
+@dataclass
+class Pass:
+    images: int
+    first: float  # seconds from building the loader to the first batch
+    wall: float  # seconds for the whole pass (workers shut down)
+    steady: float  # images/s from the first batch's arrival to the last's
+    cpu: float  # CPU seconds of this process and its descendants
+    load: tuple[float, float]  # 1-minute load average when the pass started and ended
+    others: float  # CPUs the machine's other processes kept busy during the pass, on average
+
+
+def timed_pass(make: Any) -> Pass:
+    """One full pass; building the loader (manifest and index reading) counts as part of the time
+    to the first batch, and the steady state is what follows it."""
+    load0 = load_average()
+    busy0 = busy_seconds()
+    tree = TreeCPU()
     t0 = time.perf_counter()
     dl = make()
-    first = None
-    n = 0
+    first = last = 0.0
+    n = first_n = 0
     images = None
-    for images, _ in dl:
-        if first is None:
-            first = time.perf_counter() - t0
+    for batch, (images, _) in enumerate(dl):
+        last = time.perf_counter() - t0
         assert images.dtype.is_floating_point is False and tuple(images.shape[1:]) == (3, 224, 224)
+        if batch == 0:
+            first, first_n = last, images.shape[0]
         n += images.shape[0]
+        tree.sample(rescan=batch % 8 == 0)  # the workers are found at the first batch
     wall = time.perf_counter() - t0
     del images, dl
     gc.collect()
-    return n, first or 0.0, wall, cpu_seconds() - c0
+    steady = (n - first_n) / (last - first) if last > first else float("nan")
+    cpu = tree.total()
+    others = max(0.0, (busy_seconds() - busy0 - cpu) / wall)
+    return Pass(n, first, wall, steady, cpu, (load0, load_average()), others)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """median [min-max], escaped for rich (which would take the brackets for markup)"""
+    return escape(f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]")
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -212,7 +337,7 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3, help="runs per pipeline (the median is reported)")
+    ap.add_argument("--runs", type=int, default=5, help="interleaved runs per pipeline (medians are reported)")
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "passkit-bench")
     args = ap.parse_args(argv)
 
@@ -223,9 +348,10 @@ def main(argv: list[str] | None = None) -> float:
     torch.set_num_threads(1)
     root = make_release(args.data, args.images, args.shard_size)
     size = sum(p.stat().st_size for p in (root / "shards").glob("*.tar"))
-    console.print(f"release {root} ({args.images} images, {size / 1e6:.0f} MB); decoder: {decode.backend()}; "
+    console.print(f"release {root} ({args.images} images, {size / 1e6:.0f} MB); passkit decoder: {decode.backend()}; "
                   f"{args.workers} workers, batch {args.batch_size}, torch threads 1")
-    results: dict[str, list[tuple[int, float, float, float]]] = {"webdataset": [], "passkit": []}
+    console.print(f"CPU: {cpu_model()}; load average at start {load_average():.2f}")
+    results: dict[str, list[Pass]] = {"webdataset": [], "passkit": []}
     for run in range(args.runs):
         for name in ("webdataset", "passkit"):
             def make(name: str = name, run: int = run) -> Any:
@@ -233,24 +359,35 @@ def main(argv: list[str] | None = None) -> float:
                     return webdataset_loader(root, args.batch_size, args.workers)
                 return passkit_loader(root, args.batch_size, args.workers, run)
 
-            n, first, total, cpu = timed_pass(make)
-            results[name].append((n, first, total, cpu))
-            console.print(f"run {run + 1}/{args.runs} {name:>10}: {n} images in {total:6.2f} s = "
-                          f"{n / total:7.1f} images/s, first batch {first:5.2f} s, {n / cpu:6.1f} images/CPU-s")
+            r = timed_pass(make)
+            results[name].append(r)
+            console.print(f"run {run + 1}/{args.runs} {name:>10}: {r.images} images, first batch {r.first:5.2f} s, "
+                          f"steady {r.steady:6.1f} img/s, pass {r.wall:6.2f} s = {r.images / r.wall:6.1f} img/s, "
+                          f"{r.images / r.cpu:6.1f} img/CPU-s; load {r.load[0]:.2f}->{r.load[1]:.2f}, "
+                          f"others {r.others:.2f} CPUs")
 
-    table = Table(title=f"median of {args.runs} runs")
-    for col in ("pipeline", "images", "images/s", "first batch (s)", "pass (s)", "images/CPU-s"):
+    table = Table(title=escape(f"{args.runs} interleaved runs: median [min-max]"))
+    for col in ("pipeline", "images", "steady img/s", "first batch (s)", "whole pass img/s", "img/CPU-s"):
         table.add_column(col, justify="right")
-    rate, per_cpu = {}, {}
+    med: dict[str, dict[str, float]] = {}
     for name, rs in results.items():
-        rate[name] = statistics.median(n / t for n, _, t, _ in rs)
-        per_cpu[name] = statistics.median(n / c for n, _, _, c in rs)
-        table.add_row(name, str(rs[0][0]), f"{rate[name]:.1f}", f"{statistics.median(r[1] for r in rs):.2f}",
-                      f"{statistics.median(r[2] for r in rs):.2f}", f"{per_cpu[name]:.1f}")
+        med[name] = {"steady": statistics.median(r.steady for r in rs),
+                     "first": statistics.median(r.first for r in rs),
+                     "cpu": statistics.median(r.images / r.cpu for r in rs)}
+        table.add_row(name, str(rs[0].images), spread([r.steady for r in rs], ".1f"),
+                      spread([r.first for r in rs], ".2f"), spread([r.images / r.wall for r in rs], ".1f"),
+                      spread([r.images / r.cpu for r in rs], ".1f"))
     console.print(table)
-    ratio = rate["passkit"] / rate["webdataset"]
-    console.print(f"CPU efficiency ratio passkit/webdataset (images per CPU-second, insensitive to other "
-                  f"load on the machine): {per_cpu['passkit'] / per_cpu['webdataset']:.2f}")
+    pairs = [p.steady / w.steady for w, p in zip(results["webdataset"], results["passkit"], strict=True)]
+    firsts = [p.first / w.first for w, p in zip(results["webdataset"], results["passkit"], strict=True)]
+    console.print("steady-state ratio of each run's pair: " + ", ".join(f"{x:.2f}" for x in pairs))
+    console.print("first-batch ratio of each run's pair: " + ", ".join(f"{x:.2f}" for x in firsts)
+                  + " (run 1's passkit pass starts the fork server its workers come from)")
+    cpu_ratio = med["passkit"]["cpu"] / med["webdataset"]["cpu"]
+    console.print(f"images per CPU-second ratio passkit/webdataset (medians): {cpu_ratio:.2f}")
+    console.print(f"first-batch ratio passkit/webdataset (medians): {med['passkit']['first'] / med['webdataset']['first']:.2f}")
+    ratio = med["passkit"]["steady"] / med["webdataset"]["steady"]
+    console.print("the last line: steady-state images/s (wall-clock, after the first batch), medians, passkit/webdataset")
     print(f"ratio passkit/webdataset: {ratio:.2f}")
     return ratio
 

@@ -630,7 +630,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         r = validate(Path(args.release), recipe=args.recipe, preset=args.preset, eval_spec=args.eval,
                      seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
-                     steps=args.steps)
+                     steps=args.steps, loader=args.loader)
     except (FileNotFoundError, ValueError) as e:
         return _error(e)
     t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
@@ -766,6 +766,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--device", default="auto", help="auto, cpu, cuda")
     v.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    v.add_argument("--loader", default="auto", choices=["auto", "cpu", "device", "dali"],
+                   help="input pipeline: cpu (workers decode and augment), device (workers read, the training "
+                        "device decodes and augments), dali; auto: device on CUDA, cpu elsewhere")
     v.add_argument("--work", default=None, help="checkpoint folder (default work/validate/<release>/<run>)")
     v.set_defaults(func=_cmd_validate)
     lc = sub.add_parser("license", help="normalise licence spellings (names, codes, URLs, flickr:<id>) and check a policy")

@@ -160,6 +160,19 @@ def test_jpeg_variants_take_a_path_that_works(kind):
     assert out.pixels.shape == (150, 200, 3) and out.image.size == (200, 150)
 
 
+@pytest.mark.parametrize("pixels", [True, False])
+def test_passkit_writes_baseline_jpegs_even_from_progressive_input(pixels):
+    """GPU decoders take baseline JPEGs (nvJPEG's hardware path); both encoders must write them."""
+    rng = np.random.default_rng(2)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((300, 400, 3)) * 255).astype("uint8")).save(buf, "JPEG", progressive=True)
+    assert Image.open(io.BytesIO(buf.getvalue())).info.get("progressive")  # the input is progressive
+    out = check(buf.getvalue(), ImageSpec(max_side=200), pixels=pixels).info.jpeg
+    im = Image.open(io.BytesIO(out))
+    assert not im.info.get("progressive") and not im.info.get("progression")
+    assert b"\xff\xc0" in out[: out.index(b"\xff\xda")]  # SOF0 (baseline) before the first scan
+
+
 def _flat_fraction_numpy(a: np.ndarray, tolerance: int = 12) -> tuple[float, tuple[int, int, int]]:
     """The definition, in plain numpy: share within tolerance of the per-channel median."""
     px = a.reshape(-1, 3).astype(np.int16)

@@ -37,6 +37,7 @@ CODES: dict[str, str] = {
     "image_invalid": "the .jpg is not a readable JPEG",
     "image_size": "the JPEG's size differs from width/height in its json",
     "image_metadata": "the JPEG carries a metadata block (EXIF, XMP, ICC, comment)",
+    "image_progressive": "the JPEG is progressive, not baseline (GPU decoders such as nvJPEG's hardware path need baseline)",
     "license_missing": "the sample has no licence id",
     "license_unknown": "the licence id is not in the registry",
     "license_not_allowed": "the licence is not allowed by the release's policy",

@@ -99,7 +99,9 @@ def check_sample(sc: ShardScan, key: str, group: dict[str, bytes]) -> bool:
 
 
 def check_image(sc: ShardScan, key: str, data: bytes, meta: dict[str, Any]) -> None:
-    """The JPEG: a JPEG at all, decoding to the last pixel, the size its json says, no metadata block."""
+    """The JPEG: a JPEG at all, baseline, decoding to the last pixel, the size its json says, no
+    metadata block. passkit writes baseline JPEGs only: GPU decoders (nvJPEG's hardware path) take
+    baseline, and a progressive one falls back to a slow path, so one here was not written by passkit."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -113,6 +115,8 @@ def check_image(sc: ShardScan, key: str, data: bytes, meta: dict[str, Any]) -> N
         if fmt != "JPEG":
             sc.add("image_invalid", f"{key}.jpg is {fmt}, not JPEG", key)
         else:
+            if info.get("progressive") or info.get("progression"):
+                sc.add("image_progressive", f"{key}.jpg is a progressive JPEG, not baseline", key)
             # Decode every pixel: a JPEG whose header parses can still be truncated or corrupt.
             try:
                 im.load()

@@ -31,10 +31,11 @@ class SplitBatchNorm(nn.BatchNorm2d):
             return super().forward(x)
         rm = self.running_mean.repeat(s)  # type: ignore[union-attr]
         rv = self.running_var.repeat(s)  # type: ignore[union-attr]
+        # reshape, not view: a channels-last batch (the device pipeline's) cannot be viewed so
         out = F.batch_norm(
-            x.view(n // s, c * s, h, w), rm, rv, self.weight.repeat(s), self.bias.repeat(s),
+            x.reshape(n // s, c * s, h, w), rm, rv, self.weight.repeat(s), self.bias.repeat(s),
             True, self.momentum or 0.1, self.eps,
-        ).view(n, c, h, w)
+        ).reshape(n, c, h, w)
         with torch.no_grad():
             self.running_mean.copy_(rm.view(s, c).mean(0))  # type: ignore[union-attr]
             self.running_var.copy_(rv.view(s, c).mean(0))  # type: ignore[union-attr]

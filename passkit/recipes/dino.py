@@ -214,7 +214,7 @@ def preset(name: str) -> Preset:
                                                   hidden_dim=128, bottleneck_dim=32, teacher_temp_final=0.04,
                                                   momentum=0.95, freeze_last_layer_steps=5, crops=crops),
                       OptimConfig(name="adamw", lr=1e-3, weight_decay=0.04, min_8bit_size=1024), batch_size=8,
-                      steps=20, eval_spec="synthetic:160:80", rankme_floor=2.0)
+                      steps=20, eval_spec="synthetic:160:80", rankme_floor=2.0, judge_learning=False)
     if name == "small":
         crops = MultiCropConfig(64, 32, 2, 4, (0.3, 1.0), (0.1, 0.3))
         return Preset("small", "dino", DINOConfig(arch="vit_tiny", patch_size=8, out_dim=4096, hidden_dim=512,

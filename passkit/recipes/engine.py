@@ -70,13 +70,29 @@ class DataSource(Protocol):
 
 
 class ReleaseData:
-    """A release folder through passkit.stream.loader, with the recipe's multi-view transform."""
+    """A release folder through passkit.stream.loader, with the recipe's multi-view transform.
+
+    loader="cpu": workers decode and augment (uint8 views; the engine normalises on the device).
+    loader="device": workers only read tars and draw each view's parameters; the training
+    process decodes and augments whole batches on the training device
+    (passkit.recipes.device_augment), one batch ahead on CUDA, and hands over normalised views.
+    """
 
     def __init__(self, release_dir: Path | str, transform: Callable[[Any], Any], batch_size: int,
-                 *, seed: int = 0, num_workers: int = 0, shuffle: bool = True, drop_last: bool = True):
+                 *, seed: int = 0, num_workers: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 loader_mode: str = "cpu"):
         from passkit.stream import loader
 
-        self.batch_size = batch_size
+        if loader_mode not in ("cpu", "device"):
+            raise EngineError(f"loader_mode must be cpu or device, not {loader_mode!r}")
+        self.batch_size, self.loader_mode = batch_size, loader_mode
+        self.augment: Any = None
+        if loader_mode == "device":
+            from passkit.recipes.augparams import EncodedViews
+            from passkit.recipes.augspec import view_specs
+
+            self.specs = view_specs(transform)  # ValueError for a step the device cannot run
+            transform = EncodedViews(self.specs)
         self.loader = loader(release_dir, batch_size, transform=transform, shuffle=shuffle, seed=seed,
                              num_workers=num_workers, drop_last=drop_last, pin_memory=torch.cuda.is_available())
         n = self.loader.num_samples
@@ -90,9 +106,23 @@ class ReleaseData:
     def num_samples(self) -> int:
         return self.loader.num_samples
 
+    def bind(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Where the views go and in which dtype (the Trainer calls this once it has a device)."""
+        if self.loader_mode == "device":
+            from passkit.recipes.device_augment import DeviceAugment
+
+            self.augment = DeviceAugment(self.specs, device=device, dtype=dtype)
+
     def epoch(self, epoch: int) -> Iterable[tuple[Sequence[torch.Tensor], Any]]:
         self.loader.set_epoch(epoch)
-        return self.loader
+        if self.loader_mode == "cpu":
+            return self.loader
+        if self.augment is None:
+            self.bind(torch.device("cpu"), torch.float32)
+        from passkit.recipes.device_augment import prefetch
+
+        aug = self.augment
+        return prefetch(self.loader, lambda b: (aug(b[0]), b[1]), aug.device)
 
 
 class _TensorViews(Dataset):
@@ -313,6 +343,9 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         model = recipe.build_model().to(self.device)
+        bind = getattr(self.data, "bind", None)
+        if bind is not None:
+            bind(self.device, self.amp_dtype or torch.float32)
         inner = model
         if self.dist.world > 1:
             model = nn.parallel.DistributedDataParallel(
@@ -345,7 +378,9 @@ class Trainer:
                 f = lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * f
-                views = [normalize(v.to(self.device, non_blocking=True)) for v in views]
+                # the device pipeline hands over views already normalised on the device
+                views = [v if v.is_floating_point() else normalize(v.to(self.device, non_blocking=True))
+                         for v in views]
                 ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
                 with ctx:
                     out = recipe.training_step(model, views, step)

@@ -238,7 +238,7 @@ def preset(name: str) -> Preset:
         return Preset("smoke", "mae", MAEConfig(arch="vit_nano", patch_size=4, image_size=32, decoder_dim=64,
                                                 decoder_depth=1, decoder_heads=4),
                       OptimConfig(**adam, lr=1.5e-3, min_8bit_size=1024), batch_size=8, steps=20,
-                      eval_spec="synthetic:160:80", rankme_floor=2.0)
+                      eval_spec="synthetic:160:80", rankme_floor=2.0, judge_learning=False)
     if name == "small":
         return Preset("small", "mae", MAEConfig(arch="vit_tiny", patch_size=8, image_size=64, decoder_dim=128,
                                                 decoder_depth=2, decoder_heads=4),

@@ -186,7 +186,7 @@ def preset(name: str) -> Preset:
         return Preset("smoke", "moco_v2", MoCoConfig(arch="resnet18", width=16, small_stem=True, image_size=32,
                                                      queue=64, momentum=0.99, bn_splits=2),
                       OptimConfig(name="sgd", lr=0.03, weight_decay=1e-4), batch_size=8, steps=20,
-                      eval_spec="synthetic:160:80", rankme_floor=2.0)
+                      eval_spec="synthetic:160:80", rankme_floor=2.0, judge_learning=False)
     if name == "small":
         return Preset("small", "moco_v2", MoCoConfig(arch="resnet18", width=32, small_stem=True, image_size=64,
                                                      queue=4096, momentum=0.99, bn_splits=4),

@@ -170,7 +170,7 @@ def preset(name: str) -> Preset:
         return Preset("smoke", "swav", SwAVConfig(arch="vit_nano", patch_size=4, hidden_dim=128, dim=32, prototypes=30,
                                                   queue=0, freeze_prototypes_steps=2, crops=crops),
                       OptimConfig(name="adamw", lr=2e-3, weight_decay=0.04, min_8bit_size=1024), batch_size=8,
-                      steps=20, eval_spec="synthetic:160:80", rankme_floor=2.0)
+                      steps=20, eval_spec="synthetic:160:80", rankme_floor=2.0, judge_learning=False)
     if name == "small":
         crops = MultiCropConfig(64, 32, 2, 4, (0.3, 1.0), (0.1, 0.3))
         return Preset("small", "swav", SwAVConfig(arch="resnet18", width=32, small_stem=True, hidden_dim=512, dim=64,

@@ -31,7 +31,12 @@ Why it is built this way (the usual shard-loader failures it avoids):
   are seeded per batch from (seed, epoch, rank, batch number) inside the workers (with num_workers=0
   the caller's RNG state is saved and restored around each batch).
 - **Fast first batch.** Nothing is scanned up front but index.parquet; a worker touches only the
-  shards of its first batch before yielding it.
+  shards of its first batch before yielding it. Workers are forked from a fork server that
+  imports torch once per process (`worker_context`; started when the loader is made, so it
+  loads while the caller sets up): spawned workers each imported it again, every pass, which was
+  most of a 2.6-3.8 s first batch; now 0.35-0.4 s, the first pass of a process 1.8 s.
+- **Shards stay open** (their tar headers parsed) for as long as the shuffle buffer can hold a
+  sample back (`open_shards`), so late samples do not reopen and rescan their shard.
 - **Fast decode.** JPEG transforms (passkit.stream.decode: RandomResizedCrop, ResizeCenterCrop,
   ToTensor, Views) get the encoded bytes, choose the crop from the header and decode at reduced DCT
   scale; the default transform is ResizeCenterCrop(image_size). Any other transform gets a decoded
@@ -59,6 +64,8 @@ import json
 import math
 import os
 import random
+import sys
+import sysconfig
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -69,7 +76,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from passkit.stream import decode
 from passkit.stream.plan import Balance, RankPlan, rank_plan, rng_for
@@ -384,6 +391,25 @@ def build_catalog(release: Release, pool: ShardPool, apply_removals: bool = True
                    tuple(int(c) for c in counts), source)
 
 
+def open_shards(shard_counts: Sequence[int], buffer_size: int) -> int:
+    """How many shards a worker keeps open (their member tables parsed): enough that the samples
+    a shuffle buffer holds back rarely find their shard closed and scanned again.
+
+    Every sample waits in a buffer of B samples for a geometric time of mean B, so the last of N
+    samples leaves about B ln N samples after it came in, and a worker reads from the shards of
+    that many samples at once. With the former fixed 8, a buffer of 1000 over shards of 500
+    samples opened each shard 3-5 times a pass, and scanning a shard's tar headers again costs
+    as much as decoding 15 of its images. The member tables held stay about B ln N samples' worth
+    whatever the shard size; the count is capped for the file descriptors.
+    """
+    sizes = [c for c in shard_counts if c > 0]
+    if buffer_size < 2 or not sizes:
+        return 8
+    n = sum(sizes)
+    span = min(buffer_size, n) * math.log(n) / (n / len(sizes))
+    return int(min(256, max(8, math.ceil(span) + 4)))
+
+
 # ----------------------------------------------------------------------------- transforms, collate
 
 
@@ -402,7 +428,9 @@ def _stack(items: Sequence[Any]) -> Any:
                 f"cannot batch images of different shapes {sorted(shapes)}; use image_size=... "
                 "or a transform that gives same-size tensors, or batch_size=None"
             )
-        return torch.stack(list(items))
+        # default_collate stacks into shared memory inside a worker, which the batch is moved to
+        # anyway to reach the main process: one copy of the pixels fewer than torch.stack.
+        return default_collate(list(items))
     if isinstance(first, list | tuple):  # multi-crop: one stacked tensor per view
         return [_stack([it[i] for it in items]) for i in range(len(first))]
     return list(items)
@@ -476,11 +504,54 @@ class LoaderConfig:
         if self.num_workers > 0:
             if self.prefetch_factor is not None:
                 kw["prefetch_factor"] = self.prefetch_factor
-            # Forked workers inherit whatever locks the parent's threads held (OpenMP pools of
-            # earlier torch ops, HTTP servers, Ray) and can hang forever; spawned ones cannot.
             ctx = self.multiprocessing_context
-            kw["multiprocessing_context"] = "spawn" if ctx is None else ctx
+            kw["multiprocessing_context"] = worker_context(self.transform) if ctx is None else ctx
         return kw
+
+
+# What a worker needs that is slow to import (torch alone takes 1.5-2 s of CPU here); passkit's
+# own modules take tens of milliseconds on top.
+_PRELOAD = ("torch", "numpy", "cv2", "pyarrow.compute", "PIL.Image", "simplejpeg")
+
+
+def _installed(module: str) -> bool:
+    """Whether `module` is loaded here from this interpreter's own library folders.
+
+    Only such modules are preloaded by the fork server: it is a fresh interpreter, which on
+    Python 3.11 does not get this process's sys.path before preloading, so a module this process
+    took from elsewhere (passkit from a checkout on sys.path, say) could be another file there.
+    Workers import the rest themselves, after multiprocessing gives them this sys.path.
+    """
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        return False
+    paths = sysconfig.get_paths()
+    roots = {os.path.realpath(paths[k]) for k in ("purelib", "platlib", "stdlib", "platstdlib") if k in paths}
+    real = os.path.realpath(path)
+    return any(real.startswith(root + os.sep) for root in roots)
+
+
+def worker_context(transform: Any = None) -> Any:
+    """Where DataLoader workers come from: a fork server's context, its server started now (it
+    imports torch while the caller goes on), or "spawn" where there is no fork server.
+
+    Forked workers inherit whatever locks the parent's threads held (OpenMP pools of earlier torch
+    ops, HTTP servers, Ray) and can hang forever, so workers are never forked from this process.
+    Spawned ones are safe, but each imports torch again: 1.5-2 s of CPU per worker per pass here,
+    most of the time to the first batch. The fork server is a fresh interpreter that imports it
+    once and forks the workers of every later pass, which then start in milliseconds. A process
+    has one fork server (passkit's executors use it too): whoever starts it chooses its preloads.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    ctx = multiprocessing.get_context("forkserver")
+    wanted = [*_PRELOAD, getattr(type(transform), "__module__", "") if transform is not None else ""]
+    ctx.set_forkserver_preload([m for m in dict.fromkeys(wanted) if m and _installed(m)])
+    forkserver.ensure_running()
+    return ctx
 
 
 _OPTIONS = frozenset(f.name for f in fields(LoaderConfig))
@@ -543,6 +614,7 @@ class ReleaseDataset(IterableDataset):
         self.removed = release.removed if cfg.apply_removals else frozenset()
         self.pool = ShardPool(cfg.cache_dir)
         self.catalog = build_catalog(release, self.pool, cfg.apply_removals)
+        self.pool.max_open = open_shards(self.catalog.shard_counts, cfg.buffer_size if cfg.shuffle else 0)
         self.epoch = 0
         self._pass: _Pass | None = None
         self._verified = False

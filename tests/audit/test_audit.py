@@ -365,6 +365,19 @@ def test_image_with_exif_is_flagged(release: Path) -> None:
     assert {"image_sha256", "index_sha256"} <= codes(report)
 
 
+def test_progressive_jpeg_is_flagged(release: Path) -> None:
+    key = shard_keys(release, SHARD1)[1]
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(64, 48, 3))).save(buf, "JPEG", progressive=True)
+    rewrite_shard(
+        release / SHARD1, lambda s: [(k, {**g, "jpg": buf.getvalue()} if k == key else g) for k, g in s]
+    )
+    report = audit(release)
+    assert [f.key for f in report.by_code("image_progressive")] == [key]
+    assert not report.ok
+    assert report.by_code("image_invalid") == []  # a valid JPEG, only not baseline
+
+
 # ----------------------------------------------------------------------------- manifest
 
 

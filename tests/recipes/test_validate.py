@@ -44,6 +44,10 @@ def test_validate_smoke_on_the_demo_release(demo_release: Path, tmp_path: Path, 
     for c in v["checks"]:
         assert c["status"] in ("pass", "fail")
         lower_is_better = c["name"] in ("loss", "reconstruction")
+        if lower_is_better:  # smoke: a finite loss proves the plumbing; 20 steps cannot show learning
+            assert c["threshold"] is None and "finite" in c["rule"]
+            assert c["status"] == ("pass" if c["value"] is not None else "fail")
+            continue
         assert (c["status"] == "pass") == (c["value"] < c["threshold"] if lower_is_better
                                            else c["value"] > c["threshold"])
     assert v["verdict"] == ("pass" if all(c["status"] == "pass" for c in v["checks"]) else "fail")

@@ -245,12 +245,12 @@ def test_handler_can_skip_undecodable_samples(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- fast decode
 
 
-def photo(w: int, h: int, mode: str = "RGB", quality: int = 92) -> bytes:
+def photo(w: int, h: int, mode: str = "RGB", quality: int = 92, subsampling: int = -1) -> bytes:
     y, x = np.mgrid[0:h, 0:w]
     px = np.stack([(np.sin(x / 23.0) + np.cos(y / 17.0)) * 60 + 128, x * 255.0 / w, y * 255.0 / h], -1)
     im = Image.fromarray(px.clip(0, 255).astype(np.uint8))
     buf = io.BytesIO()
-    im.convert(mode).save(buf, "JPEG", quality=quality)
+    im.convert(mode).save(buf, "JPEG", quality=quality, subsampling=subsampling)
     return buf.getvalue()
 
 
@@ -270,6 +270,33 @@ def test_crop_resize_matches_torchvision(box, flip) -> None:
     ref = reference(data, box, (64, 48), flip)
     assert ours.shape == ref.shape == (3, 48, 64) and ours.dtype == torch.uint8
     assert (ours.float() - ref.float()).abs().mean() < 3.0
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2, "L"])
+def test_cropped_decode_gives_the_whole_decodes_pixels(monkeypatch: pytest.MonkeyPatch, subsampling) -> None:
+    if decode._turbo() is None:
+        pytest.skip("no libturbojpeg 3 here (pip install turbojpeg)")
+    data = photo(1203, 901, "L") if subsampling == "L" else photo(1203, 901, subsampling=subsampling)
+    boxes = [(0, 0, 1203, 901), (17.5, 33, 700, 500), (300, 200, 420, 330), (1000, 10, 1203, 901),
+             (5, 880, 260, 901), (600, 1, 1202, 250)]
+    outs = [(64, 48), (224, 224), (30, 90)]
+    crops = [(b, o, f) for b in boxes for o in outs for f in (False, True)]
+    ours = [decode.crop_resize(data, b, o, flip=f) for b, o, f in crops]
+    assert decode.decode_region(data, (1203, 901), 2, boxes[2]) is not None
+    monkeypatch.setattr(decode, "_turbo", lambda: None)  # the whole image at the same DCT scale
+    assert decode.decode_region(data, (1203, 901), 2, boxes[2]) is None
+    whole = [decode.crop_resize(data, b, o, flip=f) for b, o, f in crops]
+    assert all(torch.equal(a, b) for a, b in zip(ours, whole, strict=True))
+
+
+def test_cropped_decode_refuses_what_it_cannot_read() -> None:
+    if decode._turbo() is None:
+        pytest.skip("no libturbojpeg 3 here (pip install turbojpeg)")
+    cmyk, rgb = photo(200, 150, "CMYK"), photo(200, 150)
+    assert decode.decode_region(cmyk, (200, 150), 1, (10, 10, 100, 100)) is None
+    assert decode.decode_region(rgb, (201, 150), 1, (10, 10, 100, 100)) is None  # not the header's size
+    assert decode.decode_region(rgb[: len(rgb) // 2], (200, 150), 1, (10, 10, 100, 100)) is None  # truncated
+    assert decode.decode_region(b"not a jpeg", (200, 150), 1, (10, 10, 100, 100)) is None
 
 
 def test_reduction_never_upscales() -> None:
@@ -320,6 +347,43 @@ def test_jpeg_transforms_accept_pil_images_and_views() -> None:
     assert decode.RandomResizedCrop(8, then=lambda x: x.float() / 255)(data).dtype == torch.float32
 
 
+def test_each_shard_is_opened_once_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passkit.stream import storage
+
+    rel = fresh_release(tmp_path, n=100, shard_max=2)  # 50 shards, a buffer of 10 samples
+    opened: list[str] = []
+    real = storage.OpenShard.from_file.__func__
+
+    def counting(cls, path, *args):
+        opened.append(str(path))
+        return real(cls, path, *args)
+
+    monkeypatch.setattr(storage.OpenShard, "from_file", classmethod(counting))
+    dl = loader(rel, 4, shuffle=True, seed=3, buffer_size=10, transform=decode.RandomResizedCrop(8))
+    assert dl.dataset.pool.max_open < 50  # not simply every shard
+    for epoch in range(3):
+        opened.clear()
+        dl.set_epoch(epoch)
+        assert sum(len(m) for _, m in dl) == 100
+        # the buffer's late samples find their shard still open, but for the odd straggler (a
+        # fixed 8 open shards reopened 17 of them here)
+        assert len(set(opened)) == 50 and len(opened) <= 52
+
+
+def test_workers_come_from_a_fork_server(release: Path) -> None:
+    import multiprocessing
+
+    from passkit.stream.loader import _installed
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform: workers are spawned")
+    assert loader(release, 4, num_workers=2, **AUG).multiprocessing_context.get_start_method() == "forkserver"
+    chosen = loader(release, 4, num_workers=2, multiprocessing_context="spawn", **AUG)
+    assert chosen.multiprocessing_context.get_start_method() == "spawn"
+    # preloaded only from the interpreter's own library folders, never from a checkout on sys.path
+    assert _installed("json") and _installed("numpy") and not _installed(__name__)
+
+
 def test_views_through_the_loader(release: Path) -> None:
     views, metas = next(iter(loader(release, 4, transform=decode.Views([decode.RandomResizedCrop(16)] * 2))))
     assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2 and len(metas) == 4
@@ -343,6 +407,7 @@ def test_hf_dataset_from_a_release_url(release: Path, http_server, tmp_path: Pat
 
 def test_pillow_draft_fallback_without_simplejpeg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode, "simplejpeg", None)
+    monkeypatch.setattr(decode, "_turbo", lambda: None)
     assert decode.backend() == "pillow-draft"
     data = photo(1200, 900)
     assert decode.jpeg_size(data) == (1200, 900)
