@@ -7,6 +7,9 @@
 #   3. SwAV (ResNet-50), DINO (ViT-S/16) and MAE (ViT-B/16, and the medical ViT-S preset): a few
 #      bf16 steps each with 8-bit AdamW/SGD on synthetic 224 px images: images/s, loss start -> end, RankMe;
 #      then tests/recipes/test_swav.py, test_dino.py and test_mae.py (the Trainer picks CUDA when there is one).
+#   3b. benchmarks/train_input.py --full: images/s of the input pipeline alone, the model step alone and both
+#      together, CPU loader vs device pipeline, for MoCo v2 (ResNet-50, bf16, batch 256) and DINO (ViT-S/16,
+#      multi-crop); last line `end-to-end / model-only (moco_v2): X.XX` (the device pipeline's on CUDA).
 #   4. GenView: seconds per generated view with `passkit views generate` (GENVIEW_MODEL: a local unCLIP folder).
 # Each section runs on its own (under `timeout`): a failure prints its error and the next section still runs.
 #
@@ -204,6 +207,10 @@ with tempfile.TemporaryDirectory() as tmp:
     print(f"genview {model.name} on {device}: {res.generated} variations, {dt / max(res.generated, 1):.2f} s/image "
           f"(model load and principal fit included)", flush=True)
 PY
+
+# the input benchmark writes its 1000 photos first (under a minute on 16 cores), then 2 runs of each figure
+if [[ "$DRY" == 1 ]]; then TI_ARGS=(--quick --runs 1 --images 200 --recipes moco_v2,dino); else TI_ARGS=(--full --runs 2); fi
+TO=$((TO > 420 ? TO : 420)) section train-input "$PY" benchmarks/train_input.py "${TI_ARGS[@]}"
 
 section pytest-recipes "$PY" -m pytest -q -p no:cacheprovider tests/recipes/test_swav.py tests/recipes/test_dino.py tests/recipes/test_mae.py
 echo "gpu_check: done in ${SECONDS} s; failed sections: ${failed[*]:-none}"

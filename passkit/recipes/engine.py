@@ -73,6 +73,9 @@ class ReleaseData:
     """A release folder through passkit.stream.loader, with the recipe's multi-view transform.
 
     loader="cpu": workers decode and augment (uint8 views; the engine normalises on the device).
+    A recipe transform the spec reader understands runs as cpu_augment.JpegViews (each view's crop
+    decoded at reduced scale, the photometric steps in OpenCV: 4x the images/s of torchvision on
+    PIL on one core), with the device pipeline's parameter draws; any other transform as given.
     loader="device": workers only read tars and draw each view's parameters; the training
     process decodes and augments whole batches on the training device
     (passkit.recipes.device_augment), one batch ahead on CUDA, and hands over normalised views.
@@ -93,6 +96,10 @@ class ReleaseData:
 
             self.specs = view_specs(transform)  # ValueError for a step the device cannot run
             transform = EncodedViews(self.specs)
+        else:
+            from passkit.recipes.cpu_augment import fast_views
+
+            transform = fast_views(transform)
         self.loader = loader(release_dir, batch_size, transform=transform, shuffle=shuffle, seed=seed,
                              num_workers=num_workers, drop_last=drop_last, pin_memory=torch.cuda.is_available())
         n = self.loader.num_samples

@@ -1,0 +1,117 @@
+"""The CPU loader's fast augmentation path (passkit.recipes.cpu_augment) against torchvision's
+functional ops on the same parameters, its crops against the loader's cropped decode, and the
+engine's wiring that picks it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from passkit.recipes import cpu_augment as ca
+from passkit.recipes.augment import two_views
+from passkit.recipes.augparams import COL, draw
+from passkit.recipes.augspec import view_specs
+from passkit.recipes.engine import ReleaseData
+from passkit.recipes.multicrop import MultiCropConfig, multi_crop
+from passkit.stream import decode
+from tests.helpers.releases import jpeg, make_release
+from tests.recipes.test_device_augment import _reference, image
+
+
+def hwc(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.permute(1, 2, 0).numpy())
+
+
+def test_colour_ops_equal_torchvision_functional() -> None:
+    x = image(40, 48, n=1, seed=1)[0]
+    for f in (0.6, 1.4):
+        for fn, ref in ((ca.brightness, TF.adjust_brightness), (ca.contrast, TF.adjust_contrast),
+                        (ca.saturation, TF.adjust_saturation)):
+            assert np.allclose(fn(hwc(x), f), hwc(ref(x, f)), atol=1e-5), fn.__name__
+    for h in (-0.1, 0.04, 0.1):
+        assert np.allclose(ca.hue(hwc(x), h), hwc(TF.adjust_hue(x, h)), atol=1e-5), h
+    for sigma in (0.1, 0.9, 2.0):
+        assert np.allclose(ca.gaussian_blur(hwc(x), 7, sigma), hwc(TF.gaussian_blur(x, [7, 7], [sigma, sigma])),
+                           atol=1e-5), sigma
+
+
+def test_whole_photometric_chain_equals_torchvision_on_the_same_parameters() -> None:
+    spec = view_specs(multi_crop(MultiCropConfig(large_size=32, small_size=16, n_small=1)))[1]  # every step possible
+    rng = random.Random(4)
+    rows = [draw(spec, 64, 64, rng) for _ in range(48)]
+    assert {r[COL["solarize"]] for r in rows} == {0.0, 1.0} and {r[COL["jitter"]] for r in rows} == {0.0, 1.0}
+    x = image(32, 32, n=48, seed=5)
+    for i, row in enumerate(rows):
+        row[COL["flip"]] = 0.0  # the crop flips; here only the colour steps
+        got = ca.photometric(hwc(x[i]), row, spec)
+        want = hwc(_reference(x[i], torch.tensor(row), spec))
+        assert np.allclose(got, want, atol=1e-4), (i, np.abs(got - want).max())
+
+
+def test_a_view_is_the_cropped_decode_then_the_colour_steps() -> None:
+    data = jpeg(160, 120, seed=3)
+    spec = view_specs(two_views(48))[0]
+    row = draw(spec, 160, 120, random.Random(0))
+    for k in ("jitter", "gray", "blur", "solarize"):
+        row[COL[k]] = 0.0
+    box = tuple(row[:4])
+    crop = decode.crop_resize(data, box, (48, 48), (160, 120), flip=row[COL["flip"]] > 0.5)
+    assert torch.equal(ca.view(data, (160, 120), row, spec), crop)  # nothing to change: the crop as is
+    row[COL["jitter"]], row[COL["blur"]] = 1.0, 1.0
+    got = ca.view(data, (160, 120), row, spec)
+    want = hwc(_reference(crop.float() / 255, torch.tensor(row) * torch.tensor(
+        [0.0 if f == "flip" else 1.0 for f in COL]), spec)) * 255
+    assert got.dtype == torch.uint8 and got.shape == (3, 48, 48)
+    assert np.abs(hwc(got).astype(np.float32) - want).max() <= 1.0  # rounding to 8 bits once, at the end
+
+
+def test_views_follow_the_recipes_specs_and_the_seed() -> None:
+    jv = ca.fast_views(multi_crop(MultiCropConfig(large_size=32, small_size=16, n_small=3)))
+    assert isinstance(jv, ca.JpegViews) and jv.wants_jpeg
+    data = jpeg(120, 90, seed=1)
+    random.seed(7)
+    a = jv(data)
+    random.seed(7)
+    b = jv(data)
+    assert [tuple(t.shape) for t in a] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+    assert all(t.dtype == torch.uint8 for t in a) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], a[1])
+
+
+def test_a_transform_the_spec_reader_cannot_read_is_left_as_it_is() -> None:
+    custom = v2.Compose([v2.RandomResizedCrop(32), v2.RandomRotation(10)])
+    assert ca.fast_views(custom) is custom
+    rrc = decode.RandomResizedCrop(32)
+    assert ca.fast_views(rrc) is rrc
+
+
+def test_release_data_uses_the_fast_path_on_the_cpu_loader(tmp_path: Path) -> None:
+    root = make_release(tmp_path / "rel", n=8, shard_max=4)
+    data = ReleaseData(root, two_views(32), 4, seed=0, loader_mode="cpu")
+    assert isinstance(data.loader.dataset.transform, ca.JpegViews)
+    (v1, v2_), _ = next(iter(data.epoch(0)))
+    assert v1.shape == v2_.shape == (4, 3, 32, 32) and v1.dtype == torch.uint8
+    again = next(iter(ReleaseData(root, two_views(32), 4, seed=0, loader_mode="cpu").epoch(0)))[0]
+    assert torch.equal(again[0], v1) and torch.equal(again[1], v2_)
+
+
+def test_fast_views_is_several_times_faster_than_torchvision_on_pil() -> None:
+    """Not a benchmark (benchmarks/train_input.py --cpu-target is): a guard that the fast path
+    does not silently fall back to the PIL chain."""
+    import time
+
+    data = jpeg(640, 480, seed=2)
+    ref, fast = two_views(224), ca.fast_views(two_views(224))
+
+    def rate(fn: object, n: int = 15) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(data)  # type: ignore[operator]
+        return n / (time.perf_counter() - t0)
+
+    assert rate(fast) > 2 * rate(lambda d: ref(decode.decode_pil(d)))
