@@ -51,7 +51,8 @@ from passkit.stream.loader import (
 )
 from passkit.stream.storage import ShardIntegrityError, ShardPool, ShardRef
 
-KEY_SUFFIX = "-gv"  # passkit.views.derive.KEY_SUFFIX; repeated so the loader needs no torch-free import chain
+KEY_SUFFIX = "-gv"  # passkit.views.derive.KEY_SUFFIX, repeated: derive.py imports the release writers, which
+# loader workers do not need (a test keeps the two equal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,9 @@ def _run_resumed(dl: Any) -> list[Any]:
 
 
 def test_choice_follows_the_probability_and_the_pass() -> None:
+    from passkit.stream import pairs
+
+    assert pairs.KEY_SUFFIX == KEY_SUFFIX
     n = 4000
     half = [choice(0, 0, 0, i, 2, 0.5) for i in range(n)]
     assert abs(sum(v is not None for v in half) / n - 0.5) < 0.04
