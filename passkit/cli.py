@@ -630,7 +630,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         r = validate(Path(args.release), recipe=args.recipe, preset=args.preset, eval_spec=args.eval,
                      seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
-                     steps=args.steps, loader=args.loader)
+                     steps=args.steps, loader=args.loader, genview=args.genview, genview_prob=args.genview_prob,
+                     quality_loss=args.quality_loss, quality_gamma=args.quality_gamma)
     except (FileNotFoundError, ValueError) as e:
         return _error(e)
     t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
@@ -769,6 +770,15 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--loader", default="auto", choices=["auto", "cpu", "device", "dali"],
                    help="input pipeline: cpu (workers decode and augment), device (workers read, the training "
                         "device decodes and augments), dali; auto: device on CUDA, cpu elsewhere")
+    v.add_argument("--genview", default=None, metavar="DERIVED",
+                   help="moco_v2: the release's GenView variations (passkit views generate); one view per sample "
+                        "from its variation (cpu input path)")
+    v.add_argument("--genview-prob", type=float, default=1.0, metavar="P",
+                   help="with --genview: chance that a sample's chosen view is its variation (default 1.0)")
+    v.add_argument("--quality-loss", action="store_true",
+                   help="moco_v2: GenView's quality-driven loss (InfoNCE weighted by pair quality; scored by "
+                        "the momentum encoder)")
+    v.add_argument("--quality-gamma", type=float, default=None, help="with --quality-loss: softmax gamma (default 1.0)")
     v.add_argument("--work", default=None, help="checkpoint folder (default work/validate/<release>/<run>)")
     v.set_defaults(func=_cmd_validate)
     lc = sub.add_parser("license", help="normalise licence spellings (names, codes, URLs, flickr:<id>) and check a policy")

@@ -10,7 +10,8 @@
 #   3b. benchmarks/train_input.py --full: images/s of the input pipeline alone, the model step alone and both
 #      together, CPU loader vs device pipeline, for MoCo v2 (ResNet-50, bf16, batch 256) and DINO (ViT-S/16,
 #      multi-crop); last line `end-to-end / model-only (moco_v2): X.XX` (the device pipeline's on CUDA).
-#   4. GenView: seconds per generated view with `passkit views generate` (GENVIEW_MODEL: a local unCLIP folder).
+#   4. GenView: seconds per generated view with `passkit views generate` (GENVIEW_MODEL: a local unCLIP folder),
+#      and the MoCo v2 step with the quality-driven loss against the plain step (genview-moco).
 # Each section runs on its own (under `timeout`): a failure prints its error and the next section still runs.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine
@@ -211,6 +212,44 @@ PY
 # the input benchmark writes its 1000 photos first (under a minute on 16 cores), then 2 runs of each figure
 if [[ "$DRY" == 1 ]]; then TI_ARGS=(--quick --runs 1 --images 200 --recipes moco_v2,dino); else TI_ARGS=(--full --runs 2); fi
 TO=$((TO > 420 ? TO : 420)) section train-input "$PY" benchmarks/train_input.py "${TI_ARGS[@]}"
+
+# GenView's quality-driven loss: MoCo v2 step time with quality_loss (the momentum encoder scores the pairs:
+# two extra no-grad forward passes of the key backbone) against the plain step, same model and batch.
+section genview-moco "$PY" - <<'PY'
+import os, time
+import torch
+from passkit.recipes.moco import MoCo, MoCoConfig
+
+dry = os.environ.get("DRY") == "1"
+cuda = torch.cuda.is_available() and not dry
+dev = torch.device("cuda" if cuda else "cpu")
+kw = dict(arch="resnet18", width=8, small_stem=True, image_size=16, queue=64, bn_splits=2) if dry else \
+     dict(arch="resnet50", image_size=224, queue=65536, bn_splits=8)
+b, steps = (8, 2) if dry else (128, 10)
+x = torch.randn(b, 3, kw["image_size"], kw["image_size"], device=dev)
+for ql in (False, True):
+    torch.manual_seed(0)
+    m = MoCo(MoCoConfig(**kw, quality_loss=ql)).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(m.parameters(), lr=0.03, momentum=0.9)
+    amp = torch.autocast("cuda", torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    for i in range(steps + 2):  # two warm-up steps
+        if i == 2:
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        with amp:
+            out = m(x, x.flip(3))
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        m.momentum_update()
+    if cuda:
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    extra = {k: round(float(out.metrics[k]), 3) for k in ("quality", "weight_min", "weight_max") if k in out.metrics}
+    print(f"moco quality_loss={ql}: {dt * 1000:.1f} ms/step, {b / dt:.1f} images/s, loss {float(out.loss.detach()):.3f} {extra}",
+          flush=True)
+PY
 
 section pytest-recipes "$PY" -m pytest -q -p no:cacheprovider tests/recipes/test_swav.py tests/recipes/test_dino.py tests/recipes/test_mae.py
 echo "gpu_check: done in ${SECONDS} s; failed sections: ${failed[*]:-none}"

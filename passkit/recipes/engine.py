@@ -79,15 +79,20 @@ class ReleaseData:
     loader="device": workers only read tars and draw each view's parameters; the training
     process decodes and augments whole batches on the training device
     (passkit.recipes.device_augment), one batch ahead on CUDA, and hands over normalised views.
+    genview: a passkit.stream.pairs.GenViewPairing: one view of a sample drawn from its generated
+    variation (CPU path only: each view needs its own decoded image).
     """
 
     def __init__(self, release_dir: Path | str, transform: Callable[[Any], Any], batch_size: int,
                  *, seed: int = 0, num_workers: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 loader_mode: str = "cpu"):
+                 loader_mode: str = "cpu", genview: Any = None):
         from passkit.stream import loader
 
         if loader_mode not in ("cpu", "device"):
             raise EngineError(f"loader_mode must be cpu or device, not {loader_mode!r}")
+        if genview is not None and loader_mode != "cpu":
+            raise EngineError("GenView pairing runs on the cpu input path only (each view needs its own "
+                              "decoded image); use loader_mode='cpu'")
         self.batch_size, self.loader_mode = batch_size, loader_mode
         self.augment: Any = None
         if loader_mode == "device":
@@ -96,12 +101,20 @@ class ReleaseData:
 
             self.specs = view_specs(transform)  # ValueError for a step the device cannot run
             transform = EncodedViews(self.specs)
-        else:
+        elif genview is None:
             from passkit.recipes.cpu_augment import fast_views
 
             transform = fast_views(transform)
-        self.loader = loader(release_dir, batch_size, transform=transform, shuffle=shuffle, seed=seed,
-                             num_workers=num_workers, drop_last=drop_last, pin_memory=torch.cuda.is_available())
+        # GenView pairing keeps the recipe's per-view torchvision transforms: each view is made from
+        # its own image (the original or its variation), which the fused JPEG views cannot do
+        options = dict(transform=transform, shuffle=shuffle, seed=seed, num_workers=num_workers,
+                       drop_last=drop_last, pin_memory=torch.cuda.is_available())
+        if genview is not None:
+            from passkit.stream.pairs import paired_loader
+
+            self.loader = paired_loader(release_dir, genview, batch_size, **options)
+        else:
+            self.loader = loader(release_dir, batch_size, **options)
         n = self.loader.num_samples
         if drop_last and n < batch_size:
             raise EngineError(

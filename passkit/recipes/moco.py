@@ -8,6 +8,11 @@ ICCV 2021), both off by default:
 - negative interpolation: each queue entry is mixed with a random other one,
   n' = l*n_i + (1-l)*n_j with l ~ Beta(1.6,1.6), re-normalised; the mixed negatives replace the
   queue's in the loss (K is unchanged, so the chance-level loss stays ln(K+1)), the stored queue is not changed.
+
+GenView's quality-driven loss (Li et al., ECCV 2024), off by default (`quality_loss`): each query's
+InfoNCE term is weighted by how much its pair's foregrounds agree beyond their backgrounds, w = B
+softmax(gamma * quality), detached; the scoring network is passkit.recipes.quality's (by default this
+model's momentum encoder; what that weights-free fallback changes against the reference is said there).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from torch import nn
 from passkit.recipes.augment import two_views
 from passkit.recipes.backbones import build_backbone, mlp_head
 from passkit.recipes.engine import is_distributed
-from passkit.recipes.losses import info_nce
+from passkit.recipes.losses import weighted_info_nce
 from passkit.recipes.optim import OptimConfig
 from passkit.recipes.presets import Preset
+from passkit.recipes.quality import build_scorer, pair_weights
 from passkit.recipes.recipe import StepOutput
 
 
@@ -48,6 +54,9 @@ class MoCoConfig:
     ft_pos_alpha: float = 2.0  # l+ ~ Beta(a, a) + 1
     ft_neg_alpha: float = 1.6  # l- ~ Beta(a, a)
     hist_negatives: int = 4096  # negative similarities kept per step for the histograms
+    quality_loss: bool = False  # GenView: InfoNCE terms weighted by the pairs' foreground quality
+    quality_gamma: float = 1.0  # w = B softmax(gamma * quality): 0 gives every pair weight 1
+    quality_scorer: str = "momentum"  # or "open_clip:ARCH:WEIGHTS_FILE" (passkit.recipes.quality)
 
     @property
     def chance_loss(self) -> float:
@@ -78,6 +87,9 @@ class MoCo(nn.Module):
         self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue), dim=0))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.feature_dim = feat
+        # a plain attribute, not a submodule: the scorer's weights are the key encoder's own (or frozen
+        # ones kept out of checkpoints), and the state dict stays the same with the option on or off
+        self.scorer = build_scorer(cfg.quality_scorer, self.encoder_k[0]) if cfg.quality_loss else None
 
     @torch.no_grad()
     def momentum_update(self, m: float | None = None) -> None:
@@ -132,17 +144,23 @@ class MoCo(nn.Module):
             negatives = F.normalize(lam * negatives + (1 - lam) * other, dim=0)
         l_pos = (q * k).sum(1, keepdim=True)
         l_neg = q @ negatives
-        loss, logits = info_nce(l_pos, l_neg, cfg.temperature)
+        weights = quality = None
+        if self.scorer is not None:
+            weights, quality = pair_weights(self.scorer, im_q, im_k, cfg.quality_gamma)
+        loss, logits = weighted_info_nce(l_pos, l_neg, cfg.temperature, weights)
         if self.training:
             self.enqueue(k_clean)  # with positive extrapolation the loss saw mixed keys; store clean ones
         with torch.no_grad():
             acc = (logits.argmax(1) == 0).float().mean()
             nh = min(cfg.hist_negatives, l_neg.numel())
             neg_sample = l_neg.reshape(-1)[torch.randint(l_neg.numel(), (nh,), device=l_neg.device)]
+        metrics = {"acc": acc, "pos_sim": l_pos.detach().mean(), "neg_sim": l_neg.detach().mean(),
+                   "z_std": q.detach().std(0).mean() * math.sqrt(cfg.dim)}
+        if weights is not None and quality is not None:
+            metrics.update(quality=quality.mean(), weight_max=weights.max(), weight_min=weights.min())
         return StepOutput(
             loss=loss,
-            metrics={"acc": acc, "pos_sim": l_pos.detach().mean(), "neg_sim": l_neg.detach().mean(),
-                     "z_std": q.detach().std(0).mean() * math.sqrt(cfg.dim)},
+            metrics=metrics,
             embeddings=q.detach(), pos_sim=l_pos.detach().reshape(-1), neg_sim=neg_sample.detach(),
         )
 

@@ -10,6 +10,12 @@ metrics.jsonl, similarity.jsonl and plots (loss.png, similarity.png, knn.png), a
 validation entry to manifest.json (audit checks only the files the manifest lists, so this does
 not disturb it). The checkpoint goes to `work_dir`, not into the release.
 
+GenView (moco_v2 only): `genview=DERIVED` pairs each sample with its generated variation in the
+derived release (passkit.stream.pairs; one view from the variation with probability `genview_prob`),
+and `quality_loss=True` weights the InfoNCE terms by pair quality (passkit.recipes.quality). Both are
+recorded in the entry's settings and name the run's folder (`<recipe>-genview-quality-<preset>-...`),
+so a plain run of the same preset is not overwritten.
+
 Checks (each pass / fail / skipped):
 - loss: the final loss is below `loss_ratio` x the recipe's chance loss, the loss of a network that
   learned nothing: ln(K+1) for MoCo (K negatives), ln(prototypes) for SwAV, ln(out_dim) for DINO.
@@ -98,18 +104,42 @@ def validate(
     progress: bool = True,
     update_manifest: bool = True,
     loader: str = "auto",
+    genview: Path | str | None = None,
+    genview_prob: float = 1.0,
+    quality_loss: bool = False,
+    quality_gamma: float | None = None,
 ) -> ValidationResult:
     from passkit.release.manifest import add_validation
     from passkit.stream import open_release
 
     probe = registry.entry(recipe).probe  # ValueError for an unknown recipe, before any work
+    if (genview is not None or quality_loss) and recipe != "moco_v2":
+        raise ValueError(f"--genview and --quality-loss are options of the moco_v2 recipe, not {recipe}")
+    if genview is not None and loader == "auto":
+        loader = "cpu"  # pairing needs each view decoded from its own image: the cpu input path
     input_mode = resolve_loader(loader, pick_device(device, DistInfo()))  # before any work, too
+    if genview is not None and input_mode != "cpu":
+        raise ValueError("--genview runs on the cpu input path only (each view needs its own decoded image); "
+                         "use --loader cpu or auto")
     release_dir = Path(release_dir)
     rel = open_release(release_dir)
     p = presets.get(preset, recipe)
+    pairing = None
+    if genview is not None:
+        from passkit.stream.pairs import GenViewPairing, shard_map
+
+        pairing = GenViewPairing(str(Path(genview).resolve()), genview_prob)
+        pairing.check()
+        derived = open_release(pairing.derived)
+        shard_map(rel, derived)  # ValueError for a derived release of another source, before any work
+    if quality_loss:
+        p.config.quality_loss = True
+        if quality_gamma is not None:
+            p.config.quality_gamma = quality_gamma
     rec = p.build_recipe()
     size = p.image_size
-    run = f"{recipe}-{preset}-seed{seed}"
+    run = "-".join([recipe, *(["genview"] if pairing else []), *(["quality"] if quality_loss else []),
+                    preset, f"seed{seed}"])
     out_dir = release_dir / "validation" / run
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir) if work_dir else Path("work") / "validate" / rel.name / run
@@ -118,7 +148,7 @@ def validate(
     cfg = TrainConfig(steps=total, optim=p.optim, warmup_steps=int(p.warmup_frac * total), seed=seed,
                       device=device, log_every=max(1, min(10, total // 20)), out_dir=work, progress=progress)
     t0 = time.perf_counter()
-    data = ReleaseData(release_dir, rec.transform(), batch, seed=seed, loader_mode=input_mode)
+    data = ReleaseData(release_dir, rec.transform(), batch, seed=seed, loader_mode=input_mode, genview=pairing)
     trainer = Trainer(rec, data, cfg)
     res = trainer.fit()
     dev = trainer.device
@@ -191,7 +221,7 @@ def validate(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "release": rel.name, "samples": rel.num_samples,
         "settings": {"recipe": rec.describe(), "optimizer": asdict(p.optim), "batch_size": batch, "steps": total,
-                     "loader": input_mode},
+                     "loader": input_mode, **_genview_settings(pairing, rec.cfg)},
         "train": {"seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2), "device": res.device,
                   "final_loss": final_loss, "chance_loss": chance, "optimizer_state": res.optimizer_state,
                   "final": {k: res.final(k, 0.2) for k in ("acc", "pos_sim", "neg_sim", "rankme", "kl",
@@ -211,8 +241,26 @@ def validate(
                             **{f"{k}": v for k, v in (evals.get("pretrained") or {}).items()},
                             **{f"random_init_{k}": v for k, v in (evals.get("random_init") or {}).items()}}
         short["path"] = str((out_dir / "validation.json").relative_to(release_dir))
+        if pairing is not None or quality_loss:  # plain entries keep their former shape
+            short["settings"] = _genview_settings(pairing, rec.cfg)
         add_validation(release_dir, _finite(short))
     return ValidationResult(ok, entry, out_dir)
+
+
+def _genview_settings(pairing: Any, cfg: Any) -> dict[str, Any]:
+    """What a GenView run adds to the settings: the pairing (derived release, its manifest's sha256,
+    probability) and the quality loss (gamma, scorer); None for what the run did not use."""
+    out: dict[str, Any] = {"genview": None, "quality_loss": None}
+    if pairing is not None:
+        from passkit.shards import sha256_file
+
+        derived = Path(pairing.derived)
+        m = json.loads((derived / "manifest.json").read_text(encoding="utf-8"))
+        out["genview"] = {**pairing.describe(), "derived_release": m.get("release"),
+                          "derived_manifest_sha256": sha256_file(derived / "manifest.json")}
+    if getattr(cfg, "quality_loss", False):
+        out["quality_loss"] = {"gamma": cfg.quality_gamma, "scorer": cfg.quality_scorer}
+    return out
 
 
 def _finite(x: Any) -> Any:
