@@ -8,9 +8,10 @@
 
 Why: on a GPU machine the CPU loader, decoding and augmenting each image in Python, feeds the
 model a fraction of what it can train on. Here the workers only read tars and draw parameters
-(passkit.recipes.augparams); the training process decodes the batch in one call
-(torchvision.io.decode_jpeg on a list: nvJPEG on CUDA, libjpeg-turbo on CPU), crops and
-resizes every view of every sample in one roi_align per size, and applies flip, colour jitter
+(passkit.recipes.augparams); the training process decodes the batch (on CUDA in one
+torchvision.io.decode_jpeg call, nvJPEG; on a CPU each JPEG only where its views reach, at
+reduced DCT scale), crops and resizes every view of every sample from one padded batch of
+per-image regions (one roi_align per size), and applies flip, colour jitter
 (per-sample factors and order), grayscale, Gaussian blur (per-sample sigma) and solarize to
 the whole batch with per-sample masks. The same code runs on CPU tensors, which is how it is
 tested; `prefetch` decodes and augments the next batch on a side CUDA stream while the model
