@@ -9,6 +9,7 @@ the pixels equal torchvision's (tests/recipes/test_device_augment.py holds them 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,30 +22,107 @@ _LUMA = (0.2989, 0.587, 0.114)
 
 def crop_resize(images: Sequence[torch.Tensor], index: torch.Tensor, boxes: torch.Tensor,
                 size: tuple[int, int], chunk: int = 32) -> torch.Tensor:
-    """Crop box `boxes[i]` (left, top, right, bottom, full-resolution pixels) of image
-    `images[index[i]]` (uint8 [3, H, W], sizes may differ) and resize it to `size` (h, w): float
-    [len(boxes), 3, h, w] in [0, 1], in one roi_align call per `chunk` images.
+    """Crop box `boxes[i]` (left, top, right, bottom, pixels) of image `images[index[i]]`
+    (uint8 [3, H, W], sizes may differ) and resize it to `size` (h, w): float
+    [len(boxes), 3, h, w] in [0, 1]. One output size of `crop_resize_sizes`."""
+    group = torch.zeros(len(boxes), dtype=torch.int64)
+    return crop_resize_sizes(images, index, boxes, group, [size], chunk=chunk)[0]
+
+
+def crop_resize_sizes(images: Sequence[torch.Tensor], index: torch.Tensor, boxes: torch.Tensor,
+                      group: torch.Tensor, sizes: Sequence[tuple[int, int]],
+                      frames: torch.Tensor | None = None, chunk: int = 32) -> list[torch.Tensor]:
+    """Crop and resize every view of every image, for several output sizes at once.
+
+    Row i is box `boxes[i]` (left, top, right, bottom in full-resolution pixels) of image
+    `images[index[i]]` (uint8 [3, H, W], sizes may differ), resized to `sizes[group[i]]` (h, w).
+    `frames[b]` = (sx, sy, ox, oy) maps full-resolution pixels to image b's tensor (x * sx - ox),
+    for images decoded at reduced scale or cropped (default: the identity). Returns one float
+    [rows of that size, 3, h, w] tensor in [0, 1] per size, rows in their order in `boxes`.
+
+    Why this shape: padding whole images into one float batch per size cost a gigabyte per 32
+    photos and sampled every pixel of every crop. Per image and output size, only the region
+    its boxes cover (plus a pixel, edge pixels replicated as torchvision's resize clamps) is
+    taken, still in uint8, and where every box of that size shrinks by f >= 2 along both axes
+    it is box-filtered by f first (sizes that come to the same f share one region): a 1600 px
+    photo cut to 32 px views becomes a few dozen pixels before anything is padded or sampled.
+    The regions are padded into one float batch per `chunk` images, shared by all sizes, and
+    each size is one roi_align on it.
 
     roi_align with aligned=True samples at the same points as bilinear interpolation with
     align_corners=False; with sampling_ratio=-1 it averages ceil(box / out) samples per output
     pixel along each axis, so a downscale is area-averaged rather than aliased (torchvision's
-    antialias uses a triangle filter instead: close, not equal). Images are padded to the
-    chunk's largest size; a box never reaches into the padding."""
+    antialias uses a triangle filter instead: close, not equal)."""
     device = images[0].device
-    out = torch.empty((len(boxes), 3, *size), dtype=torch.float32, device=device)
-    for lo in range(0, len(images), chunk):
-        part = images[lo:lo + chunk]
-        h = max(int(t.shape[-2]) for t in part)
-        w = max(int(t.shape[-1]) for t in part)
-        batch = torch.zeros((len(part), 3, h, w), dtype=torch.float32, device=device)
-        for i, t in enumerate(part):
-            batch[i, :, : t.shape[-2], : t.shape[-1]] = t
-        rows = ((index >= lo) & (index < lo + len(part))).nonzero().flatten()
-        if len(rows) == 0:
+    n = len(images)
+    geo = boxes.detach().to("cpu", torch.float64)
+    idx = index.detach().to("cpu", torch.int64)
+    grp = group.detach().to("cpu", torch.int64)
+    if frames is not None:  # full-resolution -> tensor coordinates
+        fr = frames.detach().to("cpu", torch.float64)[idx]
+        geo = geo * fr[:, [0, 1, 0, 1]] - fr[:, [2, 3, 2, 3]]
+    out_hw = torch.tensor(sizes, dtype=torch.float64)[grp]  # [R, 2] (h, w)
+    shrink = torch.minimum((geo[:, 2] - geo[:, 0]) / out_hw[:, 1], (geo[:, 3] - geo[:, 1]) / out_hw[:, 0])
+    shrink_l, geo_l, grp_l = shrink.tolist(), geo.tolist(), grp.tolist()
+    per_image: list[list[int]] = [[] for _ in range(n)]
+    for r, b in enumerate(idx.tolist()):
+        per_image[b].append(r)
+    pos = torch.empty_like(grp)  # each row's place among the rows of its size
+    for g in range(len(sizes)):
+        sel = (grp == g).nonzero().flatten()
+        pos[sel] = torch.arange(len(sel))
+    out = [torch.empty((int((grp == g).sum()), 3, *s), dtype=torch.float32, device=device)
+           for g, s in enumerate(sizes)]
+    for lo in range(0, n, chunk):
+        regions: list[torch.Tensor] = []
+        rois: list[tuple[float, ...]] = []
+        rows: list[int] = []
+        for b in range(lo, min(n, lo + chunk)):
+            # one region per box-filter factor: the rows of one size share the factor their
+            # least-shrunk row allows, and sizes that come to the same factor share a region
+            by_size: dict[int, list[int]] = {}
+            for r in per_image[b]:
+                by_size.setdefault(grp_l[r], []).append(r)
+            by_f: dict[int, list[int]] = {}
+            for rs in by_size.values():
+                by_f.setdefault(max(1, int(min(shrink_l[r] for r in rs))), []).extend(rs)
+            for f, rs in by_f.items():
+                region, rb = _region(images[b], [geo_l[r] for r in rs], f)
+                rois += [(float(len(regions)), *box) for box in rb]
+                rows += rs
+                regions.append(region)
+        if not regions:
             continue
-        rois = torch.cat([(index[rows] - lo).to(torch.float32)[:, None], boxes[rows].to(torch.float32)], 1)
-        out[rows] = roi_align(batch, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-    return out.div_(255.0)
+        h = max(int(t.shape[-2]) for t in regions)
+        w = max(int(t.shape[-1]) for t in regions)
+        batch = torch.zeros((len(regions), 3, h, w), dtype=torch.float32, device=device)
+        for i, t in enumerate(regions):
+            batch[i, :, : t.shape[-2], : t.shape[-1]] = t
+        roi = torch.tensor(rois, dtype=torch.float32, device=device)
+        rows_t = torch.tensor(rows, dtype=torch.int64)
+        for g, size in enumerate(sizes):
+            sel = (grp[rows_t] == g).nonzero().flatten()
+            if len(sel):
+                out[g][pos[rows_t[sel]].to(device)] = roi_align(
+                    batch, roi[sel.to(device)], size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return [o.div_(255.0) for o in out]
+
+
+def _region(image: torch.Tensor, boxes: list[list[float]], f: int) -> tuple[torch.Tensor, list[tuple[float, ...]]]:
+    """The part of uint8 `image` [3, H, W] that `boxes` (its coordinates) cover, with a margin of
+    one (output) pixel for the bilinear taps at the boxes' edges and edge pixels replicated
+    beyond the image, box-filtered by `f`: float [3, h, w] and the boxes in its coordinates."""
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    left = math.floor(min(b[0] for b in boxes)) - f
+    top = math.floor(min(b[1] for b in boxes)) - f
+    width = -(-(math.ceil(max(b[2] for b in boxes)) + f - left) // f) * f  # whole blocks of f
+    height = -(-(math.ceil(max(b[3] for b in boxes)) + f - top) // f) * f
+    xs = torch.arange(left, left + width, device=image.device).clamp_(0, w - 1)
+    ys = torch.arange(top, top + height, device=image.device).clamp_(0, h - 1)
+    region = image.index_select(-2, ys).index_select(-1, xs).to(torch.float32)
+    if f > 1:
+        region = F.avg_pool2d(region[None], f)[0]
+    return region, [((b[0] - left) / f, (b[1] - top) / f, (b[2] - left) / f, (b[3] - top) / f) for b in boxes]
 
 
 def _col(v: torch.Tensor) -> torch.Tensor:

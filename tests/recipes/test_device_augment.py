@@ -145,6 +145,34 @@ def test_crop_resize_is_bilinear_sampling_of_the_crop() -> None:
         assert diff.mean() < 2.0 / 255 and diff.max() < 24 / 255, (k, diff.mean() * 255, diff.max() * 255)
 
 
+def test_all_sizes_sample_one_small_batch_of_crop_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large photos cut to small views: each image's region is cropped and box-filtered before
+    padding (a float batch of whole photos per size cost a gigabyte per 32 photos), and every
+    size samples the same batch. Close to torchvision's antialiased resize all the same."""
+    seen: list[torch.Tensor] = []
+    real = ops.roi_align
+
+    def spy(batch: torch.Tensor, *args: object, **kw: object) -> torch.Tensor:
+        seen.append(batch)
+        return real(batch, *args, **kw)
+
+    monkeypatch.setattr(ops, "roi_align", spy)
+    imgs = [(image(600, 800, seed=s)[0] * 255).round().to(torch.uint8) for s in (6, 7)]
+    boxes = torch.tensor([[100.0, 50.0, 700.0, 550.0], [300.0, 200.0, 620.0, 440.0]] * 2)
+    index = torch.tensor([0, 1, 1, 0])
+    group = torch.tensor([0, 0, 1, 1])
+    big, small = ops.crop_resize_sizes(imgs, index, boxes, group, [(32, 32), (16, 16)])
+    assert big.shape == (2, 3, 32, 32) and small.shape == (2, 3, 16, 16)
+    assert len(seen) == 2 and seen[0] is seen[1]  # one padded batch for both sizes
+    assert seen[0].shape[-2] <= 3 * 32 and seen[0].shape[-1] <= 3 * 32, seen[0].shape
+    for got, (k, (left, top, right, bottom)), size in ((big[0], (0, boxes[0]), 32), (big[1], (1, boxes[1]), 32),
+                                                        (small[0], (1, boxes[2]), 16), (small[1], (0, boxes[3]), 16)):
+        ref = TF.resized_crop(imgs[k].float()[None], int(top), int(left), int(bottom - top), int(right - left),
+                              [size, size], antialias=True)[0] / 255
+        diff = (got - ref).abs()
+        assert diff.mean() < 2.0 / 255 and diff.max() < 24 / 255, (diff.mean() * 255, diff.max() * 255)
+
+
 def test_per_sample_colour_ops_equal_torchvision_functional() -> None:
     x = image(n=4, seed=3)
     f = torch.tensor([0.6, 0.9, 1.2, 1.4])
@@ -211,6 +239,38 @@ def test_decode_batch_equals_pillow() -> None:
     for d, g in zip(datas, got, strict=True):
         want = torch.from_numpy(np.array(Image.open(io.BytesIO(d)).convert("RGB"))).permute(2, 0, 1)
         assert g.shape == want.shape and (g.int() - want.int()).abs().max() <= 2
+
+
+def _smooth_jpeg(w: int, h: int, seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    px = (image(h, w, seed=seed)[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(px, "RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_cpu_decode_takes_only_what_the_views_need_and_gives_the_same_views() -> None:
+    """On the CPU each JPEG is decoded around its views' crops at reduced DCT scale (a full
+    decode was most of a smoke run's time); the views stay within a few levels of those cut
+    from the full-size decode."""
+    from passkit.recipes.device_augment import decode_crops
+
+    sp = specs("dino", "smoke")  # 32 and 16 px views
+    ev = EncodedViews(sp)
+    random.seed(0)
+    batch = [ev(_smooth_jpeg(640, 480, seed=i)) for i in range(4)]
+    params = torch.stack([e.params for e in batch])
+    images, frames = decode_crops([e.data for e in batch], params, [s.size for s in sp])
+    assert all(t.shape[-2] * t.shape[-1] <= 640 * 480 / 4 for t in images)  # 1/2 scale or less
+    aug = DeviceAugment(sp)
+    fast = aug.views(images, params, frames)
+    full = aug.views(decode_batch([e.data for e in batch], "cpu"), params)
+    for a, b in zip(fast, full, strict=True):
+        diff = (a - b).abs() * 0.226 * 255  # back to levels (std ~0.226 after normalising)
+        assert diff.mean() < 2.0 and diff.max() < 24, (diff.mean(), diff.max())
 
 
 def test_views_have_the_recipes_shapes_dtype_and_layout() -> None:
