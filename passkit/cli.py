@@ -625,6 +625,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from passkit.recipes.engine import EngineError
     from passkit.recipes.validate import validate
 
     try:
@@ -632,7 +633,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
                      steps=args.steps, loader=args.loader, genview=args.genview, genview_prob=args.genview_prob,
                      quality_loss=args.quality_loss, quality_gamma=args.quality_gamma)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, EngineError) as e:
         return _error(e)
     t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
     for col in ("check", "value", "rule", "status"):

@@ -98,6 +98,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class SampleError(ValueError):
+    """One sample could not be read or decoded: names the sample and its shard, keeps the
+    decoder's own error as __cause__, and says how to find every such sample."""
+
+
 def reraise_exception(exn: Exception) -> bool:
     """Default error handler: raise. A handler that returns True skips the failed sample instead."""
     raise exn
@@ -700,8 +705,14 @@ class ReleaseDataset(IterableDataset):
 
     def sample(self, sid: int) -> tuple[Any, dict[str, Any]]:
         data, meta = self.read(sid)
-        image = data if self.wants_jpeg else decode.decode_pil(data)
-        return self.transform(image), meta
+        try:
+            image = data if self.wants_jpeg else decode.decode_pil(data)
+            return self.transform(image), meta
+        except Exception as e:
+            ref = self.release.refs[int(self.catalog.shard[sid])]
+            raise SampleError(f"sample {meta.get('key')!r} in {ref.location} could not be decoded or transformed "
+                              f"({type(e).__name__}: {e}); `passkit audit {self.release.location}` checks "
+                              "every image of the release") from e
 
     def _batch_seed(self, p: _Pass, batch_no: int) -> int:
         return int(rng_for("augment", self.config.seed, p.epoch, p.rank, batch_no).integers(0, 2**63 - 1))

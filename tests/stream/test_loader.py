@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from passkit.shards import UnsafeTarError, write_tar
-from passkit.stream import ShardIntegrityError, decode, loader, open_release
+from passkit.stream import SampleError, ShardIntegrityError, decode, loader, open_release
 from tests.helpers.releases import load_manifest, make_release, read_shard, sample_key, save_manifest
 
 N = 17  # shards of 5, 5, 5, 2
@@ -236,8 +236,9 @@ def test_handler_can_skip_undecodable_samples(tmp_path: Path) -> None:
     samples = read_shard(root / rel)
     samples[0][1]["jpg"] = b"not a jpeg"
     write_tar(root / rel, [(f"{k}.{e}", d) for k, g in samples for e, d in sorted(g.items())])
-    with pytest.raises(Exception):  # noqa: B017 - the decoder's own error type
+    with pytest.raises(SampleError, match="could not be decoded") as err:
         run(loader(root, 4))
+    assert samples[0][0] in str(err.value) and "passkit audit" in str(err.value)
     keys = run(loader(root, 4, handler=lambda e: True))[0]
     assert [len(b) for b in keys] == [3, 4]  # still two batches; the first lost its broken sample
 
