@@ -7,6 +7,7 @@ from pathlib import Path
 
 from passkit.audit import audit
 from passkit.config import TakedownSpec
+from passkit.publish.objects import release_objects
 from passkit.records import Candidate
 from passkit.release.takedown import takedown
 from passkit.shards import sha256_file
@@ -31,6 +32,11 @@ def test_release_and_takedown_carry_index_files(tmp_path: Path) -> None:
     assert len(m["shards"]) == 3 and sorted(m["files"]) == list(m["files"])
     report = audit(release)
     assert report.ok and not report.warnings, [str(f) for f in [*report.findings, *report.warnings]]
+    # publish uploads them with the shards, checked against the manifest like them
+    objects = {o.rel: o for o in release_objects(release)}
+    for s in m["shards"]:
+        o = objects[index_path(s["path"])]
+        assert o.phase == 0 and o.sha256 == m["files"][o.rel]["sha256"]
 
     # a release from before index files: a takedown's new version has them for every shard
     for s in m["shards"]:
