@@ -86,3 +86,13 @@ def test_moco_trains_through_dali(release: Path) -> None:
     data = ReleaseData(release, rec.transform(), 4, seed=0, loader_mode="dali")
     res = Trainer(rec, data, TrainConfig(steps=2, optim=p.optim, progress=False, log_every=1)).fit()
     assert math.isfinite(res.final("loss")) and data.num_samples == 10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: DALI's mixed (nvJPEG) decode needs one")
+def test_mixed_decode_on_the_gpu_gives_bf16_views(release: Path, specs: tuple) -> None:
+    dl = DaliViews(release, specs, 4, seed=0, rank=0, world=1, device="cuda")
+    views, keys = next(iter(dl.epoch(0)))
+    assert len(keys) == 4
+    for v in views:
+        assert v.device.type == "cuda" and v.dtype == torch.bfloat16 and v.shape == (4, 3, 32, 32)
+        assert v.is_contiguous(memory_format=torch.channels_last) and torch.isfinite(v.float()).all()
