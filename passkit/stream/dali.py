@@ -96,7 +96,9 @@ class DaliViews:
         self.device = torch.device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.drop_last, self.buffer = drop_last, buffer
-        self.threads = threads or max(1, min(MAX_THREADS, len(os.sched_getaffinity(0))))
+        # the CPU's share of one rank (torchrun starts LOCAL_WORLD_SIZE of them on this machine)
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        self.threads = threads or max(1, min(MAX_THREADS, len(os.sched_getaffinity(0)) // local))
         self.mean = [255.0 * m for m in mean]
         self.std = [255.0 * s for s in std]
         self._scratch: Path | None = None
@@ -236,21 +238,18 @@ class DaliViews:
         pipe = self.pipeline(epoch)
         share = rank_share(self.num_samples, self._shard(epoch), self.world)
         removed = self.release.removed
-        try:
-            for i in range(n):
-                out = pipe.run()
-                keep = self.batch_size
-                if not self.drop_last and i == n - 1 and share % self.batch_size:
-                    keep = share % self.batch_size  # the rest of the last batch is DALI's padding
-                keys = [key_of(bytes(out[-1].at(j)).decode("utf-8", "replace")) for j in range(keep)]
-                views = [self._tensor(t)[:keep] for t in out[:-1]]
-                if removed and any(k in removed for k in keys):  # a removal still in its shard: left out
-                    rows = torch.tensor([k not in removed for k in keys])
-                    views = [v[rows.to(v.device)] for v in views]
-                    keys = [k for k in keys if k not in removed]
-                yield views, keys
-        finally:
-            del pipe
+        for i in range(n):
+            out = pipe.run()
+            keep = self.batch_size
+            if not self.drop_last and i == n - 1 and share % self.batch_size:
+                keep = share % self.batch_size  # the rest of the last batch is DALI's padding
+            keys = [key_of(bytes(out[-1].at(j)).decode("utf-8", "replace")) for j in range(keep)]
+            views = [self._tensor(t)[:keep] for t in out[:-1]]
+            if removed and any(k in removed for k in keys):  # a removal still in its shard: left out
+                rows = torch.tensor([k not in removed for k in keys])
+                views = [v[rows.to(v.device)] for v in views]
+                keys = [k for k in keys if k not in removed]
+            yield views, keys
 
     def _tensor(self, batch: Any) -> torch.Tensor:
         """A DALI batch of HWC float views -> a [B, 3, h, w] channels-last tensor in self.dtype."""
