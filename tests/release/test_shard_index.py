@@ -32,11 +32,11 @@ def test_release_and_takedown_carry_index_files(tmp_path: Path) -> None:
     assert len(m["shards"]) == 3 and sorted(m["files"]) == list(m["files"])
     report = audit(release)
     assert report.ok and not report.warnings, [str(f) for f in [*report.findings, *report.warnings]]
-    # publish uploads them with the shards, checked against the manifest like them
+    # publish uploads them after the shard tars, with the other files, checked against the manifest
     objects = {o.rel: o for o in release_objects(release)}
     for s in m["shards"]:
         o = objects[index_path(s["path"])]
-        assert o.phase == 0 and o.sha256 == m["files"][o.rel]["sha256"]
+        assert o.phase == 1 and o.sha256 == m["files"][o.rel]["sha256"]
 
     # a release from before index files: a takedown's new version has them for every shard
     for s in m["shards"]:
