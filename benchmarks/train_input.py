@@ -7,8 +7,9 @@
 
 For each recipe (moco_v2, then dino with its multi-crop) and each input pipeline (the CPU loader:
 workers decode and augment; the device pipeline: workers hand over JPEG bytes and parameters, the
-training process decodes and augments batches where the model runs; DALI: skipped, passkit has
-no DALI reader), images/s (samples, not views) of
+training process decodes and augments batches where the model runs; DALI, where nvidia-dali is
+installed: its reader, decoder and augmentations, mixed decode on CUDA, a CPU-only pipeline on a
+CPU), images/s (samples, not views) of
   (a) the input pipeline alone (batches taken, the device's work waited for),
   (b) the model step alone (forward, backward, optimizer) on synthetic views already on the device,
   (c) end to end: the engine's loop, input and step together.
@@ -157,7 +158,7 @@ def bench_recipe(setup: Setup, root: Path, args: argparse.Namespace, device: tor
     for _ in range(args.runs):
         res.setdefault("model only", []).append(_timed(model_only, args.batches, args.warmup, device, step))
         print(f"    model only: {res['model only'][-1]:.1f} img/s", flush=True)
-        for mode in ("cpu", "device"):
+        for mode in pipelines():
             data = ReleaseData(root, recipe.transform(), setup.batch, seed=0, num_workers=args.workers,
                                loader_mode=mode)
             data.bind(device, amp or torch.float32)
@@ -174,11 +175,20 @@ def bench_recipe(setup: Setup, root: Path, args: argparse.Namespace, device: tor
 
 
 def dali_status() -> str:
-    import importlib.util
+    from passkit.stream.dali import dali_installed
 
-    if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
-        return "DALI: skipped (nvidia-dali not installed)"
-    return "DALI: skipped (installed, but passkit has no DALI reader yet)"
+    if not dali_installed():
+        return "DALI: skipped (nvidia-dali not installed: pip install 'passkit[dali]')"
+    import nvidia.dali
+
+    return f"DALI: measured (nvidia-dali {nvidia.dali.__version__}; mixed decode on CUDA, a CPU-only pipeline on a CPU)"
+
+
+def pipelines() -> tuple[str, ...]:
+    """The input pipelines measured: the CPU loader, the device pipeline, and DALI where installed."""
+    from passkit.stream.dali import dali_installed
+
+    return ("cpu", "device", *(("dali",) if dali_installed() else ()))
 
 
 # ----------------------------------------------------------------------------- the CPU loader target
@@ -295,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average at the end {load_average():.2f}")
     mode = "device" if device.type == "cuda" else "cpu"
     for name, r in results.items():
-        for m in ("cpu", "device"):
+        for m in pipelines():
             print(f"end-to-end / model-only ({name}, {m} pipeline): {r[f'{m}: end to end'] / r['model only']:.2f}")
     if "moco_v2" in results:
         r = results["moco_v2"]

@@ -8,8 +8,10 @@
 #      bf16 steps each with 8-bit AdamW/SGD on synthetic 224 px images: images/s, loss start -> end, RankMe;
 #      then tests/recipes/test_swav.py, test_dino.py and test_mae.py (the Trainer picks CUDA when there is one).
 #   3b. benchmarks/train_input.py --full: images/s of the input pipeline alone, the model step alone and both
-#      together, CPU loader vs device pipeline, for MoCo v2 (ResNet-50, bf16, batch 256) and DINO (ViT-S/16,
-#      multi-crop); last line `end-to-end / model-only (moco_v2): X.XX` (the device pipeline's on CUDA).
+#      together, CPU loader vs device pipeline (and DALI, mixed decode, when nvidia-dali is installed:
+#      pip install 'passkit[dali]'), for MoCo v2 (ResNet-50, bf16, batch 256) and DINO (ViT-S/16, multi-crop);
+#      last line `end-to-end / model-only (moco_v2): X.XX` (the device pipeline's on CUDA); then
+#      tests/stream/test_dali.py (skips itself without DALI).
 #   4. GenView: seconds per generated view with `passkit views generate` (GENVIEW_MODEL: a local unCLIP folder),
 #      and the MoCo v2 step with the quality-driven loss against the plain step (genview-moco).
 # Each section runs on its own (under `timeout`): a failure prints its error and the next section still runs.
@@ -55,6 +57,11 @@ try:
     print(f"bitsandbytes {bnb.__version__}")
 except Exception as e:  # noqa: BLE001 - passkit falls back to its own 8-bit optimizers
     print(f"bitsandbytes: not usable ({type(e).__name__}: {str(e)[:200]}); 8-bit runs use passkit's pure-PyTorch optimizers")
+try:
+    import nvidia.dali
+    print(f"nvidia-dali {nvidia.dali.__version__}: train-input measures --loader dali too")
+except ImportError:
+    print("nvidia-dali: not installed (pip install 'passkit[dali]'); train-input skips DALI")
 if os.environ["DRY"] == "1":
     print("DRY=1: tiny sizes on the CPU (the numbers mean nothing)")
 elif not torch.cuda.is_available():
@@ -212,6 +219,7 @@ PY
 # the input benchmark writes its 1000 photos first (under a minute on 16 cores), then 2 runs of each figure
 if [[ "$DRY" == 1 ]]; then TI_ARGS=(--quick --runs 1 --images 200 --recipes moco_v2,dino); else TI_ARGS=(--full --runs 2); fi
 TO=$((TO > 420 ? TO : 420)) section train-input "$PY" benchmarks/train_input.py "${TI_ARGS[@]}"
+section pytest-dali "$PY" -m pytest -q -p no:cacheprovider tests/stream/test_dali.py
 
 # GenView's quality-driven loss: MoCo v2 step time with quality_loss (the momentum encoder scores the pairs:
 # two extra no-grad forward passes of the key backbone) against the plain step, same model and batch.

@@ -10,6 +10,9 @@ What is checked (codes in `CODES`):
 - every listed shard exists with the size and sha256 the manifest records, and no other file lies in
   shards/; a shard whose sha256 differs is scanned to name the samples whose bytes changed;
 - every shard is a safe, flat tar (passkit.shards.check_tar): nothing is ever extracted to disk;
+- every shard has its index file (shards/<name>.idx, DALI's webdataset index, listed in
+  manifest["files"]), equal to the one derived from the tar's headers; a release built before
+  index files has none, which is a warning (`shard_index_absent`), not a failure;
 - every sample has exactly a `.jpg` and a `.json`, the json parses and names the member key, the
   JPEG's sha256 equals the json's and index.parquet's, the JPEG header parses, its size matches the
   json, and it carries no EXIF/XMP/ICC/comment block;
@@ -83,6 +86,7 @@ from passkit.audit.manifest import (
     SHARD_PATH_RE,
     check_manifest,
     check_release_files,
+    check_shard_indexes,
     check_shard_list,
     load_schema,
     schema_errors,
@@ -114,6 +118,7 @@ CHECKS: tuple[Callable[[AuditContext], None], ...] = (
     check_release_files,
     check_croissant,
     check_shard_list,
+    check_shard_indexes,
     check_index,
     check_shards,
     check_index_rows,

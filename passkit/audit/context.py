@@ -60,6 +60,7 @@ class AuditContext:
     removed: dict[str, str] = field(default_factory=dict)  # key -> reason
     removed_sha: dict[str, str] = field(default_factory=dict)  # image sha256 -> removed key
     shards: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # valid listed (path, entry)
+    wds_indexes: dict[str, str] = field(default_factory=dict)  # shard -> its listed index file (DALI's format)
     # from index.parquet (None: absent or unreadable)
     ix: IndexFacts | None = None
     # from the scan of the shards, merged in shard order

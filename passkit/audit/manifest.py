@@ -10,6 +10,7 @@ from passkit import licenses
 from passkit.audit.context import MANIFEST, AuditContext, inside
 from passkit.release.manifest import SchemaNotFound, schema_path
 from passkit.shards import sha256_file
+from passkit.shards.wdsindex import index_path
 
 SHARD_PATH_RE = re.compile(r"^shards/[A-Za-z0-9_.-]+\.tar$")
 
@@ -99,6 +100,7 @@ def check_shard_list(ctx: AuditContext) -> None:
     """The shards the manifest lists (valid paths, each once, into `ctx.shards`) against shards/."""
     assert ctx.m is not None
     listed: set[str] = set()
+    files = ctx.m.get("files") if isinstance(ctx.m.get("files"), dict) else {}
     for entry in ctx.m.get("shards") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             continue  # reported by the schema check
@@ -119,6 +121,27 @@ def check_shard_list(ctx: AuditContext) -> None:
         found = sorted((p.name, p.is_dir()) for p in folder.iterdir()) if folder.is_dir() else []
     for name, is_dir in found:
         rel = f"shards/{name}"
-        if rel not in listed:
+        if rel not in listed and (is_dir or rel not in files):  # a shard's index file is listed in files
             kind = "folder" if is_dir else "file"
             ctx.add("shard_unlisted", f"{kind} {rel} is not listed in the manifest", shard=rel)
+
+
+def check_shard_indexes(ctx: AuditContext) -> None:
+    """Which shards have an index file listed (ctx.wds_indexes; check_shards compares each with its
+    tar): every shard, or, in a release built before index files, none (a warning: DALI then derives
+    them itself). Their bytes are checked against the manifest with the other files."""
+    assert ctx.m is not None
+    files = ctx.m.get("files") if isinstance(ctx.m.get("files"), dict) else {}
+    for rel, _ in ctx.shards:
+        if index_path(rel) in files:
+            ctx.wds_indexes[rel] = index_path(rel)
+    if not ctx.shards:
+        return
+    if not ctx.wds_indexes:
+        ctx.out.warn("shard_index_absent", "no shard has an index file (shards/<name>.idx): a release from "
+                     "before passkit wrote them; `--loader dali` derives them itself, and a takedown adds them")
+        return
+    for rel, _ in ctx.shards:
+        if rel not in ctx.wds_indexes:
+            ctx.add("shard_index_missing", f"{index_path(rel)} is not listed in the manifest's files, as the "
+                    "other shards' index files are", shard=rel)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from passkit import licenses, process
-from passkit.audit.context import INDEX, AuditContext, short
+from passkit.audit.context import INDEX, AuditContext, inside, short
 from passkit.audit.index import INDEX_COMPARED, read_slice
 from passkit.audit.keyhash import EMPTY, SeenKeys, hashes
 from passkit.audit.rescan import Rescan, rescan_problem
@@ -29,6 +29,7 @@ from passkit.audit.samples import check_sample
 from passkit.audit.spill import bits_for
 from passkit.shards import UnsafeTarError, sha256_file
 from passkit.shards.reader import index_tar
+from passkit.shards.wdsindex import format_index, index_path, parse_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class ShardJob:
     slices: tuple[Any, ...] = ()  # its index rows: Arrow files, as paths (str) or their bytes
     skipped: tuple[int, ...] = ()  # rows of those files that repeat an earlier key
     full: bool = True  # False (--sample): hash it, and read its samples only when the hash differs
+    wds_index: str | bytes | None = None  # its index file, as a path (str) or its bytes; None: none to check
 
 
 @dataclass(slots=True)
@@ -207,12 +209,43 @@ def _check_file(shared: Shared, job: ShardJob, path: Path) -> ShardResult:
 
     if isinstance(entry.get("samples"), int) and len(keys) != entry["samples"]:
         sc.add("shard_count", f"{rel} holds {len(keys)} samples, the manifest says {entry['samples']}", at=True)
+    problem = _wds_index_problem(job.wds_index, entries)
+    if problem:
+        sc.add("shard_index_mismatch", f"{index_path(rel)} {problem}", at=True)
     if sha_differs:
         found = set(keys)
         expected = set(sc.rows) if sc.rows is not None else found
         sc.ops.append((sc.i, "shard_sha", digest, entry.get("sha256"), changed,
                        sorted(expected - found), sorted(found - expected)))
     return res
+
+
+def _wds_index_problem(listed: str | bytes | None, entries: list[Any]) -> str | None:
+    """How a shard's index file differs from the one its tar's headers give (None: equal, or no file
+    to compare: a listed file that is absent is reported as file_missing)."""
+    if listed is None:
+        return None
+    if isinstance(listed, str):
+        path = Path(listed)
+        if not path.is_file():
+            return None
+        listed = path.read_bytes()
+    derived = format_index((e.name, e.offset_data, e.size) for e in entries)
+    if listed == derived:
+        return None
+    try:
+        have = parse_index(listed)
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"is not an index file in DALI's format: {e}"
+    want = parse_index(derived)
+    for i, (a, b) in enumerate(zip(have, want, strict=False)):
+        if a != b:
+            return (f"differs from the tar at sample {i} ({b[0][3].partition('.')[0]}): the file lists "
+                    f"{' '.join(f'{x[3]}@{x[1]}+{x[2]}' for x in a)}, the tar holds "
+                    f"{' '.join(f'{x[3]}@{x[1]}+{x[2]}' for x in b)}")
+    if len(have) != len(want):
+        return f"lists {len(have)} samples, the tar holds {len(want)}"
+    return "differs from the one derived from the tar (its bytes, not the members it lists)"
 
 
 # ----------------------------------------------------------------------------- merging, in shard order
@@ -361,7 +394,10 @@ def check_shards(ctx: AuditContext) -> None:
                 paths = ix.slices.get(sid, [])
                 files = tuple(p.read_bytes() for p in paths) if inline else tuple(str(p) for p in paths)
                 skipped = tuple(ix.skipped_in(sid).tolist())
-            yield ShardJob(rel, entry, ix is not None, files, skipped, j in full)
+            wds: str | bytes | None = None
+            if rel in ctx.wds_indexes and (p := inside(ctx.root, ctx.wds_indexes[rel])) is not None and p.is_file():
+                wds = p.read_bytes() if inline else str(p)
+            yield ShardJob(rel, entry, ix is not None, files, skipped, j in full, wds)
 
     for number, res in enumerate(ctx.runner.run(jobs())):
         merge_shard(ctx, number, res)

@@ -19,6 +19,11 @@ from passkit.shards import sha256_file
 MANIFEST = "manifest.json"
 
 
+def _phase(rel: str) -> int:
+    """0 for a shard's tar, 1 for every other file (a shard's small index file among them)."""
+    return 0 if rel.startswith("shards/") and rel.endswith(".tar") else 1
+
+
 class PublishError(Exception):
     """A publish that cannot start or did not verify; the message says what to do."""
 
@@ -28,7 +33,7 @@ class ReleaseObject:
     rel: str  # path inside the release, "/"-separated
     size: int
     sha256: str
-    phase: int  # 0 shards, 1 the other files, 2 the manifest: each phase starts when the last is verified
+    phase: int  # 0 shard tars, 1 the other files, 2 the manifest: each phase starts when the last is verified
 
 
 def release_objects(release_dir: Path) -> list[ReleaseObject]:
@@ -54,7 +59,7 @@ def release_objects(release_dir: Path) -> list[ReleaseObject]:
         elif p.stat().st_size != size:
             problems.append(f"{rel} is {p.stat().st_size} bytes, the manifest says {size}")
         else:
-            out.append(ReleaseObject(rel, size, sha, 0 if rel.startswith("shards/") else 1))
+            out.append(ReleaseObject(rel, size, sha, _phase(rel)))
     if problems:
         raise PublishError(f"{root} does not match its manifest ({'; '.join(problems[:5])}); "
                            f"run `passkit audit {root}` and rebuild or repair it before publishing")
@@ -62,7 +67,7 @@ def release_objects(release_dir: Path) -> list[ReleaseObject]:
         rel = p.relative_to(root).as_posix()
         # partial and temporary files of a build or takedown in progress are never part of a release
         if p.is_file() and rel not in listed and rel != MANIFEST and not any(s.startswith(".") for s in rel.split("/")):
-            out.append(ReleaseObject(rel, p.stat().st_size, sha256_file(p), 0 if rel.startswith("shards/") else 1))
+            out.append(ReleaseObject(rel, p.stat().st_size, sha256_file(p), _phase(rel)))
     out.sort(key=lambda o: (o.phase, o.rel))
     out.append(ReleaseObject(MANIFEST, path.stat().st_size, sha256_file(path), 2))
     return out

@@ -79,6 +79,9 @@ class ReleaseData:
     loader="device": workers only read tars and draw each view's parameters; the training
     process decodes and augments whole batches on the training device
     (passkit.recipes.device_augment), one batch ahead on CUDA, and hands over normalised views.
+    loader="dali": an NVIDIA DALI pipeline (passkit.stream.dali.DaliViews: its reader, decoder and
+    augmentations, on the training device or, without a GPU, on the CPU) hands over normalised
+    views and the batch's keys; it is built when the Trainer binds the device.
     genview: a passkit.stream.pairs.GenViewPairing: one view of a sample drawn from its generated
     variation (CPU path only: each view needs its own decoded image).
     """
@@ -88,13 +91,16 @@ class ReleaseData:
                  loader_mode: str = "cpu", genview: Any = None):
         from passkit.stream import loader
 
-        if loader_mode not in ("cpu", "device"):
-            raise EngineError(f"loader_mode must be cpu or device, not {loader_mode!r}")
+        if loader_mode not in ("cpu", "device", "dali"):
+            raise EngineError(f"loader_mode must be cpu, device or dali, not {loader_mode!r}")
         if genview is not None and loader_mode != "cpu":
             raise EngineError("GenView pairing runs on the cpu input path only (each view needs its own "
                               "decoded image); use loader_mode='cpu'")
         self.batch_size, self.loader_mode = batch_size, loader_mode
         self.augment: Any = None
+        if loader_mode == "dali":
+            self._dali_setup(release_dir, transform, batch_size, seed, drop_last)
+            return
         if loader_mode == "device":
             from passkit.recipes.augparams import EncodedViews
             from passkit.recipes.augspec import view_specs
@@ -122,18 +128,46 @@ class ReleaseData:
                 f"lower the batch size (or use a preset made for tiny releases, e.g. --preset smoke)"
             )
 
+    def _dali_setup(self, release_dir: Path | str, transform: Any, batch_size: int, seed: int,
+                    drop_last: bool) -> None:
+        """--loader dali: the views' settings and the release now (errors before any work), the
+        DALI pipeline once the Trainer binds a device."""
+        from passkit.recipes.augspec import view_specs
+        from passkit.stream import open_release
+
+        self.specs = view_specs(transform)  # ValueError for a step DALI's graph does not have
+        self.release = open_release(release_dir)
+        if self.release.remote:
+            raise EngineError(f"{release_dir}: DALI reads shards from local files; download the release "
+                              "first, or use --loader device or cpu, which stream it")
+        self.seed, self.drop_last = seed, drop_last
+        self.loader: Any = None
+        n = self.release.num_samples
+        if drop_last and n < batch_size:
+            raise EngineError(f"{release_dir} holds {n} samples, fewer than one batch of {batch_size}: "
+                              f"lower the batch size (or use a preset made for tiny releases, e.g. --preset smoke)")
+
     @property
     def num_samples(self) -> int:
-        return self.loader.num_samples
+        return self.release.num_samples if self.loader_mode == "dali" else self.loader.num_samples
 
     def bind(self, device: torch.device, dtype: torch.dtype) -> None:
         """Where the views go and in which dtype (the Trainer calls this once it has a device)."""
+        if self.loader_mode == "dali":
+            from passkit.stream.dali import DaliViews
+
+            self.loader = DaliViews(self.release, self.specs, self.batch_size, seed=self.seed, device=device,
+                                    dtype=dtype, drop_last=self.drop_last)
         if self.loader_mode == "device":
             from passkit.recipes.device_augment import DeviceAugment
 
             self.augment = DeviceAugment(self.specs, device=device, dtype=dtype)
 
     def epoch(self, epoch: int) -> Iterable[tuple[Sequence[torch.Tensor], Any]]:
+        if self.loader_mode == "dali":  # (views, keys) batches, the views normalised on the device
+            if self.loader is None:
+                self.bind(torch.device("cpu"), torch.float32)
+            return self.loader.epoch(epoch)
         self.loader.set_epoch(epoch)
         if self.loader_mode == "cpu":
             return self.loader

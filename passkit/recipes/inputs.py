@@ -3,6 +3,8 @@
 auto picks the device pipeline where the model trains on CUDA (there the CPU loader, decoding and
 augmenting in workers, is what limits the speed) and the CPU loader elsewhere (on a CPU the
 "device" is the same cores, and the CPU loader's cropped reduced-scale decode is cheaper).
+dali (only when asked: `pip install 'passkit[dali]'`) runs NVIDIA DALI's reader, decoder and
+augmentations (passkit.stream.dali): on the GPU, or as a CPU-only DALI pipeline without one.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ class LoaderUnavailable(ValueError):
 
 
 def resolve_loader(mode: str, device: torch.device) -> str:
-    """"cpu" or "device" for `mode` on `device`; LoaderUnavailable for what cannot run here."""
+    """"cpu", "device" or "dali" for `mode` on `device`; LoaderUnavailable for what cannot run here."""
     if mode == "auto":
         return "device" if device.type == "cuda" else "cpu"
     if mode in ("cpu", "device"):
         return mode
     if mode == "dali":
         if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
-            raise LoaderUnavailable("--loader dali needs NVIDIA DALI, which is not installed (its wheels for CUDA "
-                                    "12/13 install with pip from NVIDIA's index); --loader device decodes and "
-                                    "augments on the GPU without it")
-        raise LoaderUnavailable("NVIDIA DALI is installed, but this passkit has no DALI reader yet; "
-                                "use --loader device (decode and augment on the GPU) or --loader cpu")
+            raise LoaderUnavailable("--loader dali needs NVIDIA DALI, which is not installed (pip install "
+                                    "'passkit[dali]': its wheels for CUDA 12/13 install with pip); --loader "
+                                    "device decodes and augments on the GPU without it")
+        return "dali"  # without a GPU too: DALI runs the same graph as a CPU-only pipeline
     raise LoaderUnavailable(f"unknown loader {mode!r}; choose one of {', '.join(LOADERS)}")

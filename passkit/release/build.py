@@ -125,6 +125,7 @@ def build_release(
     process.hand_back_freed_memory()
     n_kept = cur.kept
     shards: list[dict[str, Any]] = []
+    shard_indexes: dict[str, dict[str, Any]] = {}  # the shards' DALI index files, for manifest["files"]
     total = len(balanced_sizes(n_kept, spec.release.shard_max_samples))
     with ray_session(workers, address) if executor == "ray" else nullcontext(), \
             RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index, \
@@ -134,6 +135,7 @@ def build_release(
                 workers=workers, executor=executor, parallel_from=parallel_from)):
             index.write(done.index)
             shards.extend(done.shards)
+            shard_indexes.update(done.files)
             step("shards", len(shards), total)
     spill.unlink()
     process.hand_back_freed_memory()
@@ -164,7 +166,8 @@ def build_release(
     step("documents", 0, 1)
     written = documents.write_all(tmp, m, tmp / INDEX_FILE, tmp / REJECTED_FILE)
     step("documents", 1, 1)
-    m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
+    m["files"] = dict(sorted({**documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written]),
+                              **shard_indexes}.items()))
     manifest.write(tmp / MANIFEST_FILE, m)
 
     # Swap the finished release into place; an older build of the same version goes.

@@ -2,7 +2,8 @@
 
 The kept samples, sorted by key, are cut into balanced shards; consecutive shards are grouped into
 jobs of a few thousand samples. A job copies each sample's `.jpg` and `.json` from the staging tars
-(read by offset) into its shard tars and returns the shards' checksums and the samples' index rows.
+(read by offset) into its shard tars, writes each shard's index file beside it (DALI's webdataset
+index, passkit.shards.wdsindex) and returns the checksums and the samples' index rows.
 Jobs run anywhere the units folder and the release folder are reachable at the same paths (a Ray
 cluster needs a shared filesystem, as the crawl does); results come back in job order, so the
 shards, index.parquet and manifest are the same bytes whatever ran them.
@@ -24,6 +25,7 @@ from passkit.ledger import unit_paths
 from passkit.licenses import spdx_of
 from passkit.release.tables import INDEX_COLUMNS, INDEX_SCHEMA
 from passkit.shards import write_tar
+from passkit.shards.wdsindex import format_index, index_path, write_index
 
 JOB_SAMPLES = 8192  # samples per job: enough work to hide a task's overhead, little memory
 PARALLEL_MIN_SAMPLES = 16_384  # below this a release is written in this process (a pool costs more)
@@ -49,6 +51,7 @@ class Job:
 @dataclass(slots=True)
 class JobResult:
     shards: list[dict[str, Any]]  # manifest entries: path, sha256, bytes, samples
+    files: dict[str, dict[str, Any]]  # the shards' index files (DALI's format): manifest["files"] entries
     index: pa.Table  # INDEX_SCHEMA rows of its samples, in key order
 
 
@@ -102,6 +105,7 @@ def write_job(job: Job, units_dir: str, out_dir: str, name: str) -> JobResult:
 
     rows = job.samples.to_pylist()
     shards: list[dict[str, Any]] = []
+    idx_files: dict[str, dict[str, Any]] = {}
     start = 0
     try:
         for i, size in enumerate(job.sizes):
@@ -119,13 +123,15 @@ def write_job(job: Job, units_dir: str, out_dir: str, name: str) -> JobResult:
                     yield f"{r['key']}.jpg", read(r["unit"], r["jpg_offset"], r["jpg_size"])
                     yield f"{r['key']}.json", meta_bytes
 
-            info = write_tar(Path(out_dir) / rel, members(rows[start : start + size]))
+            layout: list[tuple[str, int, int]] = []
+            info = write_tar(Path(out_dir) / rel, members(rows[start : start + size]), layout)
+            idx_files[index_path(rel)] = write_index(Path(out_dir) / index_path(rel), format_index(layout))
             start += size
             shards.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": size})
     finally:
         for f in files.values():
             f.close()
-    return JobResult(shards, pa.Table.from_pydict(index, schema=INDEX_SCHEMA))
+    return JobResult(shards, idx_files, pa.Table.from_pydict(index, schema=INDEX_SCHEMA))
 
 
 def write_shards(

@@ -11,6 +11,8 @@ writes releases/demo-1.0.1 where
   so mirrors and caches keep them;
 - shards with a removed sample are rewritten, still sorted, deterministically (same order, same
   tar headers); a shard left empty is dropped;
+- every shard gets its DALI index file (shards/<name>.idx, passkit.shards.wdsindex), derived from
+  its tar, so a version made from a release older than index files has them;
 - index.parquet loses the rows, rejected.parquet gains them (stage "takedown", the reason);
 - the manifest lists every removal ({key, reason, sha256, version}) after the older ones, and a
   `previous` pointer (release, version, sha256 of its manifest); counts are updated;
@@ -49,6 +51,7 @@ from passkit.release.build import INDEX_FILE, MANIFEST_FILE, REJECTED_FILE
 from passkit.release.curate import takedown_matches
 from passkit.release.tables import ROW_GROUP, RowGroupWriter
 from passkit.shards import iter_samples, sha256_file, write_tar
+from passkit.shards.wdsindex import derive_index, format_index, index_path, write_index
 
 BATCH_ROWS = 8192
 MATCH_COLUMNS = ["key", "shard", "creator", "creator_url", "source_url", "url", "landing_url"]  # takedown_matches
@@ -148,6 +151,7 @@ def takedown(
     with atomic_path(dst) as tmp:  # the new version appears whole or not at all
         (tmp / "shards").mkdir(parents=True)
         shards: list[dict[str, Any]] = []
+        shard_indexes: dict[str, dict[str, Any]] = {}  # each shard's DALI index file, for manifest["files"]
         by_shard: dict[str, set[str]] = {}
         for k, (shard, _) in hits.items():
             by_shard.setdefault(shard, set()).add(k)
@@ -158,6 +162,8 @@ def takedown(
                 _link_or_copy(src / rel, tmp / rel)
                 if sha256_file(tmp / rel) != entry["sha256"]:
                     raise TakedownError(f"{src / rel} does not match its manifest sha256; audit the release first")
+                # derived from the tar, not copied: a release from before index files gets them too
+                shard_indexes[index_path(rel)] = write_index(tmp / index_path(rel), derive_index(tmp / rel))
                 shards.append(dict(entry))
                 result.shards_kept.append(rel)
                 continue
@@ -170,11 +176,13 @@ def takedown(
                         count += 1
                         yield from ((f"{key}.{ext}", data) for ext, data in group.items())
 
-            info = write_tar(tmp / rel, members())  # one sample in memory at a time
+            layout: list[tuple[str, int, int]] = []
+            info = write_tar(tmp / rel, members(), layout)  # one sample in memory at a time
             if count == 0:
                 (tmp / rel).unlink()
                 result.shards_dropped.append(rel)
                 continue
+            shard_indexes[index_path(rel)] = write_index(tmp / index_path(rel), format_index(layout))
             shards.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": count})
             result.shards_rewritten.append(rel)
 
@@ -218,6 +226,7 @@ def takedown(
         m["shards"] = shards
         m["files"] = {}
         written = documents.write_all(tmp, m, tmp / INDEX_FILE, tmp / REJECTED_FILE)
-        m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written])
+        m["files"] = dict(sorted({**documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, *written]),
+                                  **shard_indexes}.items()))
         manifest.write(tmp / MANIFEST_FILE, m)
     return result

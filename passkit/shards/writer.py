@@ -69,11 +69,14 @@ def _header(name: str, size: int) -> bytes:
     return bytes(head)
 
 
-def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> ShardInfo:
+def write_tar(path: Path, members: Iterable[tuple[str, bytes]],
+              layout: list[tuple[str, int, int]] | None = None) -> ShardInfo:
     """Write (name, bytes) members in the order given; returns checksum and size of the result.
 
     The bytes are those `tarfile` writes in USTAR format (tests compare them), hashed on the
-    way out instead of read back."""
+    way out instead of read back. `layout`, when given, receives (name, data offset, size) of
+    each member as it is written: what a shard's index file (passkit.shards.wdsindex) lists,
+    known here without reading the tar back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = size = 0
@@ -84,9 +87,14 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> ShardInfo:
             raw.write(b)
             digest.update(b)
 
+        at = 0
         for name, data in members:
-            put(_header(name, len(data)))
+            head = _header(name, len(data))
+            put(head)
             put(data)
+            if layout is not None:
+                layout.append((name, at + len(head), len(data)))
+            at += len(head) + -(-len(data) // _BLOCK) * _BLOCK
             if len(data) % _BLOCK:
                 put(bytes(_BLOCK - len(data) % _BLOCK))
             size += _BLOCK + -(-len(data) // _BLOCK) * _BLOCK

@@ -32,6 +32,7 @@ from PIL import Image
 from passkit import licenses
 from passkit.records import make_key
 from passkit.shards import iter_samples, sha256_file, write_tar
+from passkit.shards.wdsindex import format_index, index_path, write_index
 
 SOURCE = "factory"
 MODIFICATION = "resized to at most 512 px on the longer side, re-encoded as JPEG, metadata removed"
@@ -153,8 +154,13 @@ def make_release(
     license_ids: Sequence[str] = LICENSE_CYCLE,
     removals: Sequence[tuple[str, str]] = (),
     n_rejected: int = 3,
+    wds_index: bool = False,
 ) -> Path:
     """Write `<dir>/<name>-<version>/` and return its path.
+
+    `wds_index`: write each shard's DALI index file (shards/<name>.idx) and list it, as releases
+    built since index files do; off by default, so a tampering test's findings are about one thing
+    (a release without them is still valid: the audit only warns).
 
     `removals` are (key, reason) pairs recorded in the manifest only; a valid release does not
     contain those keys, so pass keys that are not among the samples unless a test wants them present.
@@ -171,6 +177,7 @@ def make_release(
     samples.sort(key=lambda s: s[0])  # sorted by key within and across shards
 
     shard_entries: list[dict[str, Any]] = []
+    index_files: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for s, start in enumerate(range(0, n, shard_max)):
         chunk = samples[start : start + shard_max]
@@ -179,7 +186,10 @@ def make_release(
         for key, data, meta in chunk:
             members += [(f"{key}.jpg", data), (f"{key}.json", json_bytes(meta))]
             rows.append({"key": key, "shard": rel, **{c: meta[c] for c in INDEX_COLUMNS}})
-        info = write_tar(root / rel, members)
+        layout: list[tuple[str, int, int]] = []
+        info = write_tar(root / rel, members, layout)
+        if wds_index:
+            index_files[index_path(rel)] = write_index(root / index_path(rel), format_index(layout))
         shard_entries.append({"path": rel, "sha256": info.sha256, "bytes": info.bytes, "samples": len(chunk)})
 
     for r in rows:
@@ -218,7 +228,7 @@ def make_release(
     files = {
         p: _file_entry(root / p)
         for p in ("index.parquet", "rejected.parquet", "ATTRIBUTION.md", "attribution.csv")
-    }
+    } | index_files
     pol = licenses.policy(policy)
     manifest = {
         "schema_version": 1,
