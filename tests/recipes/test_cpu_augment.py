@@ -33,11 +33,30 @@ def test_colour_ops_equal_torchvision_functional() -> None:
         for fn, ref in ((ca.brightness, TF.adjust_brightness), (ca.contrast, TF.adjust_contrast),
                         (ca.saturation, TF.adjust_saturation)):
             assert np.allclose(fn(hwc(x), f), hwc(ref(x, f)), atol=1e-5), fn.__name__
-    for h in (-0.1, 0.04, 0.1):
+    for h in (-0.5, -0.37, -0.1, 0.0, 0.04, 0.1, 0.26, 0.49, 0.5):  # hues past 360 degrees wrap
         assert np.allclose(ca.hue(hwc(x), h), hwc(TF.adjust_hue(x, h)), atol=1e-5), h
-    for sigma in (0.1, 0.9, 2.0):
-        assert np.allclose(ca.gaussian_blur(hwc(x), 7, sigma), hwc(TF.gaussian_blur(x, [7, 7], [sigma, sigma])),
-                           atol=1e-5), sigma
+    for k, sigma in ((7, 0.1), (7, 0.9), (7, 2.0), (23, 0.1), (23, 0.7), (23, 2.0), (23, 5.0)):
+        assert np.allclose(ca.gaussian_blur(hwc(x), k, sigma), hwc(TF.gaussian_blur(x, [k, k], [sigma, sigma])),
+                           atol=3e-6), (k, sigma)
+    assert np.allclose(ca.grayscale(hwc(x)), hwc(TF.rgb_to_grayscale(x, num_output_channels=3)), atol=1e-6)
+    assert np.allclose(ca.solarize(hwc(x), 0.5), hwc(TF.solarize(x, 0.5)), atol=1e-7)
+
+
+def test_the_blur_leaves_out_only_taps_that_weigh_nothing() -> None:
+    """The dropped tail is under a millionth; the taps kept are the reference's, unchanged."""
+    import math
+
+    for sigma in (0.1, 0.5, 1.0, 2.0):
+        t = np.arange(23) - 11.0
+        full = np.exp(-(t**2) / (2 * sigma**2))
+        full /= full.sum()
+        kept = ca.blur_kernel(23, sigma)
+        cut = (23 - len(kept)) // 2
+        assert len(kept) % 2 == 1 and np.allclose(kept, full[cut:23 - cut], rtol=1e-6)
+        assert 1 - kept.sum() < 1e-6
+        assert cut == 11 or full[:cut + 1].sum() >= 1e-6 / 2  # one tap fewer per side would drop too much
+    assert len(ca.blur_kernel(23, 0.1)) == 1 and len(ca.blur_kernel(23, 2.0)) == 21
+    assert math.isclose(float(ca.blur_kernel(3, 50.0).sum()), 1.0, rel_tol=1e-6)  # nothing to leave out
 
 
 def test_whole_photometric_chain_equals_torchvision_on_the_same_parameters() -> None:
@@ -68,6 +87,25 @@ def test_a_view_is_the_cropped_decode_then_the_colour_steps() -> None:
         [0.0 if f == "flip" else 1.0 for f in COL]), spec)) * 255
     assert got.dtype == torch.uint8 and got.shape == (3, 48, 48)
     assert np.abs(hwc(got).astype(np.float32) - want).max() <= 1.0  # rounding to 8 bits once, at the end
+
+
+def test_the_views_of_a_sample_share_one_decode(monkeypatch) -> None:
+    """JpegViews decodes the part all its views need once (decode.crop_resize_views), then each
+    view is that crop through its colour steps."""
+    jv = ca.JpegViews(view_specs(two_views(48)))
+    data = jpeg(160, 120, seed=3)
+    calls = []
+    part = decode.decode_part
+    monkeypatch.setattr(decode, "decode_part", lambda *a: calls.append(a) or part(*a))
+    random.seed(5)
+    got = jv(data)
+    assert len(calls) == 1
+    random.seed(5)
+    rows = [draw(s, 160, 120) for s in jv.specs]
+    crops = decode.crop_resize_views(data, [tuple(r[:4]) for r in rows], [(48, 48)] * 2, (160, 120),
+                                     [r[COL["flip"]] > 0.5 for r in rows])
+    want = [ca.colour(c, r, s) for c, r, s in zip(crops, rows, jv.specs, strict=True)]
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 def test_views_follow_the_recipes_specs_and_the_seed() -> None:
