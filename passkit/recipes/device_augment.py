@@ -28,7 +28,6 @@ level on average (tests/recipes/test_device_augment.py).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -87,13 +86,8 @@ def decode_crops(datas: Sequence[bytes], params: torch.Tensor,
             k = min(decode.reduction(float(r[2] - r[0]), float(r[3] - r[1]), (sw, sh))
                     for r, (sh, sw) in zip(p.tolist(), sizes, strict=True))
             box = (float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 2].max()), float(p[:, 3].max()))
-            part = decode.decode_region(d, (w, h), k, box)
-            if part is not None:
-                arr, ox, oy = part
-                frames[b] = torch.tensor((math.ceil(w / k) / w, math.ceil(h / k) / h, ox, oy))
-            else:
-                arr = decode.decode_reduced(d, (w, h), (math.ceil(w / k), math.ceil(h / k)))
-                frames[b] = torch.tensor((arr.shape[1] / w, arr.shape[0] / h, 0.0, 0.0))
+            arr, frame = decode.decode_part(d, (w, h), k, box)
+            frames[b] = torch.tensor(frame, dtype=torch.float64)
             images.append(torch.from_numpy(arr).permute(2, 0, 1))
         except (ValueError, OSError):
             images.append(decode_batch([d], "cpu")[0])
