@@ -277,7 +277,8 @@ def _release_pca(scorer: Any, release_dir: Path, rel: Any, size: int, seed: int,
 
     shards = json.dumps([(s.get("path"), s.get("sha256")) for s in rel.manifest.get("shards", [])])
     key = {"scorer": scorer.name, "weights": scorer.weights.name, "weights_sha256": scorer.fingerprint(),
-           "release": rel.manifest.get("release", rel.name), "release_shards_sha256": hashlib.sha256(shards.encode()).hexdigest(),
+           "release": rel.manifest.get("release", rel.name),
+           "release_shards_sha256": hashlib.sha256(shards.encode()).hexdigest(),
            "image_size": size, "limit": quality.PCA_IMAGES, "seed": seed}
     path = work / quality.PCA_FILE
     if path.is_file():
@@ -296,6 +297,7 @@ def _release_pca(scorer: Any, release_dir: Path, rel: Any, size: int, seed: int,
 def _final_pca(model: torch.nn.Module, cfg: Any, out_dir: Path, release_dir: Path) -> dict[str, Any] | None:
     """Write the direction the run ended with to the validation folder; what the entry says of it."""
     from passkit.recipes import quality
+    from passkit.shards import sha256_file
 
     state = getattr(model, "quality_pca", None)
     principal = state.current() if state is not None else None
@@ -308,8 +310,6 @@ def _final_pca(model: torch.nn.Module, cfg: Any, out_dir: Path, release_dir: Pat
     info.update(fits=int(state.fits), drift=round(float(state.drift), 6))
     path = out_dir / quality.PCA_FILE
     quality.write_pca(path, principal, info)
-    from passkit.shards import sha256_file
-
     return {"file": str(path.relative_to(release_dir)), "sha256": sha256_file(path),
             **{k: info[k] for k in ("fit", "images", "refit_images", "fits", "drift", "weights_sha256") if k in info}}
 
