@@ -107,3 +107,18 @@ def test_validate_fits_the_direction_on_the_release_stores_it_and_a_resume_reads
     assert again["sha256"] == q["pca"]["sha256"]
     with pytest.raises(AssertionError, match="fitted the direction again"):  # another release: fitted anew
         _validate(staged_release(tmp_path / "other", basic_items(6)), work, weights)
+
+
+def test_validate_says_what_is_wrong_with_the_scorer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from passkit.cli import main
+    from tests.helpers.staging import basic_items, staged_release
+
+    source = staged_release(tmp_path, basic_items(4))
+    base = ["validate", str(source), "--recipe", "moco_v2", "--steps", "1", "--device", "cpu"]
+    assert main([*base, "--quality-scorer", "momentum"]) == 2
+    assert "add --quality-loss" in capsys.readouterr().err
+    assert main([*base, "--quality-loss", "--quality-scorer", f"open_clip:{ARCH}:{tmp_path / 'none.bin'}"]) == 2
+    assert "no such weights file" in capsys.readouterr().err
+    assert main([*base, "--quality-loss", "--quality-scorer", "clip"]) == 2
+    assert "unknown quality scorer" in capsys.readouterr().err
+    assert not (source / "validation").exists()  # refused before any work
