@@ -632,7 +632,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         r = validate(Path(args.release), recipe=args.recipe, preset=args.preset, eval_spec=args.eval,
                      seed=args.seed, device=args.device, work_dir=Path(args.work) if args.work else None,
                      steps=args.steps, loader=args.loader, genview=args.genview, genview_prob=args.genview_prob,
-                     quality_loss=args.quality_loss, quality_gamma=args.quality_gamma)
+                     quality_loss=args.quality_loss, quality_gamma=args.quality_gamma,
+                     quality_scorer=args.quality_scorer)
     except (FileNotFoundError, ValueError, EngineError) as e:
         return _error(e)
     t = Table(title=f"validate {args.release} ({args.recipe}, {args.preset})", header_style="bold")
@@ -778,8 +779,12 @@ def parser() -> argparse.ArgumentParser:
                    help="with --genview: chance that a sample's chosen view is its variation (default 1.0)")
     v.add_argument("--quality-loss", action="store_true",
                    help="moco_v2: GenView's quality-driven loss (InfoNCE weighted by pair quality; scored by "
-                        "the momentum encoder)")
+                        "--quality-scorer)")
     v.add_argument("--quality-gamma", type=float, default=None, help="with --quality-loss: softmax gamma (default 1.0)")
+    v.add_argument("--quality-scorer", default=None, metavar="SCORER",
+                   help="with --quality-loss: the scoring network, 'momentum' (default: the recipe's momentum encoder, "
+                        "no weights needed) or 'open_clip:ARCH:WEIGHTS_FILE' (a frozen open_clip ConvNeXt from a local "
+                        "file, as the reference: e.g. open_clip:convnext_base_w:models/open_clip_pytorch_model.bin)")
     v.add_argument("--work", default=None, help="checkpoint folder (default work/validate/<release>/<run>)")
     v.set_defaults(func=_cmd_validate)
     lc = sub.add_parser("license", help="normalise licence spellings (names, codes, URLs, flickr:<id>) and check a policy")

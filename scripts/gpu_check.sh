@@ -13,7 +13,8 @@
 #      last line `end-to-end / model-only (moco_v2): X.XX` (the device pipeline's on CUDA); then
 #      tests/stream/test_dali.py (skips itself without DALI).
 #   4. GenView: seconds per generated view with `passkit views generate` (GENVIEW_MODEL: a local unCLIP folder),
-#      and the MoCo v2 step with the quality-driven loss against the plain step (genview-moco).
+#      and the MoCo v2 step with the quality-driven loss against the plain step (genview-moco): scored by the
+#      momentum encoder, and by a frozen open_clip ConvNeXt when GENVIEW_SCORER=open_clip:ARCH:WEIGHTS_FILE.
 # Each section runs on its own (under `timeout`): a failure prints its error and the next section still runs.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine
@@ -221,11 +222,16 @@ if [[ "$DRY" == 1 ]]; then TI_ARGS=(--quick --runs 1 --images 200 --recipes moco
 TO=$((TO > 420 ? TO : 420)) section train-input "$PY" benchmarks/train_input.py "${TI_ARGS[@]}"
 section pytest-dali "$PY" -m pytest -q -p no:cacheprovider tests/stream/test_dali.py
 
-# GenView's quality-driven loss: MoCo v2 step time with quality_loss (the momentum encoder scores the pairs:
-# two extra no-grad forward passes of the key backbone) against the plain step, same model and batch.
+# GenView's quality-driven loss: MoCo v2 step time with quality_loss against the plain step, same model and batch:
+# scored by the momentum encoder (two extra no-grad forward passes of the key backbone), and by the frozen
+# open_clip ConvNeXt of GENVIEW_SCORER (open_clip:ARCH:WEIGHTS_FILE, e.g. convnext_base_w's laion2B weights; with
+# DRY=1 a tiny random-weight one) with its direction fitted first on the synthetic batch, as validate fits it on
+# release images.
 section genview-moco "$PY" - <<'PY'
-import os, time
+import os, tempfile, time
+from pathlib import Path
 import torch
+from passkit.recipes import quality
 from passkit.recipes.moco import MoCo, MoCoConfig
 
 dry = os.environ.get("DRY") == "1"
@@ -235,9 +241,24 @@ kw = dict(arch="resnet18", width=8, small_stem=True, image_size=16, queue=64, bn
      dict(arch="resnet50", image_size=224, queue=65536, bn_splits=8)
 b, steps = (8, 2) if dry else (128, 10)
 x = torch.randn(b, 3, kw["image_size"], kw["image_size"], device=dev)
-for ql in (False, True):
+tmp = Path(tempfile.mkdtemp())
+scorers = [None, "momentum"]
+if os.environ.get("GENVIEW_SCORER"):
+    scorers.append(os.environ["GENVIEW_SCORER"])
+elif dry:
+    from tests.helpers.openclip import ARCH, tiny_convnext_clip
+    scorers.append(f"open_clip:{ARCH}:{tiny_convnext_clip(tmp)}")
+for spec in scorers:
     torch.manual_seed(0)
-    m = MoCo(MoCoConfig(**kw, quality_loss=ql)).to(dev).to(memory_format=torch.channels_last)
+    pca = None
+    if spec not in (None, "momentum"):
+        t0 = time.perf_counter()
+        principal, n = quality.fit_release(quality.build_scorer(spec), iter([x]), limit=b)
+        quality.write_pca(tmp / "pca.json", principal, {"scorer": spec, "images": n})
+        pca = str(tmp / "pca.json")
+        print(f"{spec}: loaded and direction fitted on {n} images in {time.perf_counter() - t0:.1f} s", flush=True)
+    m = MoCo(MoCoConfig(**kw, quality_loss=spec is not None, quality_scorer=spec or "momentum", quality_pca=pca))
+    m = m.to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(m.parameters(), lr=0.03, momentum=0.9)
     amp = torch.autocast("cuda", torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     for i in range(steps + 2):  # two warm-up steps
@@ -254,9 +275,10 @@ for ql in (False, True):
     if cuda:
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
-    extra = {k: round(float(out.metrics[k]), 3) for k in ("quality", "weight_min", "weight_max") if k in out.metrics}
-    print(f"moco quality_loss={ql}: {dt * 1000:.1f} ms/step, {b / dt:.1f} images/s, loss {float(out.loss.detach()):.3f} {extra}",
-          flush=True)
+    extra = {k: round(float(out.metrics[k]), 3) for k in ("quality", "weight_min", "weight_max", "pca_fits")
+             if k in out.metrics}
+    print(f"moco quality_loss={spec or 'off'}: {dt * 1000:.1f} ms/step, {b / dt:.1f} images/s, "
+          f"loss {float(out.loss.detach()):.3f} {extra}", flush=True)
 PY
 
 section pytest-recipes "$PY" -m pytest -q -p no:cacheprovider tests/recipes/test_swav.py tests/recipes/test_dino.py tests/recipes/test_mae.py

@@ -237,6 +237,65 @@ def test_passkit_stream_loader_yields_the_release(demo: Path):
     assert seen == m["counts"]["kept"]
 
 
+def test_genview_on_the_demo_release_generates_audits_credits_and_trains(demo: Path, tmp_path: Path):
+    """GenView end to end through the commands, on a copy of the demo release: `views generate` with a tiny
+    random-weight unCLIP pipeline (tests/helpers/unclip.py: the mechanics, not the images' quality), the
+    derived release audited clean and crediting both the work and the modification, then `validate
+    --genview --quality-loss` on the smoke preset, recorded in the validation entry."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    import csv
+
+    from passkit.shards import iter_samples
+    from tests.helpers.unclip import build_tiny_unclip
+
+    src = copy_release(demo, tmp_path / "releases" / demo.name)  # validate writes into the release it trains on
+    model = build_tiny_unclip(tmp_path / "tiny-unclip")
+    p = run(["views", "generate", str(src), "--model", str(model), "--steps", "2", "--fit-images", "8"], cwd=tmp_path)
+    derived = src.with_name("demo-genview-1.0.0")
+    assert f"{derived}:" in p.stdout, p.stdout
+    report = json.loads(run(["audit", str(derived), "--json"], cwd=tmp_path).stdout)
+    assert report["ok"] is True and report["findings"] == [], report["findings"]
+
+    m = json.loads((derived / "manifest.json").read_text())
+    kept = json.loads((src / "manifest.json").read_text())["counts"]["kept"]
+    # the people filter ran again on every variation, with the source's detectors
+    assert m["counts"]["candidates"] == kept and m["counts"]["kept"] + m["counts"]["rejected"] == kept
+    assert [d["name"] for d in m["detectors"]] == DEMO_DETECTORS
+    assert m["source"]["kind"] == "genview" and m["source"]["release"] == "demo-1.0.0"
+    src_meta = {k: json.loads(g["json"]) for e in json.loads((src / "manifest.json").read_text())["shards"]
+                for k, g in iter_samples(src / e["path"])}
+    samples = {k: json.loads(g["json"]) for e in m["shards"] for k, g in iter_samples(derived / e["path"])}
+    assert len(samples) == m["counts"]["kept"] > 0
+    for key, meta in samples.items():
+        gv = meta["genview"]
+        orig = src_meta[gv["source_key"]]
+        assert key == gv["source_key"] + "-gv" and gv["source_sha256"] == orig["sha256"]
+        assert set(meta["scores"]) == set(DEMO_DETECTORS)  # scored on the generated image itself
+        for f in ("title", "creator", "source_url", "landing_url", "license", "license_url", "attribution"):
+            assert meta[f] == orig[f] and meta[f], f  # the original work, credited in full
+        assert meta["modification"].startswith("AI-generated variation of the original work")
+        assert gv["model"] == "tiny-unclip" and gv["noise_level"] in (0, 100, 200, 300, 400)
+        assert isinstance(gv["seed"], int)
+    index = {r["key"]: r for r in pq.read_table(derived / "index.parquet").to_pylist()}
+    rows = {r["key"]: r for r in csv.DictReader((derived / "attribution.csv").open(encoding="utf-8"))}
+    assert set(index) == set(rows) == set(samples)
+    for key, meta in samples.items():
+        for table in (index[key], rows[key]):
+            assert all(table[f] == meta[f] for f in ("title", "creator", "source_url", "license_url", "attribution"))
+            assert table["modification"] == meta["modification"] and "tiny-unclip" in table["modification"]
+
+    # 6 of the smoke preset's 20 steps keep the test short; its momentum scorer refits every 32 images (4 steps)
+    run(["validate", str(src), "--recipe", "moco_v2", "--preset", "smoke", "--genview", str(derived),
+         "--quality-loss", "--steps", "6", "--device", "cpu", "--work", str(tmp_path / "work")], cwd=tmp_path)
+    entry = json.loads((src / "manifest.json").read_text())["validation"][-1]
+    assert entry["verdict"] == "pass" and entry["preset"] == "smoke"
+    gv, ql = entry["settings"]["genview"], entry["settings"]["quality_loss"]
+    assert gv["derived_release"] == "demo-genview-1.0.0" and gv["prob"] == 1.0
+    assert ql["scorer"] == "momentum" and ql["pca"]["fit"] == "training batches" and ql["pca"]["fits"] >= 1
+    assert (src / ql["pca"]["file"]).is_file()
+
+
 def _tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 

@@ -12,7 +12,10 @@ ICCV 2021), both off by default:
 GenView's quality-driven loss (Li et al., ECCV 2024), off by default (`quality_loss`): each query's
 InfoNCE term is weighted by how much its pair's foregrounds agree beyond their backgrounds, w = B
 softmax(gamma * quality), detached; the scoring network is passkit.recipes.quality's (by default this
-model's momentum encoder; what that weights-free fallback changes against the reference is said there).
+model's momentum encoder; what that weights-free fallback changes against the reference is said there),
+and the foreground direction its maps are projected on is the model's `quality_pca` buffers (fitted on
+the release for a frozen scorer, refitted every `quality_refit_images` training images for the momentum
+encoder), so checkpoints carry it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +38,7 @@ from passkit.recipes.engine import is_distributed
 from passkit.recipes.losses import weighted_info_nce
 from passkit.recipes.optim import OptimConfig
 from passkit.recipes.presets import Preset
-from passkit.recipes.quality import build_scorer, pair_weights
+from passkit.recipes.quality import PCA_IMAGES, QualityPCA, build_scorer, read_pca, token_weights
 from passkit.recipes.recipe import StepOutput
 
 
@@ -57,6 +61,8 @@ class MoCoConfig:
     quality_loss: bool = False  # GenView: InfoNCE terms weighted by the pairs' foreground quality
     quality_gamma: float = 1.0  # w = B softmax(gamma * quality): 0 gives every pair weight 1
     quality_scorer: str = "momentum"  # or "open_clip:ARCH:WEIGHTS_FILE" (passkit.recipes.quality)
+    quality_pca: str | None = None  # a frozen scorer's direction fitted on the release (quality.write_pca's file)
+    quality_refit_images: int = PCA_IMAGES  # the momentum scorer: refit its direction every this many images
 
     @property
     def chance_loss(self) -> float:
@@ -88,8 +94,15 @@ class MoCo(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.feature_dim = feat
         # a plain attribute, not a submodule: the scorer's weights are the key encoder's own (or frozen
-        # ones kept out of checkpoints), and the state dict stays the same with the option on or off
-        self.scorer = build_scorer(cfg.quality_scorer, self.encoder_k[0]) if cfg.quality_loss else None
+        # ones kept out of checkpoints); only its foreground direction joins the state dict
+        self.scorer = build_scorer(cfg.quality_scorer, self.encoder_k[0], feat) if cfg.quality_loss else None
+        self.quality_pca: QualityPCA | None = None
+        if self.scorer is not None:
+            self.quality_pca = QualityPCA(self.scorer.dim, 0 if self.scorer.frozen else cfg.quality_refit_images)
+            if cfg.quality_pca:
+                self.quality_pca.load(read_pca(Path(cfg.quality_pca))[0])
+            # each rank sums its own batches into the refit window; DDP must not overwrite them with rank 0's
+            self._ddp_params_and_buffers_to_ignore = [f"quality_pca.{n}" for n in QualityPCA.WINDOW]
 
     @torch.no_grad()
     def momentum_update(self, m: float | None = None) -> None:
@@ -145,8 +158,11 @@ class MoCo(nn.Module):
         l_pos = (q * k).sum(1, keepdim=True)
         l_neg = q @ negatives
         weights = quality = None
-        if self.scorer is not None:
-            weights, quality = pair_weights(self.scorer, im_q, im_k, cfg.quality_gamma)
+        if self.scorer is not None and self.quality_pca is not None:
+            t_q, t_k = self.scorer(im_q), self.scorer(im_k)
+            weights, quality = token_weights(t_q, t_k, cfg.quality_gamma, self.quality_pca.current())
+            if self.training:
+                self.quality_pca.observe(t_q, t_k)  # the next window's direction; this step used the last one
         loss, logits = weighted_info_nce(l_pos, l_neg, cfg.temperature, weights)
         if self.training:
             self.enqueue(k_clean)  # with positive extrapolation the loss saw mixed keys; store clean ones
@@ -158,6 +174,8 @@ class MoCo(nn.Module):
                    "z_std": q.detach().std(0).mean() * math.sqrt(cfg.dim)}
         if weights is not None and quality is not None:
             metrics.update(quality=quality.mean(), weight_max=weights.max(), weight_min=weights.min())
+            if self.quality_pca is not None:
+                metrics.update(pca_fits=self.quality_pca.fits.float(), pca_drift=self.quality_pca.drift)
         return StepOutput(
             loss=loss,
             metrics=metrics,
@@ -201,8 +219,9 @@ class MoCoV2:
 def preset(name: str) -> Preset:
     """The validation preset `name` (smoke, small, full; see passkit.recipes.presets)."""
     if name == "smoke":
+        # quality_refit_images 32: the momentum scorer's direction is refitted within the 20 steps
         return Preset("smoke", "moco_v2", MoCoConfig(arch="resnet18", width=16, small_stem=True, image_size=32,
-                                                     queue=64, momentum=0.99, bn_splits=2),
+                                                     queue=64, momentum=0.99, bn_splits=2, quality_refit_images=32),
                       OptimConfig(name="sgd", lr=0.03, weight_decay=1e-4), batch_size=8, steps=20,
                       eval_spec="synthetic:160:80", rankme_floor=2.0, judge_learning=False)
     if name == "small":

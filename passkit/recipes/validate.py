@@ -12,9 +12,14 @@ not disturb it). The checkpoint goes to `work_dir`, not into the release.
 
 GenView (moco_v2 only): `genview=DERIVED` pairs each sample with its generated variation in the
 derived release (passkit.stream.pairs; one view from the variation with probability `genview_prob`),
-and `quality_loss=True` weights the InfoNCE terms by pair quality (passkit.recipes.quality). Both are
-recorded in the entry's settings and name the run's folder (`<recipe>-genview-quality-<preset>-...`),
-so a plain run of the same preset is not overwritten.
+and `quality_loss=True` weights the InfoNCE terms by pair quality (passkit.recipes.quality), scored by
+`quality_scorer` ("momentum", the default, or "open_clip:ARCH:WEIGHTS_FILE"). A frozen scorer's foreground
+direction is fitted on up to quality.PCA_IMAGES release images before training and written beside the
+checkpoint (`quality_pca.json`; a resumed run with the same scorer, weights and release reads it instead
+of fitting again); the momentum scorer refits its own during training. The direction the run ended with
+is written to the validation folder (`quality_pca.json`) and named in the entry. All of it is recorded in
+the entry's settings and names the run's folder (`<recipe>-genview-quality-<preset>-...`), so a plain
+run of the same preset is not overwritten.
 
 Checks (each pass / fail / skipped):
 - loss: the final loss is below `loss_ratio` x the recipe's chance loss, the loss of a network that
@@ -34,6 +39,7 @@ network; each check's rule says which it proves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -112,6 +118,7 @@ def validate(
     genview_prob: float = 1.0,
     quality_loss: bool = False,
     quality_gamma: float | None = None,
+    quality_scorer: str | None = None,
 ) -> ValidationResult:
     from passkit.release.manifest import add_validation
     from passkit.stream import open_release
@@ -119,6 +126,8 @@ def validate(
     probe = registry.entry(recipe).probe  # ValueError for an unknown recipe, before any work
     if (genview is not None or quality_loss) and recipe != "moco_v2":
         raise ValueError(f"--genview and --quality-loss are options of the moco_v2 recipe, not {recipe}")
+    if quality_scorer is not None and not quality_loss:
+        raise ValueError("--quality-scorer chooses the network of --quality-loss; add --quality-loss")
     if genview is not None and loader == "auto":
         loader = "cpu"  # pairing needs each view decoded from its own image: the cpu input path
     input_mode = resolve_loader(loader, pick_device(device, DistInfo()))  # before any work, too
@@ -136,17 +145,26 @@ def validate(
         pairing.check()
         derived = open_release(pairing.derived)
         shard_map(rel, derived)  # ValueError for a derived release of another source, before any work
+    scorer = None
     if quality_loss:
+        from passkit.recipes import quality
+
         p.config.quality_loss = True
         if quality_gamma is not None:
             p.config.quality_gamma = quality_gamma
-    rec = p.build_recipe()
+        if quality_scorer is not None:
+            p.config.quality_scorer = quality_scorer
+        if quality.parse_scorer(p.config.quality_scorer) is not None:  # ScorerUnavailable is a ValueError
+            scorer = quality.build_scorer(p.config.quality_scorer)
     size = p.image_size
     run = "-".join([recipe, *(["genview"] if pairing else []), *(["quality"] if quality_loss else []),
                     preset, f"seed{seed}"])
     out_dir = release_dir / "validation" / run
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir) if work_dir else Path("work") / "validate" / rel.name / run
+    if scorer is not None:
+        p.config.quality_pca = str(_release_pca(scorer, release_dir, rel, size, seed, device, work))
+    rec = p.build_recipe()
     batch = p.batch_size
     total = steps or p.total_steps(rel.num_samples)
     cfg = TrainConfig(steps=total, optim=p.optim, warmup_steps=int(p.warmup_frac * total), seed=seed,
@@ -225,13 +243,16 @@ def validate(
     for name in ("metrics.jsonl", "similarity.jsonl"):
         if (work / name).is_file():
             (out_dir / name).write_text((work / name).read_text(encoding="utf-8"), encoding="utf-8")
+    pca = _final_pca(model, rec.cfg, out_dir, release_dir) if quality_loss else None
+    if pca is not None and pca["file"]:
+        paths.append(release_dir / pca["file"])
 
     entry: dict[str, Any] = {
         "recipe": recipe, "preset": preset, "seed": seed, "verdict": "pass" if ok else "fail",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "release": rel.name, "samples": rel.num_samples,
         "settings": {"recipe": rec.describe(), "optimizer": asdict(p.optim), "batch_size": batch, "steps": total,
-                     "loader": input_mode, **_genview_settings(pairing, rec.cfg)},
+                     "loader": input_mode, **_genview_settings(pairing, rec.cfg, pca)},
         "train": {"seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2), "device": res.device,
                   "final_loss": final_loss, "chance_loss": chance, "optimizer_state": res.optimizer_state,
                   "final": {k: res.final(k, 0.2) for k in ("acc", "pos_sim", "neg_sim", "rankme", "kl",
@@ -252,14 +273,61 @@ def validate(
                             **{f"random_init_{k}": v for k, v in (evals.get("random_init") or {}).items()}}
         short["path"] = str((out_dir / "validation.json").relative_to(release_dir))
         if pairing is not None or quality_loss:  # plain entries keep their former shape
-            short["settings"] = _genview_settings(pairing, rec.cfg)
+            short["settings"] = _genview_settings(pairing, rec.cfg, pca)
         add_validation(release_dir, _finite(short))
     return ValidationResult(ok, entry, out_dir)
 
 
-def _genview_settings(pairing: Any, cfg: Any) -> dict[str, Any]:
+def _release_pca(scorer: Any, release_dir: Path, rel: Any, size: int, seed: int, device: str, work: Path) -> Path:
+    """The frozen scorer's foreground direction for this run, in `work`/quality_pca.json: read back when
+    an earlier (interrupted) run fitted it with the same scorer, weights, release and image size, else
+    fitted now on up to quality.PCA_IMAGES release images (centre crops at the training size)."""
+    from passkit.recipes import quality
+    from passkit.stream import loader
+
+    shards = json.dumps([(s.get("path"), s.get("sha256")) for s in rel.manifest.get("shards", [])])
+    key = {"scorer": scorer.name, "weights": scorer.weights.name, "weights_sha256": scorer.fingerprint(),
+           "release": rel.manifest.get("release", rel.name),
+           "release_shards_sha256": hashlib.sha256(shards.encode()).hexdigest(),
+           "image_size": size, "limit": quality.PCA_IMAGES, "seed": seed}
+    path = work / quality.PCA_FILE
+    if path.is_file():
+        _, info = quality.read_pca(path)
+        if {k: info.get(k) for k in key} == key:
+            return path
+    dev = pick_device(device, DistInfo())
+    dl = loader(release_dir, 64, transform=MultiView([eval_transform(size)]), shuffle=True, seed=seed)
+    batches = (normalize(plain.to(dev)) for (plain,), _ in dl)
+    principal, n = quality.fit_release(scorer, batches, quality.PCA_IMAGES)
+    work.mkdir(parents=True, exist_ok=True)
+    quality.write_pca(path, principal, {**key, "fit": "release", "images": n})
+    return path
+
+
+def _final_pca(model: torch.nn.Module, cfg: Any, out_dir: Path, release_dir: Path) -> dict[str, Any] | None:
+    """Write the direction the run ended with to the validation folder; what the entry says of it."""
+    from passkit.recipes import quality
+    from passkit.shards import sha256_file
+
+    state = getattr(model, "quality_pca", None)
+    principal = state.current() if state is not None else None
+    if principal is None:  # the momentum scorer's first window never filled: each batch used its own
+        return {"file": None, "fit": "per batch", "fits": 0}
+    if cfg.quality_pca:
+        _, info = quality.read_pca(Path(cfg.quality_pca))
+    else:
+        info = {"scorer": cfg.quality_scorer, "fit": "training batches", "refit_images": cfg.quality_refit_images}
+    info.update(fits=int(state.fits), drift=round(float(state.drift), 6))
+    path = out_dir / quality.PCA_FILE
+    quality.write_pca(path, principal, info)
+    return {"file": str(path.relative_to(release_dir)), "sha256": sha256_file(path),
+            **{k: info[k] for k in ("fit", "images", "refit_images", "fits", "drift", "weights_sha256") if k in info}}
+
+
+def _genview_settings(pairing: Any, cfg: Any, pca: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a GenView run adds to the settings: the pairing (derived release, its manifest's sha256,
-    probability) and the quality loss (gamma, scorer); None for what the run did not use."""
+    probability) and the quality loss (gamma, scorer, the foreground direction's file); None for what
+    the run did not use."""
     out: dict[str, Any] = {"genview": None, "quality_loss": None}
     if pairing is not None:
         from passkit.shards import sha256_file
@@ -269,7 +337,7 @@ def _genview_settings(pairing: Any, cfg: Any) -> dict[str, Any]:
         out["genview"] = {**pairing.describe(), "derived_release": m.get("release"),
                           "derived_manifest_sha256": sha256_file(derived / "manifest.json")}
     if getattr(cfg, "quality_loss", False):
-        out["quality_loss"] = {"gamma": cfg.quality_gamma, "scorer": cfg.quality_scorer}
+        out["quality_loss"] = {"gamma": cfg.quality_gamma, "scorer": cfg.quality_scorer, "pca": pca}
     return out
 
 

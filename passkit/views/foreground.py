@@ -53,6 +53,46 @@ class Principal:
         return (self.project(tokens) > 0).float().mean(-1)
 
 
+@dataclass(slots=True)
+class TokenSums:
+    """What a principal direction needs of a set of patch tokens, as float64 sums (D + D x D numbers,
+    however many tokens went in), so fits stream and partial fits add up (across batches or ranks)."""
+
+    tokens: int
+    images: int
+    sum: torch.Tensor  # [D]
+    outer: torch.Tensor  # [D, D]
+    inner_sum: torch.Tensor  # [D]: per image, the mean of the patches off the grid's border, summed
+    border_sum: torch.Tensor  # [D]: the same for the border patches
+
+    @staticmethod
+    def of(tokens: torch.Tensor) -> TokenSums:
+        """[B, N, D] patch tokens on a square grid; the sums are computed where the tokens are (a D x D
+        product on the GPU, not a copy of every token to the CPU)."""
+        b, n, d = tokens.shape
+        side = round(n ** 0.5)
+        if side * side != n:
+            raise ValueError(f"patch tokens must form a square grid, got {n}")
+        border = grid_border(side).to(tokens.device)
+        x = tokens.detach().to(torch.float64)
+        flat = x.reshape(-1, d)
+        # a grid under 3 x 3 has no inner patch: nothing then says which way the foreground lies
+        inner = x[:, ~border].mean(1).sum(0) if side > 2 else torch.zeros_like(flat[0])
+        return TokenSums(flat.shape[0], b, flat.sum(0), flat.T @ flat, inner, x[:, border].mean(1).sum(0))
+
+    def principal(self) -> Principal:
+        """The first principal direction, turned towards the patches away from the grid's border."""
+        if self.tokens < 2:
+            raise ValueError("a principal direction needs the tokens of at least one image")
+        mean = self.sum / self.tokens
+        cov = self.outer / self.tokens - torch.outer(mean, mean)
+        _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues: the last vector is the first component
+        direction = vectors[:, -1]
+        if torch.dot(direction, self.inner_sum - self.border_sum) < 0:
+            direction = -direction
+        return Principal(mean.float(), direction.float())
+
+
 class PrincipalFit:
     """Streams patch tokens into the sums a principal direction needs (float64, D x D), so the fit
     covers as many images as asked without holding their tokens.
@@ -62,39 +102,22 @@ class PrincipalFit:
     edges far more often than not (the assumption GenView's fixed threshold also encodes)."""
 
     def __init__(self, dim: int) -> None:
-        self.n = 0
-        self.sum = torch.zeros(dim, dtype=torch.float64)
-        self.outer = torch.zeros(dim, dim, dtype=torch.float64)
-        self.inner_sum = torch.zeros(dim, dtype=torch.float64)
-        self.border_sum = torch.zeros(dim, dtype=torch.float64)
-        self.images = 0
+        z = torch.zeros(dim, dtype=torch.float64)
+        self.sums = TokenSums(0, 0, z, torch.zeros(dim, dim, dtype=torch.float64), z.clone(), z.clone())
+
+    @property
+    def images(self) -> int:
+        return self.sums.images
 
     def add(self, tokens: torch.Tensor) -> None:
         """[B, N, D] patch tokens of B images on a square grid of N patches."""
-        b, n, d = tokens.shape
-        side = round(n ** 0.5)
-        if side * side != n:
-            raise ValueError(f"patch tokens must form a square grid, got {n}")
-        border = grid_border(side)
-        x = tokens.detach().to(torch.float64).cpu()
-        flat = x.reshape(-1, d)
-        self.n += flat.shape[0]
-        self.sum += flat.sum(0)
-        self.outer += flat.T @ flat
-        self.inner_sum += x[:, ~border].mean(1).sum(0)
-        self.border_sum += x[:, border].mean(1).sum(0)
-        self.images += b
+        t = TokenSums.of(tokens)
+        s = self.sums
+        self.sums = TokenSums(s.tokens + t.tokens, s.images + t.images, s.sum + t.sum.cpu(), s.outer + t.outer.cpu(),
+                              s.inner_sum + t.inner_sum.cpu(), s.border_sum + t.border_sum.cpu())
 
     def result(self) -> Principal:
-        if self.n < 2:
-            raise ValueError("a principal direction needs the tokens of at least one image")
-        mean = self.sum / self.n
-        cov = self.outer / self.n - torch.outer(mean, mean)
-        _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues: the last vector is the first component
-        direction = vectors[:, -1]
-        if torch.dot(direction, self.inner_sum - self.border_sum) < 0:
-            direction = -direction
-        return Principal(mean.float(), direction.float())
+        return self.sums.principal()
 
 
 def soft_foreground(projection: torch.Tensor) -> torch.Tensor:

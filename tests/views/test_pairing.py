@@ -175,7 +175,10 @@ def test_validate_trains_moco_on_the_generated_views_with_the_quality_loss(made:
     v = json.loads((source / "validation" / "moco_v2-genview-quality-smoke-seed0" / "validation.json").read_text())
     s = v["settings"]
     assert s["genview"]["derived_release"] == derived.name and s["genview"]["prob"] == 0.5
-    assert s["quality_loss"] == {"gamma": 1.0, "scorer": "momentum"} and s["recipe"]["quality_loss"] is True
+    q = s["quality_loss"]
+    assert (q["gamma"], q["scorer"]) == (1.0, "momentum") and s["recipe"]["quality_loss"] is True
+    # the smoke preset refits the momentum scorer's direction every 32 images: once in 4 steps of 8
+    assert (q["pca"]["fit"], q["pca"]["fits"]) == ("training batches", 1) and (source / q["pca"]["file"]).is_file()
     assert s["loader"] == "cpu" and v["verdict"] == "pass"
     entry = json.loads((source / "manifest.json").read_text())["validation"][-1]
     assert entry["settings"]["genview"]["derived_release"] == derived.name
