@@ -2,7 +2,7 @@
 
     passkit views generate releases/demo-1.0.0 --model models/stable-diffusion-2-1-unclip --device cuda
 
-writes releases/demo-genview-1.0.0, a normal passkit release (shards, index, rejected list, manifest,
+writes releases/demo-genview-1.0.0, a normal passkit release (shards and their DALI index files, index, rejected list, manifest,
 attribution files, card, report, croissant.json; `passkit audit` checks it like any other) in which
 
 - each sample is a variation of one source sample, made by Stable unCLIP img2img at the noise level
@@ -56,6 +56,7 @@ from passkit.release.tables import (
     RowGroupWriter,
 )
 from passkit.shards import iter_samples, sha256_file
+from passkit.shards.wdsindex import derive_index, index_path, write_index
 from passkit.shards.writer import write_tar
 from passkit.views import unclip
 from passkit.views.foreground import Principal, PrincipalFit, noise_level
@@ -315,6 +316,7 @@ def _assemble(dst: Path, old: dict[str, Any], old_sha: str, name: str, version: 
     with atomic_path(dst) as tmp:
         (tmp / "shards").mkdir(parents=True)
         shards: list[dict[str, Any]] = []
+        shard_indexes: list[str] = []
         with RowGroupWriter(tmp / INDEX_FILE, INDEX_SCHEMA) as index, \
                 RowGroupWriter(tmp / REJECTED_FILE, REJECTED_SCHEMA) as rej_out:
             for rel, tar, idx, rej in outputs:
@@ -327,6 +329,9 @@ def _assemble(dst: Path, old: dict[str, Any], old_sha: str, name: str, version: 
                 index.write(rows)
                 kept += rows.num_rows
                 shutil.copyfile(tar, tmp / rel)
+                # the index DALI's reader needs, as every release has beside its shards
+                write_index(tmp / index_path(rel), derive_index(tmp / rel))
+                shard_indexes.append(index_path(rel))
                 shards.append({"path": rel, "sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size,
                                "samples": rows.num_rows})
         (tmp / INFO_FILE).write_text(json.dumps(info, sort_keys=True) + "\n", encoding="utf-8")
@@ -347,6 +352,6 @@ def _assemble(dst: Path, old: dict[str, Any], old_sha: str, name: str, version: 
         m["counts"] = {"candidates": kept + rejected, "kept": kept, "rejected": rejected,
                        "by_stage": {"people": rejected} if rejected else {}, "by_reason": dict(sorted(by_reason.items()))}
         written = documents.write_all(tmp, m, tmp / INDEX_FILE, tmp / REJECTED_FILE)
-        m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, INFO_FILE, *written])
+        m["files"] = documents.file_entries(tmp, [INDEX_FILE, REJECTED_FILE, INFO_FILE, *shard_indexes, *written])
         manifest.write(tmp / "manifest.json", m)
     result.shards, result.generated, result.rejected = len(shards), kept, rejected

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 from passkit.audit import audit  # noqa: E402
 from passkit.filters.people.ensemble import PeopleResult  # noqa: E402
 from passkit.shards import iter_samples  # noqa: E402
+from passkit.shards.wdsindex import index_path as shard_index  # noqa: E402
 from passkit.views.derive import KEY_SUFFIX, GenViewError, generate_views  # noqa: E402
 from passkit.views.foreground import NOISE_LEVELS  # noqa: E402
 from tests.helpers.staging import basic_items, staged_release  # noqa: E402
@@ -71,6 +72,8 @@ def test_derived_release_audits_clean_and_credits_the_original(source: Path, mod
     assert (res.generated, res.rejected) == (5, 1)
     report = audit(res.path)
     assert report.ok, report.findings
+    assert not report.findings, report.findings  # not even shard_index_absent: DALI can read it
+    assert all(shard_index(e["path"]) in m["files"] for e in m["shards"])
 
     derived = dict(_samples(res.path))
     src = {k: json.loads(g["json"]) for k, g in src_samples}
