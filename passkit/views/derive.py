@@ -2,8 +2,9 @@
 
     passkit views generate releases/demo-1.0.0 --model models/stable-diffusion-2-1-unclip --device cuda
 
-writes releases/demo-genview-1.0.0, a normal passkit release (shards and their DALI index files, index, rejected list, manifest,
-attribution files, card, report, croissant.json; `passkit audit` checks it like any other) in which
+writes releases/demo-genview-1.0.0, a normal passkit release (shards and their DALI index files,
+index, rejected list, manifest, attribution files, card, report, croissant.json; `passkit audit`
+checks it like any other) in which
 
 - each sample is a variation of one source sample, made by Stable unCLIP img2img at the noise level
   its foreground ratio picks (passkit.views.foreground), with a seed derived from the run's seed and
