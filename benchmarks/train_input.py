@@ -23,7 +23,8 @@ augmentation (2 workers) against the number of cores times one core's rate, meas
 run, single-threaded, at (i) decoding and cropping the two views and nothing else, each view
 with its own cropped decode (the headline denominator), (i') the same crops from one decode of
 their union, as the transform does them (a second ratio line, the stricter one), and (ii) the
-whole two-view transform; and the torchvision-on-PIL reference transform's one-core rate.
+whole two-view transform; and the torchvision-on-PIL reference transform's one-core rate. It
+also prints where the whole transform's time goes, stage by stage (CPU time of one thread).
 """
 
 from __future__ import annotations
@@ -209,6 +210,45 @@ def one_core_rate(datas: list[bytes], fn: Callable[[bytes], Any], seconds: float
             return n / dt
 
 
+def stage_times(datas: list[bytes], transform: Callable[[bytes], Any], passes: int) -> dict[str, float]:
+    """CPU ms per image (this thread's time) of each stage of cpu_augment.JpegViews over `datas`:
+    each stage's function is wrapped for the measurement only. Each jitter op is counted over all
+    images, so it is weighted by how often it applies; "colour steps" includes them all."""
+    from contextlib import ExitStack
+    from unittest import mock
+
+    from passkit.recipes import cpu_augment as ca
+    from passkit.stream import decode
+
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **k: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+        return run
+
+    stages = [(decode, "decode_part", "decode (one per sample)"), (decode, "resample", "resample the views"),
+              (ca, "colour", "colour + float in, uint8 out, planar"), (ca, "photometric", "colour steps"),
+              (ca, "grayscale", "  grayscale"), (ca, "gaussian_blur", "  blur"), (ca, "solarize", "  solarize")]
+    with ExitStack() as stack:
+        for module, attr, name in stages:
+            stack.enter_context(mock.patch.object(module, attr, timed(name, getattr(module, attr))))
+        stack.enter_context(mock.patch.object(ca, "JITTER", tuple(timed(f"  {f.__name__}", f) for f in ca.JITTER)))
+        random.seed(0)
+        t0 = time.thread_time()
+        for _ in range(passes):
+            for d in datas:
+                transform(d)
+        spent["whole transform"] = time.thread_time() - t0
+    order = [name for _, _, name in stages[:4]] + [f"  {f.__name__}" for f in ca.JITTER] + \
+        [name for _, _, name in stages[4:]] + ["whole transform"]
+    return {k: spent.get(k, 0.0) / (passes * len(datas)) * 1e3 for k in order}
+
+
 def cpu_target(root: Path, args: argparse.Namespace) -> float:
     """The loader with MoCo v2's two views (2 workers) / (cores x one core's decode-and-crop rate)."""
     import cv2
@@ -260,6 +300,9 @@ def cpu_target(root: Path, args: argparse.Namespace) -> float:
                     break  # the slow path: a few batches are enough for its rate
             rows.setdefault(name, []).append(n / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"JpegViews per image, CPU ms on one thread (5 passes over {len(datas)} photos; load {load_average():.2f}):")
+    for k, v in stage_times(datas, fast, 5).items():
+        print(f"  {k:40s} {v:6.3f}")
     print(f"CPU: {cpu_model()}; {cores} cores; decoder {decode.backend()}; batch {args.cpu_batch}; "
           f"load average now {load_average():.2f}")
     for k, v in rows.items():

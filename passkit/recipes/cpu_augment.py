@@ -14,7 +14,8 @@ jittered view (hue's HSV round trip most of it): about 27 in all, so two workers
 gave a tenth of what the cores decode and crop.
 
 Where the time goes here (MoCo v2's two 224 px views, the benchmark's first 200 photos, CPU time
-of one thread per image, 3-5 passes, load average 5-6 from the machine's other users): the
+of one thread per image, 3-5 passes, load average 5-6 from the machine's other users; the stage
+breakdown `benchmarks/train_input.py --cpu-target` prints): the
 decode 2.1 -- the part both crops need, once, at the DCT scale of the view that needs the most
 resolution (decode.crop_resize_views; a cropped decode per view, which Huffman-decodes every row
 down to its crop's bottom twice, cost 3.6; at load 1.2, 1.9 against 3.3); resampling both views
@@ -163,15 +164,6 @@ def colour(hwc: np.ndarray, p: Sequence[float], spec: ViewSpec) -> torch.Tensor:
 
 def _box(p: Sequence[float]) -> decode.Box:
     return (p[COL["left"]], p[COL["top"]], p[COL["right"]], p[COL["bottom"]])
-
-
-def view(data: decode.Source, size: tuple[int, int], p: Sequence[float], spec: ViewSpec) -> torch.Tensor:
-    """One view on its own: crop box, flip and photometric parameters `p` (an augparams.draw row)
-    -> uint8 [3, h, w]."""
-    h, w = spec.size
-    k = decode.reduction(p[COL["right"]] - p[COL["left"]], p[COL["bottom"]] - p[COL["top"]], (w, h))
-    arr, frame = decode.decode_part(data, size, k, _box(p))
-    return colour(decode.resample(arr, frame, _box(p), (w, h), p[COL["flip"]] > 0.5), p, spec)
 
 
 class JpegViews(decode.JpegTransform):

@@ -73,9 +73,10 @@ class ReleaseData:
     """A release folder through passkit.stream.loader, with the recipe's multi-view transform.
 
     loader="cpu": workers decode and augment (uint8 views; the engine normalises on the device).
-    A recipe transform the spec reader understands runs as cpu_augment.JpegViews (each view's crop
-    decoded at reduced scale, the photometric steps in OpenCV: 4x the images/s of torchvision on
-    PIL on one core), with the device pipeline's parameter draws; any other transform as given.
+    A recipe transform the spec reader understands runs as cpu_augment.JpegViews (one reduced-scale
+    decode of the part a sample's views cover, the photometric steps in OpenCV: about 7x the images/s
+    of torchvision on PIL on one core), with the device pipeline's parameter draws; any other
+    transform as given.
     loader="device": workers only read tars and draw each view's parameters; the training
     process decodes and augments whole batches on the training device
     (passkit.recipes.device_augment), one batch ahead on CUDA, and hands over normalised views.

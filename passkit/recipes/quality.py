@@ -52,9 +52,9 @@ from passkit.recipes.augment import IMAGENET_MEAN, IMAGENET_STD
 from passkit.recipes.losses import quality_weights
 from passkit.views.foreground import (
     Principal,
-    PrincipalFit,
     TokenSums,
     batch_principal,
+    fit_tokens,
     pooled,
     soft_foreground,
 )
@@ -307,16 +307,10 @@ def pair_weights(scorer: Scorer, view1: torch.Tensor, view2: torch.Tensor, gamma
 def fit_release(scorer: Scorer, batches: Any, limit: int = PCA_IMAGES) -> tuple[Principal, int]:
     """(the principal direction of the scorer's tokens, images used) over up to `limit` images from
     `batches` (normalised image tensors on the scorer's device), streamed: only the sums are held."""
-    fit = PrincipalFit(scorer.dim)
-    for images in batches:
-        images = images[: limit - fit.images]
-        if len(images):
-            fit.add(scorer(images))
-        if fit.images >= limit:
-            break
-    if fit.images == 0:
+    got = fit_tokens(batches, scorer, limit)
+    if got is None:
         raise ValueError("no images to fit the quality loss's foreground direction on")
-    return fit.result(), fit.images
+    return got
 
 
 def write_pca(path: Path, principal: Principal, info: dict[str, Any]) -> None:

@@ -60,7 +60,7 @@ from passkit.shards import iter_samples, sha256_file
 from passkit.shards.wdsindex import derive_index, index_path, write_index
 from passkit.shards.writer import write_tar
 from passkit.views import unclip
-from passkit.views.foreground import Principal, PrincipalFit, noise_level
+from passkit.views.foreground import Principal, fit_tokens, noise_level
 
 KEY_SUFFIX = "-gv"  # '-' keeps keys dot-free, and appending it keeps the source's key order
 INFO_FILE = "genview.json"  # the run's settings and the principal direction, listed in the manifest
@@ -108,18 +108,11 @@ def _batches(path: Path, size: int) -> Iterator[list[tuple[str, bytes, dict[str,
 
 def fit_principal(pipe: Any, src: Path, shards: list[dict[str, Any]], images: int, batch_size: int) -> Principal:
     """The first principal direction of the encoder's patch tokens over the first `images` samples."""
-    fit: PrincipalFit | None = None
-    for entry in shards:
-        for batch in _batches(src / entry["path"], batch_size):
-            room = images - (fit.images if fit else 0)
-            tokens = unclip.patch_tokens(pipe, [_decoded(jpg) for _, jpg, _ in batch[:room]])
-            fit = fit or PrincipalFit(tokens.shape[-1])
-            fit.add(tokens)
-            if fit.images >= images:
-                return fit.result()
-    if fit is None:
+    batches = (b for entry in shards for b in _batches(src / entry["path"], batch_size))
+    got = fit_tokens(batches, lambda b: unclip.patch_tokens(pipe, [_decoded(jpg) for _, jpg, _ in b]), images)
+    if got is None:
         raise GenViewError(f"{src} has no samples to generate from")
-    return fit.result()
+    return got[0]
 
 
 @dataclass(slots=True)

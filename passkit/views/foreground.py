@@ -12,7 +12,9 @@ Pure functions of tensors (torch), so each can be checked on hand-made tokens.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -118,6 +120,23 @@ class PrincipalFit:
 
     def result(self) -> Principal:
         return self.sums.principal()
+
+
+def fit_tokens(batches: Iterable[Sequence[Any]], tokens: Callable[[Sequence[Any]], torch.Tensor],
+               limit: int) -> tuple[Principal, int] | None:
+    """(the principal direction of `tokens(batch)` over the first `limit` items of `batches`, the
+    images used), streamed through a PrincipalFit; None when `batches` holds nothing. Items past
+    `limit` are never passed to `tokens` (the encoder's forward pass is the cost)."""
+    fit: PrincipalFit | None = None
+    for batch in batches:
+        part = batch[: limit - (fit.images if fit else 0)]
+        if len(part):
+            t = tokens(part)
+            fit = fit or PrincipalFit(t.shape[-1])
+            fit.add(t)
+        if fit is not None and fit.images >= limit:
+            break
+    return None if fit is None else (fit.result(), fit.images)
 
 
 def soft_foreground(projection: torch.Tensor) -> torch.Tensor:
